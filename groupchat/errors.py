@@ -1,0 +1,29 @@
+"""Every error groupchat raises on purpose; each message is one line a person can act on."""
+
+
+class GroupchatError(Exception):
+    """Base class: the CLI prints the message as one line on stderr and exits non-zero."""
+
+
+class InvalidNameError(GroupchatError):
+    """Raised when a name breaks the naming rules; the message says which rule."""
+
+
+class NameTakenError(GroupchatError):
+    """Raised when someone connected already has the name, ignoring case."""
+
+
+class ServerStartError(GroupchatError):
+    """Raised when the server cannot listen: port in use, permission denied, unknown address."""
+
+
+class ConnectError(GroupchatError):
+    """Raised when the client cannot reach the server: refused, unknown host, unreachable."""
+
+
+class ConnectionLostError(GroupchatError):
+    """Raised when the server closes the connection or it breaks while the client runs."""
+
+
+class NameRefusedError(GroupchatError):
+    """Raised when the server refuses the client's name and there is no person to ask for another."""

@@ -1,0 +1,192 @@
+"""The wire protocol as pure functions: framing bytes into lines, checking names, rendering lines.
+
+Nothing here touches a socket, a thread or a clock, so every rule of the protocol can be
+tested by calling it.  The wire is UTF-8 text, one line per message, ended by "\\n" ("\\r\\n"
+accepted), so ``nc`` and ``telnet`` are full clients.
+
+What the server says, in the order a connection sees it::
+
+    *** What is your name?                  (NAME_PROMPT; asked again after a refusal)
+    *** Sorry, the name "bob" is taken.     (a refusal: one line, then the prompt again)
+    *** Welcome, alice! Here now: bob.      (the handshake is over)
+    [14:03] *** bob joined                  (a notice: "***" after the time)
+    [14:03] <bob> hi                        (a message: the sender's name is stamped by the server)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple, Union
+
+from groupchat.errors import InvalidNameError
+
+ENCODING = "utf-8"
+DEFAULT_PORT = 7111
+MAX_LINE_BYTES = 4096
+MAX_NAME_CHARS = 32
+
+NOTICE_MARK = "***"
+NAME_PROMPT = f"{NOTICE_MARK} What is your name?"
+WELCOME_PREFIX = f"{NOTICE_MARK} Welcome, "
+RESERVED_NAMES = frozenset({"server"})
+# A name may not start like a notice, a timestamp or a stamped sender, so no name can make a
+# line that looks like the server's.
+FORBIDDEN_NAME_STARTS = ("*", "[", "<")
+
+# CSI/OSC/other escape sequences first (so their parameters go too), then any lone control
+# character, C1 control or bidi override left over.
+_ESCAPE_SEQUENCE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-_]?)")
+_UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+class LineTooLong(NamedTuple):
+    """Stands in :meth:`LineBuffer.feed`'s output for a line that was longer than allowed."""
+
+    limit: int
+
+
+class LineBuffer:
+    """Splits a byte stream into text lines, keeping the unfinished tail for the next feed.
+
+    Memory stays bounded whatever the peer sends: a line past ``max_line`` bytes is dropped
+    as it arrives and reported once, as :class:`LineTooLong`, when its newline comes.
+
+    >>> buf = LineBuffer(max_line=8)
+    >>> buf.feed(b"hi\\r\\nthe")
+    ['hi']
+    >>> buf.feed(b"re\\n")
+    ['there']
+    >>> buf.feed(b"far too long\\nok\\n")
+    [LineTooLong(limit=8), 'ok']
+    """
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self.max_line = max_line
+        self._tail = b""
+        self._discarding = False
+
+    def feed(self, data: bytes) -> list[Union[str, LineTooLong]]:
+        """Return the complete lines in ``data`` plus what earlier feeds left unfinished."""
+        lines: list[Union[str, LineTooLong]] = []
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            raw = data[start:end]
+            start = end + 1
+            if self._tail:
+                raw = self._tail + raw
+                self._tail = b""
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            if self._discarding or len(raw) > self.max_line:
+                self._discarding = False
+                lines.append(LineTooLong(self.max_line))
+            else:
+                lines.append(decode_line(raw))
+        rest = data[start:]
+        if rest and not self._discarding:
+            if len(self._tail) + len(rest) > self.max_line + 1:  # +1 for a "\r" still to come
+                self._tail = b""
+                self._discarding = True
+            else:
+                self._tail += rest
+        return lines
+
+    @property
+    def pending(self) -> int:
+        """How many bytes of an unfinished line are held."""
+        return len(self._tail)
+
+
+def decode_line(raw: bytes) -> str:
+    """Turn one line's bytes into safe text: bad UTF-8 replaced, control characters removed.
+
+    >>> decode_line(b"hi \\xff\\x1b[2Jthere\\r")
+    'hi \\ufffdthere'
+    """
+    return clean_text(raw.decode(ENCODING, errors="replace"))
+
+
+def clean_text(text: str) -> str:
+    """Remove what could move a terminal's cursor, clear it, ring it or reorder it; tabs become spaces.
+
+    >>> clean_text("a\\tb\\x07\\u202ec")
+    'a bc'
+    """
+    if text.isprintable():  # the common case costs one C call
+        return text
+    text = text.replace("\t", " ")
+    return _UNSAFE_CHARS.sub("", _ESCAPE_SEQUENCE.sub("", text))
+
+
+def check_name(raw: str) -> str:
+    """Return ``raw`` as a name, or raise :class:`InvalidNameError` saying what is wrong.
+
+    >>> check_name("  alice ")
+    'alice'
+    >>> check_name("<bob>")
+    Traceback (most recent call last):
+    ...
+    groupchat.errors.InvalidNameError: a name cannot start with "<"
+    """
+    name = raw.strip()
+    if not name:
+        raise InvalidNameError("a name cannot be empty")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidNameError(f"a name can have at most {MAX_NAME_CHARS} characters")
+    if any(ch.isspace() for ch in name):
+        raise InvalidNameError("a name cannot contain spaces")
+    if not name.isprintable():
+        raise InvalidNameError("a name can only have printable characters")
+    if name.startswith(FORBIDDEN_NAME_STARTS):
+        raise InvalidNameError(f'a name cannot start with "{name[0]}"')
+    if name_key(name) in RESERVED_NAMES:
+        raise InvalidNameError(f'"{name}" is reserved')
+    return name
+
+
+def name_key(name: str) -> str:
+    """The form names are compared in: unique ignoring case."""
+    return name.casefold()
+
+
+def encode_line(line: str) -> bytes:
+    """The bytes that carry one line on the wire."""
+    return (line + "\n").encode(ENCODING)
+
+
+def render_message(stamp: str, sender: str, text: str) -> str:
+    """A chat line as everyone else sees it: ``[14:03] <alice> hi``."""
+    return f"[{stamp}] <{sender}> {text}"
+
+
+def render_notice(stamp: str, text: str) -> str:
+    """A server notice, marked so that no user's line can look like one: ``[14:03] *** bob joined``."""
+    return f"[{stamp}] {NOTICE_MARK} {text}"
+
+
+def render_refusal(reason: str) -> str:
+    """The line before the name prompt is asked again."""
+    return f"{NOTICE_MARK} Sorry, {reason}."
+
+
+def render_welcome(name: str, others: list[str]) -> str:
+    """The line that ends the handshake and says who else is here.
+
+    >>> render_welcome("alice", ["bob", "carol"])
+    '*** Welcome, alice! Here now: bob, carol.'
+    >>> render_welcome("alice", [])
+    '*** Welcome, alice! Nobody else is here yet.'
+    """
+    if not others:
+        return f"{WELCOME_PREFIX}{name}! Nobody else is here yet."
+    return f"{WELCOME_PREFIX}{name}! Here now: {', '.join(others)}."
+
+
+def is_welcome(line: str) -> bool:
+    """Whether a line from the server ends the handshake (for clients)."""
+    return line.startswith(WELCOME_PREFIX)
+
+
+def is_refusal(line: str) -> bool:
+    """Whether a handshake line from the server refuses the name just sent (for clients)."""
+    return line.startswith(f"{NOTICE_MARK} Sorry, ")
