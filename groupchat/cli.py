@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -29,8 +30,9 @@ def serve(host: str, port: int) -> None:
     """Run a chat server until Ctrl-D on its terminal, SIGINT or SIGTERM."""
     from groupchat.server import serve as run_server
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     with _errors_as_one_line():
-        run_server(host=host, port=port)
+        run_server(host=host, port=port, console=sys.stdin if sys.stdin.isatty() else None)
 
 
 @cli.command()

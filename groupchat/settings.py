@@ -1,0 +1,23 @@
+"""The server's limits and defaults, named, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from groupchat.protocol import MAX_LINE_BYTES
+
+HANDSHAKE_TIMEOUT_SECONDS = 30.0
+# Outgoing bytes a connection may have waiting before it counts as not reading and is cut
+# off; with as much again in flight to the kernel this bounds each connection's memory.
+MAX_QUEUED_BYTES = 256 * 1024
+SHUTDOWN_FLUSH_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What a :class:`groupchat.server.ChatServer` enforces; the defaults protect a public server."""
+
+    handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS
+    max_line: int = MAX_LINE_BYTES
+    max_queued_bytes: int = MAX_QUEUED_BYTES
+    shutdown_flush: float = SHUTDOWN_FLUSH_SECONDS
