@@ -65,6 +65,10 @@ class Chat:
         elif line:
             self._broadcast(member, render_message(self.clock.stamp(), member.name, line))
 
+    def expire(self, member: Member, seconds: float) -> None:
+        """Tell a connection that gave no name in time why it is being closed."""
+        member.send(encode_line(render_refusal(f"no name came within {seconds:g} seconds; goodbye")))
+
     def leave(self, member: Member, reason: str = "") -> None:
         """Forget a connection; if it was in the chat, tell the others it left (and why)."""
         if not self.registry.disconnect(member):

@@ -62,6 +62,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
         except socket.timeout:
             self.reason = "gave no name in time"
             log.info("%s %s", self.member.address, self.reason)
+            chat.expire(self.member, self.server.settings.handshake_timeout)
+            self.outbox.flush(self.server.settings.shutdown_flush)
         except OSError as exc:
             self.reason = f"connection lost: {exc.strerror or exc}"
         if self.outbox.overflowed:

@@ -1,0 +1,134 @@
+"""Shared fixtures: a real server on 127.0.0.1 port 0, and raw-socket peers that talk to it like nc."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from typing import Callable, Iterator
+
+import pytest
+
+from groupchat.protocol import NAME_PROMPT, LineBuffer, is_welcome
+from groupchat.server import ChatServer
+from groupchat.settings import ServerSettings
+
+WAIT_SECONDS = 10.0
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = WAIT_SECONDS, what: str = "condition"):
+    """Poll ``predicate`` until it is true; fail the test if it is not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+    return result
+
+
+class Peer:
+    """A plain TCP client, as nc would be: send raw bytes or lines, expect lines by pattern."""
+
+    def __init__(self, address: tuple, timeout: float = WAIT_SECONDS) -> None:
+        self.sock = socket.create_connection(address[:2], timeout=timeout)
+        self.timeout = timeout
+        self.name: str | None = None
+        self._lines = LineBuffer(max_line=1 << 20)
+        self._pending: list[str] = []
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def say(self, text: str) -> None:
+        self.sock.sendall(text.encode() + b"\n")
+
+    def next_line(self, timeout: float | None = None) -> str:
+        """The next line from the server; fails the test on timeout or EOF."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while not self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"{self.name or 'peer'}: no line within {timeout or self.timeout}s")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise EOFError(f"{self.name or 'peer'}: server closed the connection")
+            self._pending.extend(self._lines.feed(data))
+        return self._pending.pop(0)
+
+    def expect(self, pattern: str, timeout: float | None = None) -> re.Match:
+        """Read lines until one matches ``pattern`` (re.search); fail if none does in time."""
+        skipped = []
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            line = self.next_line(max(0.01, deadline - time.monotonic()))
+            if match := re.search(pattern, line):
+                return match
+            skipped.append(line)
+            if time.monotonic() > deadline:
+                pytest.fail(f"no line matched {pattern!r}; got {skipped!r}")
+
+    def expect_eof(self, timeout: float | None = None) -> list[str]:
+        """Read until the server closes the connection; return the lines that came before."""
+        lines = []
+        try:
+            while True:
+                lines.append(self.next_line(timeout))
+        except EOFError:
+            return lines
+
+    def join(self, name: str) -> str:
+        """Do the handshake as ``name``; return the welcome line."""
+        assert self.next_line() == NAME_PROMPT
+        self.say(name)
+        line = self.next_line()
+        assert is_welcome(line), line
+        self.name = name
+        return line
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., ChatServer]]:
+    """Start real servers on 127.0.0.1 port 0 (settings as keyword arguments); stop them after."""
+    servers: list[tuple[ChatServer, threading.Thread]] = []
+
+    def start(**settings) -> ChatServer:
+        server = ChatServer(("127.0.0.1", 0), ServerSettings(**settings))
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
+        thread.start()
+        servers.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in servers:
+        server.stop()
+        thread.join(WAIT_SECONDS)
+
+
+@pytest.fixture
+def server(start_server) -> ChatServer:
+    return start_server()
+
+
+@pytest.fixture
+def connect(server) -> Iterator[Callable[[str | None], Peer]]:
+    """Open peers to ``server``; with a name, already through the handshake. Closed after the test."""
+    peers: list[Peer] = []
+
+    def open_peer(name: str | None = None, target: ChatServer | None = None) -> Peer:
+        peer = Peer((target or server).server_address)
+        peers.append(peer)
+        if name is not None:
+            peer.join(name)
+        return peer
+
+    yield open_peer
+    for peer in peers:
+        peer.close()
