@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
@@ -15,6 +18,7 @@ from groupchat.server import ChatServer
 from groupchat.settings import ServerSettings
 
 WAIT_SECONDS = 10.0
+REPO = Path(__file__).resolve().parent.parent
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = WAIT_SECONDS, what: str = "condition"):
@@ -132,3 +136,46 @@ def connect(server) -> Iterator[Callable[[str | None], Peer]]:
     yield open_peer
     for peer in peers:
         peer.close()
+
+
+GROUPCHAT = [sys.executable, "-m", "groupchat"]
+LISTENING = re.compile(r"serving on (\S+):(\d+)$")
+
+
+class ServerProcess:
+    """``groupchat serve`` as a real subprocess on a free port; stdin is a pipe unless given."""
+
+    def __init__(self, *args: str, stdin=subprocess.DEVNULL) -> None:
+        self.proc = subprocess.Popen(GROUPCHAT + ["serve", "--host", "127.0.0.1", "--port", "0", *args],
+                                     stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, cwd=REPO)
+        first = self.proc.stdout.readline()
+        match = LISTENING.search(first.strip())
+        assert match, f"no address in {first!r}; stderr: {self.proc.stderr.read()}"
+        self.port = int(match.group(2))
+        self.address = ("127.0.0.1", self.port)
+        assert self.proc.stdout.readline().strip() == "Waiting for clients..."
+
+    def finish(self, timeout: float = WAIT_SECONDS) -> tuple[int, str]:
+        """Wait for the server to exit; return its exit code and stderr."""
+        _, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+@pytest.fixture
+def server_process() -> Iterator[Callable[..., ServerProcess]]:
+    """Start ``groupchat serve`` subprocesses; any still running after the test are killed."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, **kwargs) -> ServerProcess:
+        started.append(ServerProcess(*args, **kwargs))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.kill()

@@ -1,0 +1,127 @@
+"""The ``groupchat`` command: usage through CliRunner, and the real server as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import pty
+import shutil
+import signal
+import socket
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import GROUPCHAT, REPO, WAIT_SECONDS, Peer
+from groupchat.cli import cli
+
+
+def test_help_lists_both_commands():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    assert "serve" in result.output and "join" in result.output
+
+
+def test_serve_help_shows_the_default_port():
+    result = CliRunner().invoke(cli, ["serve", "--help"])
+    assert result.exit_code == 0
+    assert "7111" in result.output
+
+
+@pytest.mark.parametrize("args", [["join"], ["join", "localhost"], ["join", "localhost", "70000"],
+                                  ["serve", "--port", "-1"], ["serve", "--port", "http"]])
+def test_usage_mistakes_are_one_usage_error(args):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "Error:" in result.output and "Traceback" not in result.output
+
+
+def test_two_raw_clients_chat_through_the_real_server(server_process):
+    server = server_process()
+    alice, bob = Peer(server.address), Peer(server.address)
+    try:
+        alice.join("alice")
+        bob.join("bob")
+        alice.expect("bob joined")
+        bob.say("hi from bob")
+        alice.expect("<bob> hi from bob")
+    finally:
+        alice.close()
+        bob.close()
+    server.proc.send_signal(signal.SIGTERM)
+    code, err = server.finish()
+    assert code == 0
+    assert "alice joined" in err and "bob joined" in err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_server_telling_every_client(server_process, signum):
+    server = server_process()
+    alice = Peer(server.address)
+    try:
+        alice.join("alice")
+        server.proc.send_signal(signum)
+        assert alice.expect_eof()[-1].endswith("*** Server is shutting down.")
+    finally:
+        alice.close()
+    code, err = server.finish()
+    assert code == 0
+    assert "Traceback" not in err
+
+
+def test_ctrl_d_on_the_server_terminal_stops_it(server_process):
+    controller, terminal = pty.openpty()
+    try:
+        server = server_process(stdin=terminal)
+        alice = Peer(server.address)
+        alice.join("alice")
+        os.write(controller, b"\x04")  # Ctrl-D at the start of a line: end of input
+        assert alice.expect_eof()[-1].endswith("*** Server is shutting down.")
+        alice.close()
+        assert server.finish()[0] == 0
+    finally:
+        os.close(controller)
+        os.close(terminal)
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(GROUPCHAT + list(args), capture_output=True, text=True, cwd=REPO,
+                          timeout=WAIT_SECONDS, stdin=subprocess.DEVNULL, **kwargs)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, text: str) -> None:
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: ") and text in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_port_in_use_is_one_line_and_exit_1():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--host", "127.0.0.1", "--port", str(port))
+    assert_one_line_error(result, f"port {port} is already in use")
+
+
+def test_privileged_port_is_one_line_suggesting_a_port_above_1023():
+    """``serve --port 111`` as a user who may not bind below 1024 (root drops the capability)."""
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("root without setpriv cannot be denied a low port")
+        prefix = ["setpriv", "--bounding-set", "-net_bind_service"]
+    result = subprocess.run(prefix + GROUPCHAT + ["serve", "--port", "111"], capture_output=True,
+                            text=True, cwd=REPO, timeout=WAIT_SECONDS, stdin=subprocess.DEVNULL)
+    assert_one_line_error(result, "permission denied to listen on port 111")
+    assert "above 1023" in result.stderr
+
+
+def test_unknown_listen_host_is_one_line():
+    assert_one_line_error(run_cli("serve", "--host", "no-such-host.invalid", "--port", "0"),
+                          "unknown host")
+
+
+def test_python_dash_m_and_version():
+    result = run_cli("--version")
+    assert result.returncode == 0 and "groupchat" in result.stdout
