@@ -11,12 +11,19 @@ What the server says, in the order a connection sees it::
     *** Welcome, alice! Here now: bob.      (the handshake is over)
     [14:03] *** bob joined                  (a notice: "***" after the time)
     [14:03] <bob> hi                        (a message: the sender's name is stamped by the server)
+    [14:03] * bob waves                     (an action, from /me)
+    [14:03] (private) <bob> psst            (a private message, from /msg, as its target sees it)
+    [14:03] (private to carol) <bob> psst   (the same, as its sender sees it)
+
+Every line a person causes starts, after the time, with "<", "* " or "(private", and a name
+cannot start with "*", "[" or "<": so no one can make a line that looks like a notice or
+like someone else's.
 """
 
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Union
+from typing import NamedTuple, Optional, Union
 
 from groupchat.errors import InvalidNameError
 
@@ -162,6 +169,54 @@ def render_message(stamp: str, sender: str, text: str) -> str:
 def render_notice(stamp: str, text: str) -> str:
     """A server notice, marked so that no user's line can look like one: ``[14:03] *** bob joined``."""
     return f"[{stamp}] {NOTICE_MARK} {text}"
+
+
+def render_action(stamp: str, sender: str, text: str) -> str:
+    """A /me line: ``[14:03] * alice waves``."""
+    return f"[{stamp}] * {sender} {text}"
+
+
+def render_private(stamp: str, sender: str, text: str, to: Optional[str] = None) -> str:
+    """A /msg line, as its target sees it or (with ``to``) as its sender sees it."""
+    mark = f"(private to {to})" if to else "(private)"
+    return f"[{stamp}] {mark} <{sender}> {text}"
+
+
+class ParsedLine(NamedTuple):
+    """A line from the server taken apart, for clients that show kinds differently."""
+
+    kind: str  # one of the LINE_* kinds
+    stamp: str
+    sender: str  # "" for notices and handshake lines
+    text: str
+
+
+LINE_MESSAGE, LINE_ACTION, LINE_PRIVATE, LINE_NOTICE, LINE_HANDSHAKE = (
+    "message", "action", "private", "notice", "handshake")
+_PARSED = re.compile(
+    r"\[(?P<stamp>\d\d:\d\d)\] (?:"
+    r"<(?P<message>[^>\s]+)> |\* (?P<action>\S+) |\(private(?: to \S+)?\) <(?P<private>[^>\s]+)> "
+    r"|(?P<notice>\*\*\* ))(?P<text>.*)", re.DOTALL)
+
+
+def parse_line(line: str) -> ParsedLine:
+    """Tell what kind of line the server sent, and whose.
+
+    >>> parse_line("[14:03] <bob> hi")
+    ParsedLine(kind='message', stamp='14:03', sender='bob', text='hi')
+    >>> parse_line("[14:03] (private to carol) <bob> psst").kind
+    'private'
+    >>> parse_line("*** What is your name?").kind
+    'handshake'
+    """
+    match = _PARSED.fullmatch(line)
+    if match is None:
+        return ParsedLine(LINE_HANDSHAKE, "", "", line)
+    for kind, group in ((LINE_MESSAGE, "message"), (LINE_ACTION, "action"),
+                        (LINE_PRIVATE, "private")):
+        if match.group(group):
+            return ParsedLine(kind, match["stamp"], match[group], match["text"])
+    return ParsedLine(LINE_NOTICE, match["stamp"], "", match["text"])
 
 
 def render_refusal(reason: str) -> str:
