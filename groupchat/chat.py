@@ -1,4 +1,4 @@
-"""What the server says to whom: naming, welcome, joins, leaves and relayed lines.
+"""What the server says to whom: the handshake, rooms, messages and the chat's slash commands.
 
 No sockets here: each :class:`~groupchat.registry.Member` carries a ``send(bytes)`` that
 must not block (the server gives it an :class:`~groupchat.outbox.Outbox`), so this logic
@@ -7,26 +7,36 @@ is tested by calling it with members that record what they are sent.
 
 from __future__ import annotations
 
+import hmac
 import logging
+import math
 import time
-from typing import Callable, Iterable, Union
+from typing import Callable, Iterable, Optional, Union
 
-from groupchat.errors import InvalidNameError, NameTakenError
+from groupchat.bans import BanList
+from groupchat.commands import CommandTable, command, split_args, usage_error
+from groupchat.errors import CommandError, InvalidNameError, NameTakenError
 from groupchat.protocol import (
     NAME_PROMPT,
     LineTooLong,
     check_name,
+    check_room,
     encode_line,
+    list_names,
+    name_key,
+    render_action,
     render_message,
     render_notice,
+    render_private,
     render_refusal,
     render_welcome,
 )
-from groupchat.registry import Member, Registry
+from groupchat.registry import LOBBY, Member, Registry
 
 log = logging.getLogger(__name__)
 
 _PROMPT = encode_line(NAME_PROMPT)
+MAX_LISTED_NAMES = 20  # /who and the welcome line name this many, then say how many more
 
 
 class Clock:
@@ -46,58 +56,242 @@ class Clock:
 
 
 class Chat:
-    """The chat room shared by every named member of a :class:`Registry`."""
+    """Rooms of named members; everyone starts in the lobby.
 
-    def __init__(self, registry: Registry, clock: Clock | None = None) -> None:
+    ``op_password`` enables ``/op``; operators may kick, ban and set topics (without it,
+    anyone may set a topic and no one may kick or ban from the chat).
+    """
+
+    def __init__(self, registry: Registry, clock: Optional[Clock] = None,
+                 bans: Optional[BanList] = None, op_password: Optional[str] = None) -> None:
         self.registry = registry
         self.clock = clock or Clock()
+        self.bans = bans or BanList()
+        self.op_password = op_password
+        self.commands = CommandTable(self)
+
+    # -- the life of a connection --------------------------------------------------------
 
     def greet(self, member: Member) -> None:
         """Ask a new connection for its name."""
         member.send(_PROMPT)
 
-    def receive(self, member: Member, line: Union[str, LineTooLong]) -> None:
-        """Handle one line from a connection: its name until it has one, then its messages."""
-        if isinstance(line, LineTooLong):
-            self._tell(member, f"Line not sent: longer than {line.limit} bytes.")
-        elif member.name is None:
-            self._offer_name(member, line)
-        elif line:
-            self._broadcast(member, render_message(self.clock.stamp(), member.name, line))
-
     def expire(self, member: Member, seconds: float) -> None:
         """Tell a connection that gave no name in time why it is being closed."""
         member.send(encode_line(render_refusal(f"no name came within {seconds:g} seconds; goodbye")))
 
+    def receive(self, member: Member, line: Union[str, LineTooLong]) -> None:
+        """Handle one line from a connection: its name until it has one, then commands and messages."""
+        if isinstance(line, LineTooLong):
+            self.tell(member, f"Line not sent: longer than {line.limit} bytes.")
+        elif member.name is None:
+            self._offer_name(member, line)
+        elif line.startswith("/") and not line.startswith("//"):
+            self.commands.run(member, line, self.tell, lambda m: m.is_op)
+        elif line:
+            text = line[1:] if line.startswith("//") else line
+            self._to_room(member, render_message(self.clock.stamp(), member.name, text))
+
     def leave(self, member: Member, reason: str = "") -> None:
-        """Forget a connection; if it was in the chat, tell the others it left (and why)."""
-        if not self.registry.disconnect(member):
+        """Forget a connection; if it was in a room, tell the others there it left (and why)."""
+        left_behind = self.registry.disconnect(member)
+        if left_behind is None:
             return
+        reason = member.leave_reason or reason
         log.info("%s left from %s%s", member.name, member.address, f" ({reason})" if reason else "")
-        text = f"{member.name} left" + (f" ({reason})" if reason else "")
-        self._broadcast(member, render_notice(self.clock.stamp(), text))
+        self._send_all(left_behind, self._notice(f"{member.name} left" + (f" ({reason})" if reason else "")))
 
     def announce(self, text: str) -> None:
-        """A server notice to every member, e.g. that the server is going down."""
-        self._send_all(self.registry.active(), render_notice(self.clock.stamp(), text))
+        """A server notice to every member in every room."""
+        self._send_all(self.registry.named(), self._notice(text))
+
+    def tell(self, member: Member, text: str) -> None:
+        """A notice to one member only."""
+        member.send(encode_line(self._notice(text)))
 
     def _offer_name(self, member: Member, raw: str) -> None:
         try:
-            others = self.registry.claim(member, check_name(raw))
+            self.registry.claim(member, check_name(raw))
         except (InvalidNameError, NameTakenError) as exc:
             member.send(encode_line(render_refusal(str(exc))) + _PROMPT)
             return
-        member.send(encode_line(render_welcome(member.name, [m.name for m in others])))
-        self.registry.activate(member)
         log.info("%s joined from %s", member.name, member.address)
-        self._broadcast(member, render_notice(self.clock.stamp(), f"{member.name} joined"))
+        self._enter(member, LOBBY, welcome=True)
 
-    def _tell(self, member: Member, text: str) -> None:
-        member.send(encode_line(render_notice(self.clock.stamp(), text)))
+    def _enter(self, member: Member, room_name: str, welcome: bool = False) -> None:
+        """Move a member into a room: its own greeting first, then the room hears of it."""
+        room_before = member.room
+        left_behind, already_there = self.registry.enter(member, room_name)
+        others = list_names([m.name for m in already_there], MAX_LISTED_NAMES)
+        if welcome:
+            member.send(encode_line(render_welcome(member.name, others)))
+        else:
+            self.tell(member, f"You are now in {member.room.name}. "
+                              + (f"Here now: {others}." if others else "Nobody else is here yet."))
+        if member.room.topic:
+            self.tell(member, f"Topic of {member.room.name}: {member.room.topic}")
+        if room_before is not None:
+            self._send_all(left_behind, self._notice(f"{member.name} went to {member.room.name}"))
+        self._send_all(already_there, self._notice(f"{member.name} joined"))
 
-    def _broadcast(self, sender: Member, line: str) -> None:
-        """Send a line to every active member but ``sender``, encoded once for all."""
-        self._send_all((m for m in self.registry.active() if m is not sender), line)
+    # -- operations the console shares ---------------------------------------------------
+
+    def kick(self, target: Member, by: str, reason: str = "") -> None:
+        """Disconnect a member; its room hears why."""
+        why = f"kicked by {by}" + (f": {reason}" if reason else "")
+        log.warning("%s (%s) %s", target.name, target.address, why)
+        target.leave_reason = why
+        self.tell(target, f"You were {why}.")
+        target.outbox.end()
+
+    def ban(self, target: str, minutes: str, by: str) -> str:
+        """Ban a member's address (and kick them) or an address or block; return what was done."""
+        try:
+            length = float(minutes) if minutes else 0.0
+        except ValueError:
+            length = -1.0
+        if not (0 <= length < math.inf):
+            raise CommandError(f'"{minutes}" is not a number of minutes')
+        member = self.registry.find(target)
+        ban = self.bans.add(member.host if member else target, length)
+        for victim in self.registry.connections():
+            if victim.name is not None and self.bans.is_banned(victim.host):
+                self.kick(victim, by, "banned")
+        span = f"for {length:g} minutes" if length else "until lifted"
+        log.warning("%s banned %s %s", by, ban.network, span)
+        return f"Banned {ban.network} {span}."
+
+    def unban(self, target: str) -> str:
+        if not self.bans.remove(target):
+            raise CommandError(f"{target} is not banned")
+        return f"Lifted the ban on {target}."
+
+    def describe_bans(self) -> list[str]:
+        now = time.time()
+        return [f"{ban.network} " + ("until lifted" if ban.until == math.inf
+                                     else f"for {math.ceil((ban.until - now) / 60)} more minutes")
+                for ban in self.bans.active()] or ["No bans."]
+
+    def describe_rooms(self) -> list[str]:
+        return [f"{info.name} ({info.count})" + (f": {info.topic}" if info.topic else "")
+                for info in self.registry.rooms()] or ["No rooms: nobody is here."]
+
+    def find(self, name: str) -> Member:
+        """The member called ``name``, or a :class:`CommandError` saying there is none."""
+        member = self.registry.find(name)
+        if member is None or member.room is None:
+            raise CommandError(f'no one called "{name}" is here')
+        return member
+
+    # -- the chat's commands -------------------------------------------------------------
+
+    @command("[COMMAND]", "list the commands, or explain one")
+    def cmd_help(self, member: Member, rest: str) -> None:
+        for line in self.commands.help_lines(rest, show_ops=self.op_password is not None):
+            self.tell(member, line)
+
+    @command("NEW", "change your name")
+    def cmd_nick(self, member: Member, rest: str) -> None:
+        (new,) = split_args(rest, 1, self.cmd_nick)
+        try:
+            old = self.registry.claim(member, check_name(new))
+        except (InvalidNameError, NameTakenError) as exc:
+            raise CommandError(f"Sorry, {exc}") from None
+        log.info("%s is now known as %s", old, member.name)
+        self._to_room(member, self._notice(f"{old} is now known as {member.name}"), include_self=True)
+
+    @command("", "who is in your room, and how many are online")
+    def cmd_who(self, member: Member, rest: str) -> None:
+        here = [m.name for m in self.registry.roommates(member)]
+        online = len(self.registry.named())
+        self.tell(member, f"In {member.room.name} ({len(here)}): {list_names(here, MAX_LISTED_NAMES)}. "
+                          f"{online} online in all.")
+
+    @command("ACTION", "say what you do, shown as * NAME ACTION")
+    def cmd_me(self, member: Member, rest: str) -> None:
+        if not rest:
+            raise usage_error(self.cmd_me)
+        self._to_room(member, render_action(self.clock.stamp(), member.name, rest))
+
+    @command("NAME TEXT", "a private message only NAME sees")
+    def cmd_msg(self, member: Member, rest: str) -> None:
+        name, text = split_args(rest, 2, self.cmd_msg)
+        target = self.find(name)
+        stamp = self.clock.stamp()
+        target.send(encode_line(render_private(stamp, member.name, text)))
+        member.send(encode_line(render_private(stamp, member.name, text, to=target.name)))
+
+    @command("[REASON]", "leave the chat; the others see the reason")
+    def cmd_quit(self, member: Member, rest: str) -> None:
+        member.leave_reason = f"quit: {rest}" if rest else "quit"
+        self.tell(member, "Goodbye.")
+        member.outbox.end()
+
+    @command("ROOM", "move to another room (made if new)")
+    def cmd_join(self, member: Member, rest: str) -> None:
+        (room,) = split_args(rest, 1, self.cmd_join)
+        room = check_room(room)
+        if name_key(room) == name_key(member.room.name):
+            raise CommandError(f"you are already in {member.room.name}")
+        self._enter(member, room)
+
+    @command("", "list the rooms and how many are in each")
+    def cmd_rooms(self, member: Member, rest: str) -> None:
+        for line in self.describe_rooms():
+            self.tell(member, line)
+
+    @command("[TEXT]", "show or set your room's topic")
+    def cmd_topic(self, member: Member, rest: str) -> None:
+        room = member.room
+        if not rest:
+            self.tell(member, f"Topic of {room.name}: {room.topic}" if room.topic
+                      else f"No topic is set in {room.name}.")
+            return
+        if self.op_password is not None and not member.is_op:
+            raise CommandError("setting the topic is for operators only")
+        self.registry.set_topic(room, rest)
+        self._to_room(member, self._notice(f"{member.name} set the topic: {rest}"), include_self=True)
+
+    @command("PASSWORD", "become an operator")
+    def cmd_op(self, member: Member, rest: str) -> None:
+        if self.op_password is None:
+            raise CommandError("there are no operators on this server")
+        if not hmac.compare_digest(rest.encode(), self.op_password.encode()):
+            log.warning("%s (%s) gave a wrong operator password", member.name, member.address)
+            raise CommandError("wrong operator password")
+        member.is_op = True
+        log.info("%s is now an operator", member.name)
+        self.tell(member, "You are now an operator.")
+
+    @command("NAME [REASON]", "disconnect someone", ops_only=True)
+    def cmd_kick(self, member: Member, rest: str) -> None:
+        name, *reason = split_args(rest, 1, self.cmd_kick, at_most=2)
+        self.kick(self.find(name), member.name, "".join(reason))
+
+    @command("NAME|ADDRESS [MINUTES]", "refuse an address (for good if no minutes)", ops_only=True)
+    def cmd_ban(self, member: Member, rest: str) -> None:
+        target, *minutes = split_args(rest, 1, self.cmd_ban, at_most=2)
+        self.tell(member, self.ban(target, "".join(minutes), member.name))
+
+    @command("ADDRESS", "lift a ban", ops_only=True)
+    def cmd_unban(self, member: Member, rest: str) -> None:
+        (target,) = split_args(rest, 1, self.cmd_unban)
+        self.tell(member, self.unban(target))
+
+    @command("", "list the bans in force", ops_only=True)
+    def cmd_bans(self, member: Member, rest: str) -> None:
+        for line in self.describe_bans():
+            self.tell(member, line)
+
+    # -- delivery -----------------------------------------------------------------------
+
+    def _notice(self, text: str) -> str:
+        return render_notice(self.clock.stamp(), text)
+
+    def _to_room(self, sender: Member, line: str, include_self: bool = False) -> None:
+        """Send a line to the sender's room, encoded once for all; the sender only if asked."""
+        members = self.registry.roommates(sender)
+        self._send_all(members if include_self else (m for m in members if m is not sender), line)
 
     @staticmethod
     def _send_all(members: Iterable[Member], line: str) -> None:

@@ -27,3 +27,7 @@ class ConnectionLostError(GroupchatError):
 
 class NameRefusedError(GroupchatError):
     """Raised when the server refuses the client's name and there is no person to ask for another."""
+
+
+class CommandError(GroupchatError):
+    """Raised by a chat or console command for a mistake in how it was used; the message is the reply."""

@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 # A writer thread idle this long exits; the next backlog starts a new one.
 WRITER_IDLE_SECONDS = 2.0
+# After end(), how long a peer has to take its last bytes before it is cut off.
+END_GRACE_SECONDS = 5.0
 # MSG_DONTWAIT makes one send() non-blocking while the handler's recv() stays blocking.
 _DONTWAIT: Optional[int] = getattr(socket, "MSG_DONTWAIT", None)
 
@@ -42,13 +44,14 @@ class Outbox:
         self._queued = 0
         self._writer: Optional[threading.Thread] = None
         self._sending = False
+        self._ending = False
         # TLS sockets take no flags: everything goes through the writer there.
         self._direct = _DONTWAIT is not None and type(sock) is socket.socket
 
     def put(self, data: bytes) -> None:
         """Send ``data`` after everything put before it, without ever blocking on the peer."""
         with self._lock:
-            if self.closed:
+            if self.closed or self._ending:
                 return
             if self._direct and self._writer is None:
                 try:
@@ -86,6 +89,21 @@ class Outbox:
         with self._lock:
             self._close_locked()
 
+    def end(self) -> None:
+        """Take no more bytes, and shut the socket down once what is queued has gone out.
+
+        A peer too slow to take the last bytes is cut off after ``END_GRACE_SECONDS``.
+        """
+        with self._lock:
+            if self.closed or self._ending:
+                return
+            self._ending = True
+            if self._writer is not None:
+                self._changed.notify()
+                threading.Timer(END_GRACE_SECONDS, self.disconnect).start()
+                return
+        self.disconnect()
+
     def disconnect(self) -> None:
         """Close, and shut the socket down so the connection's reader sees EOF and cleans up."""
         self.close()
@@ -112,11 +130,13 @@ class Outbox:
         """The writer thread: send the whole backlog in one sendall, until idle or closed."""
         while True:
             with self._lock:
-                if not self._changed.wait_for(lambda: self._queue or self.closed,
-                                              WRITER_IDLE_SECONDS) or self.closed:
+                self._changed.wait_for(lambda: self._queue or self.closed or self._ending,
+                                       WRITER_IDLE_SECONDS)
+                if self.closed or not self._queue:
                     self._writer = None
                     self._changed.notify_all()
-                    return
+                    ending = self._ending and not self.closed
+                    break
                 data = b"".join(self._queue)
                 self._queue.clear()
                 self._queued = 0
@@ -130,3 +150,5 @@ class Outbox:
                 with self._lock:
                     self._sending = False
                     self._changed.notify_all()
+        if ending:
+            self.disconnect()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple, Optional, Union
 
-from groupchat.errors import InvalidNameError
+from groupchat.errors import CommandError, InvalidNameError
 
 ENCODING = "utf-8"
 DEFAULT_PORT = 7111
@@ -151,6 +151,18 @@ def check_name(raw: str) -> str:
     return name
 
 
+def check_room(raw: str) -> str:
+    """Return ``raw`` as a room name (a leading "#" is dropped), or raise :class:`CommandError`.
+
+    >>> check_room("#dev")
+    'dev'
+    """
+    room = raw.strip().lstrip("#")
+    if not room or len(room) > MAX_NAME_CHARS or not room.isprintable() or " " in room:
+        raise CommandError(f"a room name is 1 to {MAX_NAME_CHARS} printable characters, no spaces")
+    return room
+
+
 def name_key(name: str) -> str:
     """The form names are compared in: unique ignoring case."""
     return name.casefold()
@@ -224,17 +236,32 @@ def render_refusal(reason: str) -> str:
     return f"{NOTICE_MARK} Sorry, {reason}."
 
 
-def render_welcome(name: str, others: list[str]) -> str:
-    """The line that ends the handshake and says who else is here.
+def render_welcome(name: str, others: str) -> str:
+    """The line that ends the handshake and says who else is here (``others`` from :func:`list_names`).
 
-    >>> render_welcome("alice", ["bob", "carol"])
+    >>> render_welcome("alice", "bob, carol")
     '*** Welcome, alice! Here now: bob, carol.'
-    >>> render_welcome("alice", [])
+    >>> render_welcome("alice", "")
     '*** Welcome, alice! Nobody else is here yet.'
     """
     if not others:
         return f"{WELCOME_PREFIX}{name}! Nobody else is here yet."
-    return f"{WELCOME_PREFIX}{name}! Here now: {', '.join(others)}."
+    return f"{WELCOME_PREFIX}{name}! Here now: {others}."
+
+
+def list_names(names: list[str], cap: int) -> str:
+    """Names for a line, at most ``cap`` of them, so a crowd costs a bounded number of bytes.
+
+    >>> list_names(["a", "b", "c"], 2)
+    'a, b and 1 other'
+    >>> list_names(["a"] * 10002, 2)
+    'a, a and 10,000 others'
+    """
+    shown = ", ".join(names[:cap])
+    more = len(names) - cap
+    if more <= 0:
+        return shown
+    return f"{shown} and {more:,} other{'s' if more > 1 else ''}"
 
 
 def is_welcome(line: str) -> bool:

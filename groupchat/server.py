@@ -18,10 +18,10 @@ from typing import Optional, TextIO
 
 from groupchat import __version__
 from groupchat.chat import Chat
-from groupchat.console import watch_console
+from groupchat.console import Console
 from groupchat.errors import ServerStartError
 from groupchat.outbox import Outbox
-from groupchat.protocol import DEFAULT_PORT, LineBuffer
+from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, render_refusal
 from groupchat.registry import Member, Registry
 from groupchat.settings import ServerSettings
 
@@ -87,12 +87,23 @@ class ChatServer(socketserver.ThreadingTCPServer):
     def __init__(self, address: tuple[str, int], settings: ServerSettings = ServerSettings()) -> None:
         self.settings = settings
         self.registry = Registry()
-        self.chat = Chat(self.registry)
+        self.chat = Chat(self.registry, op_password=settings.op_password)
         self.address_family = address_family(address[0])
         try:
             super().__init__(address, ChatHandler)
         except OSError as exc:
             raise ServerStartError(describe_bind_error(exc, *address)) from exc
+
+    def verify_request(self, request: socket.socket, client_address: tuple) -> bool:
+        """Refuse a banned address with one line, before a thread is spent on it."""
+        if not self.chat.bans.is_banned(client_address[0]):
+            return True
+        log.info("refused %s: banned", format_address(client_address))
+        try:
+            request.send(encode_line(render_refusal("this address is banned")), socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        return False
 
     def stop(self) -> None:
         """Stop accepting, tell everyone the server is going down, and close every connection."""
@@ -119,7 +130,7 @@ def serve(host: str, port: int, settings: ServerSettings = ServerSettings(),
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": POLL_SECONDS},
                      name="accept", daemon=True).start()
     if console is not None:
-        threading.Thread(target=watch_console, args=(console, stopping.set),
+        threading.Thread(target=Console(server.chat, stopping.set).run, args=(console,),
                          name="console", daemon=True).start()
     stopping.wait()
     log.info("shutting down")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from groupchat.protocol import MAX_LINE_BYTES
 
@@ -21,3 +22,4 @@ class ServerSettings:
     max_line: int = MAX_LINE_BYTES
     max_queued_bytes: int = MAX_QUEUED_BYTES
     shutdown_flush: float = SHUTDOWN_FLUSH_SECONDS
+    op_password: Optional[str] = None  # enables /op; None: no operators

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import re
 import socket
 import subprocess
@@ -155,16 +156,37 @@ class ServerProcess:
         self.port = int(match.group(2))
         self.address = ("127.0.0.1", self.port)
         assert self.proc.stdout.readline().strip() == "Waiting for clients..."
+        self._output: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read_output, daemon=True).start()
+
+    def _read_output(self) -> None:
+        for line in self.proc.stdout:
+            self._output.put(line.rstrip("\n"))
+
+    def expect_output(self, pattern: str, timeout: float = WAIT_SECONDS) -> re.Match:
+        """Read the server's stdout until a line matches ``pattern``."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            try:
+                line = self._output.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if match := re.search(pattern, line):
+                return match
+            seen.append(line)
+        pytest.fail(f"server printed no line matching {pattern!r}; it printed {seen!r}")
 
     def finish(self, timeout: float = WAIT_SECONDS) -> tuple[int, str]:
         """Wait for the server to exit; return its exit code and stderr."""
-        _, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, err
+        code = self.proc.wait(timeout=timeout)
+        return code, self.proc.stderr.read()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.communicate()
+        self.proc.wait()
+        self.proc.stderr.close()
 
 
 @pytest.fixture
