@@ -26,13 +26,20 @@ def cli() -> None:
               help="Address to listen on; '::' for IPv6 and IPv4.")
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               help="Port to listen on; 0 picks a free one.")
-def serve(host: str, port: int) -> None:
+@click.option("--op-password-file", type=click.Path(dir_okay=False), default=None,
+              help="File whose first line is the password for /op (operators may kick, ban, "
+                   "set topics).  [default: no operators]")
+def serve(host: str, port: int, op_password_file: str | None) -> None:
     """Run a chat server until Ctrl-D on its terminal, SIGINT or SIGTERM."""
     from groupchat.server import serve as run_server
+    from groupchat.settings import ServerSettings, read_secret
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     with _errors_as_one_line():
-        run_server(host=host, port=port, console=sys.stdin if sys.stdin.isatty() else None)
+        settings = ServerSettings(
+            op_password=read_secret(op_password_file, "operator password") if op_password_file else None)
+        run_server(host=host, port=port, settings=settings,
+                   console=sys.stdin if sys.stdin.isatty() else None)
 
 
 @cli.command()

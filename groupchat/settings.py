@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
+from groupchat.errors import GroupchatError
 from groupchat.protocol import MAX_LINE_BYTES
 
 HANDSHAKE_TIMEOUT_SECONDS = 30.0
@@ -23,3 +25,15 @@ class ServerSettings:
     max_queued_bytes: int = MAX_QUEUED_BYTES
     shutdown_flush: float = SHUTDOWN_FLUSH_SECONDS
     op_password: Optional[str] = None  # enables /op; None: no operators
+
+
+def read_secret(path: str, what: str) -> str:
+    """A password kept in a file (so it is never on a command line): its first line."""
+    try:
+        secret = Path(path).read_text(encoding="utf-8").partition("\n")[0].strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GroupchatError(f"cannot read the {what} file {path}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from exc
+    if not secret:
+        raise GroupchatError(f"the {what} file {path} is empty")
+    return secret

@@ -125,3 +125,25 @@ def test_unknown_listen_host_is_one_line():
 def test_python_dash_m_and_version():
     result = run_cli("--version")
     assert result.returncode == 0 and "groupchat" in result.stdout
+
+
+def test_op_password_file_enables_operators(server_process, tmp_path):
+    secret = tmp_path / "op"
+    secret.write_text("s3cret\n")
+    server = server_process("--op-password-file", str(secret))
+    alice = Peer(server.address)
+    try:
+        alice.join("alice")
+        alice.say("/op s3cret")
+        alice.expect(r"\*\*\* You are now an operator\.$")
+    finally:
+        alice.close()
+
+
+@pytest.mark.parametrize("content, message", [(None, "cannot read the operator password file"),
+                                              ("\n", "is empty")])
+def test_unusable_op_password_file_is_one_line(tmp_path, content, message):
+    path = tmp_path / "op"
+    if content is not None:
+        path.write_text(content)
+    assert_one_line_error(run_cli("serve", "--port", "0", "--op-password-file", str(path)), message)
