@@ -13,11 +13,12 @@ import math
 import time
 from typing import Callable, Iterable, Optional, Union
 
-from groupchat.bans import BanList
+from groupchat.access import BanList
 from groupchat.commands import CommandTable, command, split_args, usage_error
-from groupchat.errors import CommandError, InvalidNameError, NameTakenError
+from groupchat.errors import CommandError, InvalidAddressError, InvalidNameError, NameTakenError
 from groupchat.protocol import (
     NAME_PROMPT,
+    PASSWORD_PROMPT,
     LineTooLong,
     check_name,
     check_room,
@@ -36,6 +37,7 @@ from groupchat.registry import LOBBY, Member, Registry
 log = logging.getLogger(__name__)
 
 _PROMPT = encode_line(NAME_PROMPT)
+_PASSWORD_PROMPT = encode_line(PASSWORD_PROMPT)
 MAX_LISTED_NAMES = 20  # /who and the welcome line name this many, then say how many more
 
 
@@ -58,34 +60,45 @@ class Clock:
 class Chat:
     """Rooms of named members; everyone starts in the lobby.
 
+    ``password``, when set, must be the first line, before the name; a wrong one is
+    answered after ``wrong_password_delay`` seconds and the connection closed.
     ``op_password`` enables ``/op``; operators may kick, ban and set topics (without it,
     anyone may set a topic and no one may kick or ban from the chat).
     """
 
     def __init__(self, registry: Registry, clock: Optional[Clock] = None,
-                 bans: Optional[BanList] = None, op_password: Optional[str] = None) -> None:
+                 bans: Optional[BanList] = None, op_password: Optional[str] = None,
+                 password: Optional[str] = None, wrong_password_delay: float = 0.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.registry = registry
         self.clock = clock or Clock()
         self.bans = bans or BanList()
         self.op_password = op_password
+        self.password = password
+        self.wrong_password_delay = wrong_password_delay
+        self.sleep = sleep
         self.commands = CommandTable(self)
 
     # -- the life of a connection --------------------------------------------------------
 
     def greet(self, member: Member) -> None:
-        """Ask a new connection for its name."""
-        member.send(_PROMPT)
+        """Ask a new connection for the password if there is one, else for its name."""
+        member.send(_PASSWORD_PROMPT if self.password is not None else _PROMPT)
 
-    def expire(self, member: Member, seconds: float) -> None:
-        """Tell a connection that gave no name in time why it is being closed."""
-        member.send(encode_line(render_refusal(f"no name came within {seconds:g} seconds; goodbye")))
+    def refuse(self, member: Member, reason: str) -> None:
+        """Tell a connection why it is being closed, and close it once that has gone out."""
+        member.send(encode_line(render_refusal(f"{reason}; goodbye")))
+        member.outbox.end()
 
     def receive(self, member: Member, line: Union[str, LineTooLong]) -> None:
         """Handle one line from a connection: its name until it has one, then commands and messages."""
         if isinstance(line, LineTooLong):
             self.tell(member, f"Line not sent: longer than {line.limit} bytes.")
         elif member.name is None:
-            self._offer_name(member, line)
+            if self.password is None or member.authenticated:
+                self._offer_name(member, line)
+            else:
+                self._check_password(member, line)
         elif line.startswith("/") and not line.startswith("//"):
             self.commands.run(member, line, self.tell, lambda m: m.is_op)
         elif line:
@@ -108,6 +121,16 @@ class Chat:
     def tell(self, member: Member, text: str) -> None:
         """A notice to one member only."""
         member.send(encode_line(self._notice(text)))
+
+    def _check_password(self, member: Member, given: str) -> None:
+        if hmac.compare_digest(given.encode(), self.password.encode()):
+            member.authenticated = True
+            member.send(_PROMPT)
+            return
+        log.warning("wrong password from %s", member.address)
+        self.sleep(self.wrong_password_delay)  # only this connection's thread waits
+        member.leave_reason = "wrong password"
+        self.refuse(member, "wrong password")
 
     def _offer_name(self, member: Member, raw: str) -> None:
         try:
@@ -153,7 +176,10 @@ class Chat:
         if not (0 <= length < math.inf):
             raise CommandError(f'"{minutes}" is not a number of minutes')
         member = self.registry.find(target)
-        ban = self.bans.add(member.host if member else target, length)
+        try:
+            ban = self.bans.add(member.host if member else target, length)
+        except InvalidAddressError:
+            raise CommandError(f'"{target}" is neither a connected name nor an address') from None
         for victim in self.registry.connections():
             if victim.name is not None and self.bans.is_banned(victim.host):
                 self.kick(victim, by, "banned")

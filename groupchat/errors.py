@@ -31,3 +31,11 @@ class NameRefusedError(GroupchatError):
 
 class CommandError(GroupchatError):
     """Raised by a chat or console command for a mistake in how it was used; the message is the reply."""
+
+
+class InvalidAddressError(GroupchatError):
+    """Raised for text that should be an IP address or CIDR block (bans, --allow, --deny) and is not."""
+
+
+class NoNewlineError(GroupchatError):
+    """Raised when a peer streams bytes past the limit with no newline: it is cut off."""

@@ -18,8 +18,6 @@ log = logging.getLogger(__name__)
 
 # A writer thread idle this long exits; the next backlog starts a new one.
 WRITER_IDLE_SECONDS = 2.0
-# After end(), how long a peer has to take its last bytes before it is cut off.
-END_GRACE_SECONDS = 5.0
 # MSG_DONTWAIT makes one send() non-blocking while the handler's recv() stays blocking.
 _DONTWAIT: Optional[int] = getattr(socket, "MSG_DONTWAIT", None)
 
@@ -90,19 +88,13 @@ class Outbox:
             self._close_locked()
 
     def end(self) -> None:
-        """Take no more bytes, and shut the socket down once what is queued has gone out.
+        """Take no more bytes and make the connection's reader see EOF, so it finishes.
 
-        A peer too slow to take the last bytes is cut off after ``END_GRACE_SECONDS``.
+        What is queued still goes out: the reader flushes the outbox as it finishes.
         """
         with self._lock:
-            if self.closed or self._ending:
-                return
             self._ending = True
-            if self._writer is not None:
-                self._changed.notify()
-                threading.Timer(END_GRACE_SECONDS, self.disconnect).start()
-                return
-        self.disconnect()
+        self._shutdown_socket(socket.SHUT_RD)
 
     def disconnect(self) -> None:
         """Close, and shut the socket down so the connection's reader sees EOF and cleans up."""
@@ -120,9 +112,10 @@ class Outbox:
         self._queued = 0
         self._changed.notify_all()
 
-    def _shutdown_socket(self) -> None:
+    def _shutdown_socket(self, how: int = socket.SHUT_RDWR) -> None:
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)
+            # socket.socket's own shutdown: SSLSocket's would drop TLS for the bytes after it.
+            socket.socket.shutdown(self._sock, how)
         except OSError:
             pass
 
@@ -130,13 +123,11 @@ class Outbox:
         """The writer thread: send the whole backlog in one sendall, until idle or closed."""
         while True:
             with self._lock:
-                self._changed.wait_for(lambda: self._queue or self.closed or self._ending,
-                                       WRITER_IDLE_SECONDS)
-                if self.closed or not self._queue:
+                if self.closed or not self._changed.wait_for(lambda: self._queue or self.closed,
+                                                             WRITER_IDLE_SECONDS):
                     self._writer = None
                     self._changed.notify_all()
-                    ending = self._ending and not self.closed
-                    break
+                    return
                 data = b"".join(self._queue)
                 self._queue.clear()
                 self._queued = 0
@@ -150,5 +141,3 @@ class Outbox:
                 with self._lock:
                     self._sending = False
                     self._changed.notify_all()
-        if ending:
-            self.disconnect()

@@ -6,6 +6,7 @@ accepted), so ``nc`` and ``telnet`` are full clients.
 
 What the server says, in the order a connection sees it::
 
+    *** Password?                           (PASSWORD_PROMPT, only on a server with a password)
     *** What is your name?                  (NAME_PROMPT; asked again after a refusal)
     *** Sorry, the name "bob" is taken.     (a refusal: one line, then the prompt again)
     *** Welcome, alice! Here now: bob.      (the handshake is over)
@@ -25,15 +26,18 @@ from __future__ import annotations
 import re
 from typing import NamedTuple, Optional, Union
 
-from groupchat.errors import CommandError, InvalidNameError
+from groupchat.errors import CommandError, InvalidNameError, NoNewlineError
 
 ENCODING = "utf-8"
 DEFAULT_PORT = 7111
 MAX_LINE_BYTES = 4096
 MAX_NAME_CHARS = 32
+# A peer that sends this many times MAX_LINE_BYTES with no newline is not sending lines.
+UNTERMINATED_LINES = 16
 
 NOTICE_MARK = "***"
 NAME_PROMPT = f"{NOTICE_MARK} What is your name?"
+PASSWORD_PROMPT = f"{NOTICE_MARK} Password?"  # first, on a server with a password
 WELCOME_PREFIX = f"{NOTICE_MARK} Welcome, "
 RESERVED_NAMES = frozenset({"server"})
 # A name may not start like a notice, a timestamp or a stamped sender, so no name can make a
@@ -56,7 +60,9 @@ class LineBuffer:
     """Splits a byte stream into text lines, keeping the unfinished tail for the next feed.
 
     Memory stays bounded whatever the peer sends: a line past ``max_line`` bytes is dropped
-    as it arrives and reported once, as :class:`LineTooLong`, when its newline comes.
+    as it arrives and reported once, as :class:`LineTooLong`, when its newline comes; a peer
+    that goes on past ``max_unterminated`` bytes with no newline at all is not sending lines,
+    and :class:`NoNewlineError` is raised.
 
     >>> buf = LineBuffer(max_line=8)
     >>> buf.feed(b"hi\\r\\nthe")
@@ -67,10 +73,11 @@ class LineBuffer:
     [LineTooLong(limit=8), 'ok']
     """
 
-    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, max_line: int = MAX_LINE_BYTES, max_unterminated: int = 0) -> None:
         self.max_line = max_line
+        self.max_unterminated = max_unterminated or UNTERMINATED_LINES * max_line
         self._tail = b""
-        self._discarding = False
+        self._discarded = -1  # bytes of an overlong line dropped so far; -1 while not dropping
 
     def feed(self, data: bytes) -> list[Union[str, LineTooLong]]:
         """Return the complete lines in ``data`` plus what earlier feeds left unfinished."""
@@ -84,18 +91,23 @@ class LineBuffer:
                 self._tail = b""
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
-            if self._discarding or len(raw) > self.max_line:
-                self._discarding = False
+            if self._discarded >= 0 or len(raw) > self.max_line:
+                self._discarded = -1
                 lines.append(LineTooLong(self.max_line))
             else:
                 lines.append(decode_line(raw))
         rest = data[start:]
-        if rest and not self._discarding:
-            if len(self._tail) + len(rest) > self.max_line + 1:  # +1 for a "\r" still to come
-                self._tail = b""
-                self._discarding = True
-            else:
-                self._tail += rest
+        if not rest:
+            return lines
+        if self._discarded >= 0:
+            self._discarded += len(rest)
+        elif len(self._tail) + len(rest) > self.max_line + 1:  # +1 for a "\r" still to come
+            self._discarded = len(self._tail) + len(rest)
+            self._tail = b""
+        else:
+            self._tail += rest
+        if self._discarded > self.max_unterminated:
+            raise NoNewlineError(f"sent more than {self.max_unterminated} bytes without a newline")
         return lines
 
     @property

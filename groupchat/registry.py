@@ -30,6 +30,7 @@ class Member:
         self.name: Optional[str] = None
         self.room: Optional[Room] = None
         self.is_op = False
+        self.authenticated = False  # gave the server's password (when it has one)
         self.leave_reason = ""  # set when the chat itself ends the connection (/quit, /kick)
 
     def __repr__(self) -> str:

@@ -12,18 +12,23 @@ import logging
 import signal
 import socket
 import socketserver
+import ssl
+import struct
 import threading
 import time
 from typing import Optional, TextIO
 
 from groupchat import __version__
+from groupchat.access import Admission
 from groupchat.chat import Chat
 from groupchat.console import Console
-from groupchat.errors import ServerStartError
+from groupchat.errors import NoNewlineError, ServerStartError
+from groupchat.flood import TokenBucket
 from groupchat.outbox import Outbox
 from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, render_refusal
 from groupchat.registry import Member, Registry
 from groupchat.settings import ServerSettings
+from groupchat.tls import describe_tls_error, server_context
 
 log = logging.getLogger(__name__)
 
@@ -33,37 +38,38 @@ POLL_SECONDS = 0.1
 
 
 class ChatHandler(socketserver.BaseRequestHandler):
-    """One connection: register it, ask its name, relay its lines, and always unregister it."""
+    """One connection: TLS if served, the handshake, its lines relayed; always unregistered.
+
+    Reads are bounded in time by SO_RCVTIMEO (the handshake, then the idle timeout) rather
+    than by Python's socket timeout, which would make the outbox's non-blocking sends wait.
+    """
 
     server: "ChatServer"
 
     def setup(self) -> None:
-        sock: socket.socket = self.request
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        address = format_address(self.client_address)
-        self.outbox = Outbox(sock, self.server.settings.max_queued_bytes, name=address)
-        self.member = Member(address, self.outbox)
+        self.sock: socket.socket = self.request
+        self.member: Optional[Member] = None
         self.reason = "connection closed"
-        self.server.registry.connect(self.member)
+        tune_socket(self.sock)
 
     def handle(self) -> None:
-        sock: socket.socket = self.request
-        chat = self.server.chat
-        lines = LineBuffer(self.server.settings.max_line)
-        sock.settimeout(self.server.settings.handshake_timeout)
-        chat.greet(self.member)
+        settings = self.server.settings
+        set_receive_timeout(self.sock, settings.handshake_timeout)
+        if self.server.tls is not None and not self._start_tls():
+            return
+        address = format_address(self.client_address)
+        self.outbox = Outbox(self.sock, settings.max_queued_bytes, name=address)
+        self.member = Member(address, self.outbox)
+        self.server.registry.connect(self.member)
+        self.server.chat.greet(self.member)
         try:
-            while data := sock.recv(RECV_BYTES):
-                for line in lines.feed(data):
-                    chat.receive(self.member, line)
-                if self.member.name is not None and sock.gettimeout() is not None:
-                    sock.settimeout(None)
-        except socket.timeout:
-            self.reason = "gave no name in time"
-            log.info("%s %s", self.member.address, self.reason)
-            chat.expire(self.member, self.server.settings.handshake_timeout)
-            self.outbox.flush(self.server.settings.shutdown_flush)
+            self._relay()
+        except (BlockingIOError, ssl.SSLWantReadError):  # SO_RCVTIMEO ran out
+            timeout = settings.idle_timeout if self.member.name else settings.handshake_timeout
+            self._hang_up(f"nothing came for {timeout:g} seconds" if self.member.name
+                          else f"no name came within {timeout:g} seconds")
+        except NoNewlineError as exc:
+            self._hang_up(str(exc))
         except OSError as exc:
             self.reason = f"connection lost: {exc.strerror or exc}"
         if self.outbox.overflowed:
@@ -71,9 +77,53 @@ class ChatHandler(socketserver.BaseRequestHandler):
             log.warning("%s (%s) was not reading and was disconnected", self.member.name,
                         self.member.address)
 
+    def _relay(self) -> None:
+        """Read lines and hand them to the chat, no faster than flood control allows."""
+        settings = self.server.settings
+        receive = self.server.chat.receive
+        lines = LineBuffer(settings.max_line)
+        bucket = TokenBucket(settings.rate, settings.burst)
+        handshake_ends = time.monotonic() + settings.handshake_timeout
+        named = False
+        while data := self.sock.recv(RECV_BYTES):
+            for line in lines.feed(data):
+                delay = bucket.take()
+                if delay:
+                    time.sleep(delay)  # not reading meanwhile: the flooder's TCP window fills
+                receive(self.member, line)
+            if named:
+                continue
+            if self.member.name is not None:
+                named = True
+                set_receive_timeout(self.sock, settings.idle_timeout)
+            else:  # the handshake has one deadline, however slowly its bytes trickle in
+                set_receive_timeout(self.sock, max(0.001, handshake_ends - time.monotonic()))
+
+    def _start_tls(self) -> bool:
+        """The TLS handshake, in this connection's own thread, bounded by the handshake timeout."""
+        try:
+            self.sock = self.server.tls.wrap_socket(self.sock, server_side=True,
+                                                    do_handshake_on_connect=False)
+            self.sock.do_handshake()
+            return True
+        except (OSError, ValueError) as exc:
+            log.info("%s: TLS handshake failed: %s", format_address(self.client_address),
+                     describe_tls_error(exc) if not isinstance(exc, BlockingIOError) else "timed out")
+            return False
+
+    def _hang_up(self, why: str) -> None:
+        self.reason = why
+        log.info("%s: %s", self.member.address, why)
+        self.server.chat.refuse(self.member, why)
+
     def finish(self) -> None:
-        self.outbox.close()
-        self.server.chat.leave(self.member, self.reason)
+        self.server.admission.release(self.client_address[0])
+        if self.member is not None:
+            self.outbox.flush(self.server.settings.shutdown_flush)
+            self.outbox.close()
+            self.server.chat.leave(self.member, self.reason)
+        if self.sock is not self.request:  # the TLS socket, which socketserver doesn't know
+            self.sock.close()
 
 
 class ChatServer(socketserver.ThreadingTCPServer):
@@ -87,7 +137,11 @@ class ChatServer(socketserver.ThreadingTCPServer):
     def __init__(self, address: tuple[str, int], settings: ServerSettings = ServerSettings()) -> None:
         self.settings = settings
         self.registry = Registry()
-        self.chat = Chat(self.registry, op_password=settings.op_password)
+        self.chat = Chat(self.registry, op_password=settings.op_password,
+                         password=settings.password, wrong_password_delay=settings.wrong_password_delay)
+        self.admission = Admission(self.chat.bans, settings.allow, settings.deny,
+                                   settings.max_clients, settings.max_per_address)
+        self.tls = server_context(settings.certfile, settings.keyfile) if settings.certfile else None
         self.address_family = address_family(address[0])
         try:
             super().__init__(address, ChatHandler)
@@ -95,15 +149,25 @@ class ChatServer(socketserver.ThreadingTCPServer):
             raise ServerStartError(describe_bind_error(exc, *address)) from exc
 
     def verify_request(self, request: socket.socket, client_address: tuple) -> bool:
-        """Refuse a banned address with one line, before a thread is spent on it."""
-        if not self.chat.bans.is_banned(client_address[0]):
+        """Admit a connection, or refuse it with one line before a thread is spent on it."""
+        refusal = self.admission.admit(client_address[0])
+        if refusal is None:
             return True
-        log.info("refused %s: banned", format_address(client_address))
-        try:
-            request.send(encode_line(render_refusal("this address is banned")), socket.MSG_DONTWAIT)
-        except OSError:
-            pass
+        log.info("refused %s: %s", format_address(client_address), refusal)
+        if self.tls is None:  # on a TLS port, plain text would only be noise to the peer
+            try:
+                request.send(encode_line(render_refusal(refusal)), socket.MSG_DONTWAIT)
+            except OSError:
+                pass
         return False
+
+    def process_request(self, request: socket.socket, client_address: tuple) -> None:
+        try:
+            super().process_request(request, client_address)
+        except RuntimeError as exc:  # "can't start new thread": refuse this one, keep serving
+            log.error("refused %s: %s", format_address(client_address), exc)
+            self.admission.release(client_address[0])
+            self.shutdown_request(request)
 
     def stop(self) -> None:
         """Stop accepting, tell everyone the server is going down, and close every connection."""
@@ -135,6 +199,26 @@ def serve(host: str, port: int, settings: ServerSettings = ServerSettings(),
     stopping.wait()
     log.info("shutting down")
     server.stop()
+
+
+def tune_socket(sock: socket.socket) -> None:
+    """No Nagle delay on chat lines; keep-alive probes that find a dead peer in about two minutes."""
+    options = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4)):
+        if hasattr(socket, name):
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    for level, option, value in options:
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError:  # the peer may be gone already; the first recv will say so
+            pass
+
+
+def set_receive_timeout(sock: socket.socket, seconds: float) -> None:
+    """Make a blocking recv give up (EAGAIN) after ``seconds`` without data; 0 waits for ever."""
+    whole = int(seconds)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                    struct.pack("ll", whole, int((seconds - whole) * 1_000_000)))
 
 
 def address_family(host: str) -> socket.AddressFamily:

@@ -7,9 +7,13 @@ from pathlib import Path
 from typing import Optional
 
 from groupchat.errors import GroupchatError
+from groupchat.flood import DEFAULT_BURST, DEFAULT_RATE
 from groupchat.protocol import MAX_LINE_BYTES
 
-HANDSHAKE_TIMEOUT_SECONDS = 30.0
+HANDSHAKE_TIMEOUT_SECONDS = 30.0  # to complete TLS, give the password and a name
+MAX_CLIENTS = 1000
+MAX_PER_ADDRESS = 16
+WRONG_PASSWORD_DELAY_SECONDS = 2.0
 # Outgoing bytes a connection may have waiting before it counts as not reading and is cut
 # off; with as much again in flight to the kernel this bounds each connection's memory.
 MAX_QUEUED_BYTES = 256 * 1024
@@ -18,11 +22,25 @@ SHUTDOWN_FLUSH_SECONDS = 0.5
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """What a :class:`groupchat.server.ChatServer` enforces; the defaults protect a public server."""
+    """What a :class:`groupchat.server.ChatServer` enforces; the defaults protect a public server.
+
+    A limit of 0 turns that limit off.
+    """
 
     handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS
+    idle_timeout: float = 0  # seconds without a line before a named client is dropped
     max_line: int = MAX_LINE_BYTES
     max_queued_bytes: int = MAX_QUEUED_BYTES
+    rate: float = DEFAULT_RATE  # lines per second per connection, as backpressure
+    burst: int = DEFAULT_BURST
+    max_clients: int = MAX_CLIENTS
+    max_per_address: int = MAX_PER_ADDRESS
+    allow: tuple[str, ...] = ()  # addresses or CIDR blocks; empty: everyone not denied
+    deny: tuple[str, ...] = ()
+    certfile: Optional[str] = None  # serve TLS with this certificate chain
+    keyfile: Optional[str] = None
+    password: Optional[str] = None  # asked for before the name
+    wrong_password_delay: float = WRONG_PASSWORD_DELAY_SECONDS
     shutdown_flush: float = SHUTDOWN_FLUSH_SECONDS
     op_password: Optional[str] = None  # enables /op; None: no operators
 

@@ -117,9 +117,14 @@ def start_server() -> Iterator[Callable[..., ChatServer]]:
         thread.join(WAIT_SECONDS)
 
 
+# The functional tests send faster than a person and open many connections from one
+# address, so they turn those two limits off; tests/test_hostile.py tests the defaults.
+UNLIMITED = {"rate": 0, "max_per_address": 0}
+
+
 @pytest.fixture
 def server(start_server) -> ChatServer:
-    return start_server()
+    return start_server(**UNLIMITED)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from conftest import Peer, wait_for
+from conftest import UNLIMITED, Peer, wait_for
 
 STAMP = r"\[\d\d:\d\d\] "
 NOTICE = STAMP + r"\*\*\* "
@@ -76,7 +76,7 @@ def test_nick_renames_and_the_room_is_told(trio, connect):
 
 
 def test_nick_race_exactly_one_wins(start_server, connect):
-    server = start_server()
+    server = start_server(**UNLIMITED)
     peers = [connect(f"p{i}", server) for i in range(8)]
     barrier = threading.Barrier(len(peers))
 

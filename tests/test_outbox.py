@@ -32,11 +32,10 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
 
 def test_a_keeping_up_peer_gets_bytes_directly_with_no_writer_thread(pair):
     ours, theirs = pair
-    outbox = Outbox(ours, limit=1 << 20)
-    threads = threading.active_count()
+    outbox = Outbox(ours, limit=1 << 20, name="direct-test")
     for n in range(100):
         outbox.put(b"%d\n" % n)
-    assert threading.active_count() == threads
+    assert not writer_running("direct-test")
     assert read_exactly(theirs, len(b"".join(b"%d\n" % n for n in range(100)))).startswith(b"0\n1\n")
 
 
@@ -64,15 +63,18 @@ def test_overflow_closes_the_outbox_and_shuts_the_socket_down(pair):
     outbox.put(b"ignored after close")
 
 
+def writer_running(name: str) -> bool:
+    return any(thread.name == f"writer-{name}" for thread in threading.enumerate())
+
+
 def test_a_writer_that_goes_idle_ends_its_thread(pair, monkeypatch):
     monkeypatch.setattr("groupchat.outbox.WRITER_IDLE_SECONDS", 0.05)
     ours, theirs = pair
-    threads = threading.active_count()
-    outbox = Outbox(ours, limit=64 << 20)
+    outbox = Outbox(ours, limit=64 << 20, name="idle-test")
     data = b"z" * (8 << 20)
     outbox.put(data)
-    assert threading.active_count() == threads + 1
+    assert writer_running("idle-test")
     read_exactly(theirs, len(data))
-    wait_for(lambda: threading.active_count() == threads, what="the idle writer to end")
+    wait_for(lambda: not writer_running("idle-test"), what="the idle writer to end")
     outbox.put(b"direct again\n")
     assert read_exactly(theirs, 13) == b"direct again\n"

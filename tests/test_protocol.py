@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from groupchat.errors import InvalidNameError
+from groupchat.errors import InvalidNameError, NoNewlineError
 from groupchat.protocol import (
     LineBuffer,
     LineTooLong,
@@ -41,11 +41,18 @@ def test_overlong_line_is_reported_once_and_the_next_line_is_fine():
     assert buf.feed(b"x" * 7 + b"\nok\n") == [LineTooLong(10), "ok"]
 
 
-def test_memory_stays_bounded_for_a_stream_with_no_newline():
+def test_memory_stays_bounded_and_a_stream_with_no_newline_is_refused():
+    buf = LineBuffer(max_line=100, max_unterminated=10_000)
+    with pytest.raises(NoNewlineError, match="more than 10000 bytes without a newline"):
+        for _ in range(1000):
+            assert buf.feed(b"z" * 99) == []
+            assert buf.pending <= 101
+
+
+def test_an_overlong_line_under_the_cut_off_is_only_refused():
     buf = LineBuffer(max_line=100)
-    for _ in range(1000):
-        assert buf.feed(b"z" * 4096) == []
-        assert buf.pending <= 101
+    assert buf.feed(b"z" * 1500) == []
+    assert buf.feed(b"\nfine\n") == [LineTooLong(100), "fine"]
 
 
 def test_decoding_replaces_bad_utf8_and_drops_control_characters():

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from conftest import Peer, wait_for
+from conftest import UNLIMITED, Peer, wait_for
 from groupchat.errors import ServerStartError
 from groupchat.protocol import NAME_PROMPT
 from groupchat.server import ChatServer
@@ -152,7 +152,7 @@ def test_overlong_line_is_refused_to_its_sender_and_the_connection_stays(start_s
 
 
 def test_a_client_that_never_reads_is_cut_off_and_holds_nobody_up(start_server, connect):
-    server = start_server(max_queued_bytes=64 * 1024)
+    server = start_server(max_queued_bytes=64 * 1024, **UNLIMITED)
     stuck = Peer(server.server_address)
     stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.join("stuck")

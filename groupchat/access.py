@@ -1,0 +1,134 @@
+"""Who may connect: allow and deny lists, bans, and how many connections there may be.
+
+All of it is decided in the accept thread, before a handler thread is started or a byte is
+read, so a crowd of refused connections costs one line each and nothing more.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import threading
+import time
+from collections import Counter
+from typing import Callable, Iterable, NamedTuple, Optional, Union
+
+from groupchat.errors import InvalidAddressError
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+class Ban(NamedTuple):
+    network: Network
+    until: float  # math.inf for a ban with no end
+
+
+def parse_network(text: str) -> Network:
+    """An address or CIDR block; IPv4-mapped IPv6 addresses count as IPv4.
+
+    >>> parse_network("10.0.0.7")
+    IPv4Network('10.0.0.7/32')
+    >>> parse_network("::ffff:10.0.0.7")
+    IPv4Network('10.0.0.7/32')
+    >>> parse_network("2001:db8::/32")
+    IPv6Network('2001:db8::/32')
+    """
+    try:
+        network = ipaddress.ip_network(text.strip("[]"), strict=False)
+    except ValueError:
+        raise InvalidAddressError(f'"{text}" is not an address or CIDR block') from None
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen == 128:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.ip_network(mapped)
+    return network
+
+
+class BanList:
+    """Banned addresses and blocks; thread-safe; expired bans drop out when looked at."""
+
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
+        self._now = now
+        self._lock = threading.Lock()
+        self._bans: dict[Network, float] = {}
+
+    def add(self, target: str, minutes: float = 0) -> Ban:
+        """Ban an address or block, for ``minutes`` or (0) for good."""
+        network = parse_network(target)
+        until = self._now() + minutes * 60 if minutes > 0 else math.inf
+        with self._lock:
+            self._bans[network] = until
+        return Ban(network, until)
+
+    def remove(self, target: str) -> bool:
+        """Lift a ban; return whether there was one."""
+        network = parse_network(target)
+        with self._lock:
+            return self._bans.pop(network, None) is not None
+
+    def is_banned(self, host: str) -> bool:
+        """Whether connections from ``host`` are refused now."""
+        if not self._bans:  # the common case takes no lock
+            return False
+        return contains((ban.network for ban in self.active()), host)
+
+    def active(self) -> list[Ban]:
+        """The bans in force, oldest first."""
+        now = self._now()
+        with self._lock:
+            for network in [n for n, until in self._bans.items() if until <= now]:
+                del self._bans[network]
+            return [Ban(n, until) for n, until in self._bans.items()]
+
+
+def contains(networks: Iterable[Network], host: str) -> bool:
+    """Whether ``host`` (an address as the socket gives it) is in any of ``networks``."""
+    address = parse_network(host).network_address
+    return any(address in network for network in networks if network.version == address.version)
+
+
+class Admission:
+    """The gate every new connection passes: allow/deny lists, bans, total and per-address caps.
+
+    :meth:`admit` is called from the accept thread only, and counts what it admits, so the
+    caps hold exactly even under a burst of connects; :meth:`release` (any thread) uncounts.
+    A cap of 0 means no cap.
+    """
+
+    def __init__(self, bans: BanList, allow: Iterable[str] = (), deny: Iterable[str] = (),
+                 max_clients: int = 0, max_per_address: int = 0) -> None:
+        self.bans = bans
+        self.allow = [parse_network(a) for a in allow]
+        self.deny = [parse_network(d) for d in deny]
+        self.max_clients = max_clients
+        self.max_per_address = max_per_address
+        self._lock = threading.Lock()
+        self._per_address: Counter[str] = Counter()
+        self._total = 0
+
+    def admit(self, host: str) -> Optional[str]:
+        """Count the connection in and return None, or return why it is refused."""
+        if self.allow and not contains(self.allow, host) or contains(self.deny, host):
+            return "this address is not allowed here"
+        if self.bans.is_banned(host):
+            return "this address is banned"
+        with self._lock:
+            if self.max_clients and self._total >= self.max_clients:
+                return f"the server is full ({self.max_clients} connections); try again later"
+            if self.max_per_address and self._per_address[host] >= self.max_per_address:
+                return f"too many connections from your address (at most {self.max_per_address})"
+            self._total += 1
+            self._per_address[host] += 1
+        return None
+
+    def release(self, host: str) -> None:
+        """Uncount a connection that :meth:`admit` let in."""
+        with self._lock:
+            self._total -= 1
+            self._per_address[host] -= 1
+            if not self._per_address[host]:
+                del self._per_address[host]
+
+    @property
+    def total(self) -> int:
+        return self._total

@@ -1,0 +1,44 @@
+"""Flood control as backpressure: a token bucket that says how long to wait before the next line.
+
+The handler sleeps that long before it reads on, so a flooder's own TCP window fills and it
+slows down; nothing it sent is dropped, and nobody else waits.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+DEFAULT_RATE = 5.0  # lines per second, on average
+DEFAULT_BURST = 20  # lines at once, after a quiet spell
+
+
+class TokenBucket:
+    """``rate`` lines per second on average, up to ``burst`` at once; a rate of 0 means no limit.
+
+    >>> now = [0.0]
+    >>> bucket = TokenBucket(rate=2, burst=3, now=lambda: now[0])
+    >>> [bucket.take() for _ in range(5)]
+    [0.0, 0.0, 0.0, 0.5, 1.0]
+    >>> now[0] = 10.0
+    >>> bucket.take()
+    0.0
+    """
+
+    def __init__(self, rate: float = DEFAULT_RATE, burst: int = DEFAULT_BURST,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._now = now
+        self._tokens = float(burst)
+        self._last = now()
+
+    def take(self) -> float:
+        """Spend a token for one line; return how many seconds to wait before handling it."""
+        if not self.rate:
+            return 0.0
+        now = self._now()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        self._tokens -= 1
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
