@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -12,7 +13,16 @@ import click
 
 from groupchat import __version__
 from groupchat.errors import GroupchatError
-from groupchat.protocol import DEFAULT_PORT
+from groupchat.flood import DEFAULT_BURST, DEFAULT_RATE
+from groupchat.protocol import DEFAULT_PORT, MAX_LINE_BYTES
+from groupchat.settings import (
+    HANDSHAKE_TIMEOUT_SECONDS,
+    MAX_CLIENTS,
+    MAX_PER_ADDRESS,
+    PASSWORD_ENV,
+    ServerSettings,
+    read_secret,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,18 +36,48 @@ def cli() -> None:
               help="Address to listen on; '::' for IPv6 and IPv4.")
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               help="Port to listen on; 0 picks a free one.")
+@click.option("--max-line", type=click.IntRange(64), default=MAX_LINE_BYTES, show_default=True,
+              help="Longest line in bytes; a longer one is refused.")
+@click.option("--rate", type=click.FloatRange(0), default=DEFAULT_RATE, show_default=True,
+              help="Lines per second one connection may send on average; 0 turns flood control off.")
+@click.option("--burst", type=click.IntRange(1), default=DEFAULT_BURST, show_default=True,
+              help="Lines one connection may send at once before --rate applies.")
+@click.option("--max-clients", type=click.IntRange(0), default=MAX_CLIENTS, show_default=True,
+              help="Most connections at once; 0: no limit.")
+@click.option("--max-per-address", type=click.IntRange(0), default=MAX_PER_ADDRESS,
+              show_default=True, help="Most connections from one address; 0: no limit.")
+@click.option("--handshake-timeout", type=click.FloatRange(0.1), default=HANDSHAKE_TIMEOUT_SECONDS,
+              show_default=True, help="Seconds a new connection has to finish TLS, password and name.")
+@click.option("--idle-timeout", type=click.FloatRange(0), default=0, show_default=True,
+              help="Seconds without a line before a client is dropped; 0: never.")
+@click.option("--allow", multiple=True, metavar="CIDR",
+              help="Accept only these addresses or blocks (repeatable).  [default: all]")
+@click.option("--deny", multiple=True, metavar="CIDR",
+              help="Refuse these addresses or blocks (repeatable).")
+@click.option("--certfile", type=click.Path(dir_okay=False), default=None,
+              help="Serve TLS with this certificate (PEM; may hold the key too).")
+@click.option("--keyfile", type=click.Path(dir_okay=False), default=None,
+              help="The certificate's private key, if not in --certfile.")
+@click.option("--password-file", type=click.Path(dir_okay=False), default=None,
+              help="File whose first line is the password clients must give "
+                   "(or set GROUPCHAT_PASSWORD).  [default: none]")
 @click.option("--op-password-file", type=click.Path(dir_okay=False), default=None,
               help="File whose first line is the password for /op (operators may kick, ban, "
                    "set topics).  [default: no operators]")
-def serve(host: str, port: int, op_password_file: str | None) -> None:
+def serve(host: str, port: int, password_file: str | None, op_password_file: str | None,
+          **limits) -> None:
     """Run a chat server until Ctrl-D on its terminal, SIGINT or SIGTERM."""
     from groupchat.server import serve as run_server
-    from groupchat.settings import ServerSettings, read_secret
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     with _errors_as_one_line():
+        if limits["keyfile"] and not limits["certfile"]:
+            raise GroupchatError("--keyfile needs --certfile")
         settings = ServerSettings(
-            op_password=read_secret(op_password_file, "operator password") if op_password_file else None)
+            password=read_secret(password_file, "password") if password_file
+            else os.environ.get(PASSWORD_ENV) or None,
+            op_password=read_secret(op_password_file, "operator password") if op_password_file else None,
+            **limits)
         run_server(host=host, port=port, settings=settings,
                    console=sys.stdin if sys.stdin.isatty() else None)
 

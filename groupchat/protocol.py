@@ -47,7 +47,7 @@ FORBIDDEN_NAME_STARTS = ("*", "[", "<")
 # CSI/OSC/other escape sequences first (so their parameters go too), then any lone control
 # character, C1 control or bidi override left over.
 _ESCAPE_SEQUENCE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-_]?)")
-_UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 class LineTooLong(NamedTuple):

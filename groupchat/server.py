@@ -64,7 +64,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.server.chat.greet(self.member)
         try:
             self._relay()
-        except (BlockingIOError, ssl.SSLWantReadError):  # SO_RCVTIMEO ran out
+        except (BlockingIOError, socket.timeout):  # the receive timeout ran out
             timeout = settings.idle_timeout if self.member.name else settings.handshake_timeout
             self._hang_up(f"nothing came for {timeout:g} seconds" if self.member.name
                           else f"no name came within {timeout:g} seconds")
@@ -104,11 +104,12 @@ class ChatHandler(socketserver.BaseRequestHandler):
         try:
             self.sock = self.server.tls.wrap_socket(self.sock, server_side=True,
                                                     do_handshake_on_connect=False)
+            set_receive_timeout(self.sock, self.server.settings.handshake_timeout)
             self.sock.do_handshake()
             return True
         except (OSError, ValueError) as exc:
             log.info("%s: TLS handshake failed: %s", format_address(self.client_address),
-                     describe_tls_error(exc) if not isinstance(exc, BlockingIOError) else "timed out")
+                     "timed out" if isinstance(exc, socket.timeout) else describe_tls_error(exc))
             return False
 
     def _hang_up(self, why: str) -> None:
@@ -215,7 +216,15 @@ def tune_socket(sock: socket.socket) -> None:
 
 
 def set_receive_timeout(sock: socket.socket, seconds: float) -> None:
-    """Make a blocking recv give up (EAGAIN) after ``seconds`` without data; 0 waits for ever."""
+    """Make a blocking recv give up after ``seconds`` without data; 0 waits for ever.
+
+    A plain socket gets SO_RCVTIMEO (recv then fails with EAGAIN), which leaves sends free to
+    be non-blocking.  A TLS socket retries reads that fail so, so it gets Python's timeout;
+    its outbox always uses the writer thread, which such a timeout cannot hold up.
+    """
+    if isinstance(sock, ssl.SSLSocket):
+        sock.settimeout(seconds or None)
+        return
     whole = int(seconds)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
                     struct.pack("ll", whole, int((seconds - whole) * 1_000_000)))

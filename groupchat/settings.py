@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from groupchat.errors import GroupchatError
 from groupchat.flood import DEFAULT_BURST, DEFAULT_RATE
@@ -14,6 +14,7 @@ HANDSHAKE_TIMEOUT_SECONDS = 30.0  # to complete TLS, give the password and a nam
 MAX_CLIENTS = 1000
 MAX_PER_ADDRESS = 16
 WRONG_PASSWORD_DELAY_SECONDS = 2.0
+PASSWORD_ENV = "GROUPCHAT_PASSWORD"  # where server and client look when no password file is given
 # Outgoing bytes a connection may have waiting before it counts as not reading and is cut
 # off; with as much again in flight to the kernel this bounds each connection's memory.
 MAX_QUEUED_BYTES = 256 * 1024
@@ -35,8 +36,8 @@ class ServerSettings:
     burst: int = DEFAULT_BURST
     max_clients: int = MAX_CLIENTS
     max_per_address: int = MAX_PER_ADDRESS
-    allow: tuple[str, ...] = ()  # addresses or CIDR blocks; empty: everyone not denied
-    deny: tuple[str, ...] = ()
+    allow: Sequence[str] = ()  # addresses or CIDR blocks; empty: everyone not denied
+    deny: Sequence[str] = ()
     certfile: Optional[str] = None  # serve TLS with this certificate chain
     keyfile: Optional[str] = None
     password: Optional[str] = None  # asked for before the name

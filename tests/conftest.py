@@ -35,8 +35,9 @@ def wait_for(predicate: Callable[[], object], timeout: float = WAIT_SECONDS, wha
 class Peer:
     """A plain TCP client, as nc would be: send raw bytes or lines, expect lines by pattern."""
 
-    def __init__(self, address: tuple, timeout: float = WAIT_SECONDS) -> None:
-        self.sock = socket.create_connection(address[:2], timeout=timeout)
+    def __init__(self, address: tuple, timeout: float = WAIT_SECONDS,
+                 sock: socket.socket | None = None) -> None:
+        self.sock = sock or socket.create_connection(address[:2], timeout=timeout)
         self.timeout = timeout
         self.name: str | None = None
         self._lines = LineBuffer(max_line=1 << 20)

@@ -1,0 +1,286 @@
+"""Hostile clients against a real server with its default limits.
+
+In every case the honest clients, connected throughout, get every message in order, and
+the server's registry and thread count come back to where they were.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import Peer, ServerProcess, wait_for
+from groupchat.server import ChatServer
+
+STAMP = r"\[\d\d:\d\d\] "
+
+
+class Honest:
+    """Two honest clients that keep talking; :meth:`check` proves nothing they said was lost."""
+
+    def __init__(self, server: ChatServer) -> None:
+        self.server = server
+        self.alice, self.bob = Peer(server.server_address), Peer(server.server_address)
+        self.alice.join("alice")
+        self.bob.join("bob")
+        self.alice.expect("bob joined")
+        self.said = 0
+        self.threads = threading.active_count()
+
+    def check(self, lines: int = 5) -> None:
+        """Alice says a few numbered lines; bob must get exactly those next, in order."""
+        for _ in range(lines):
+            self.alice.say(f"honest {self.said}")
+            self.said += 1
+        first = self.said - lines
+        got = [self.bob.expect(f"^{STAMP}<alice> honest (\\d+)$").group(1) for _ in range(lines)]
+        assert got == [str(n) for n in range(first, self.said)]
+
+    def back_to_baseline(self) -> None:
+        wait_for(lambda: len(self.server.registry) == 2, what="the registry to hold only the honest two")
+        wait_for(lambda: threading.active_count() <= self.threads, what="the thread count to return")
+        self.check()
+
+    def close(self) -> None:
+        self.alice.close()
+        self.bob.close()
+
+
+@pytest.fixture
+def honest_on(start_server):
+    """Start a server with the given settings (defaults otherwise) and two honest clients on it."""
+    made: list[Honest] = []
+
+    def make(**settings) -> Honest:
+        made.append(Honest(start_server(**settings)))
+        return made[-1]
+
+    yield make
+    for honest in made:
+        honest.close()
+
+
+@pytest.fixture
+def honest(honest_on) -> Honest:
+    return honest_on(handshake_timeout=1.0)
+
+
+def test_random_bytes_nuls_and_escapes_harm_nobody(honest):
+    rng = random.Random(4)
+    for n in range(10):
+        peer = Peer(honest.server.server_address)
+        if n % 2:
+            peer.join(f"noisy{n}")
+        peer.send(bytes(rng.getrandbits(8) for _ in range(3000)))
+        peer.send(b"\x00\x00\x1b[2J\x1b]0;owned\x07\xff\xfe\r\n")
+        honest.check(2)
+        peer.close()
+    honest.back_to_baseline()
+
+
+def test_escape_sequences_never_reach_another_terminal(honest):
+    peer = Peer(honest.server.server_address)
+    assert peer.next_line() == "*** What is your name?"
+    peer.send(b"\x1b[31mmallory\x1b[0m\n")
+    assert peer.next_line().startswith("*** Welcome, mallory!")
+    peer.send("\x1b[2J\x1b[Hwipe\x07\x08\x9b1m\u202eevil\n".encode())
+    line = honest.bob.expect("<mallory>").string
+    assert re.fullmatch(f"{STAMP}<mallory> wipe1mevil", line)
+    assert not any(ord(ch) < 32 or 0x7f <= ord(ch) < 0xa0 for ch in line)
+    peer.close()
+    honest.back_to_baseline()
+
+
+def test_overlong_names_and_lines(honest):
+    peer = Peer(honest.server.server_address)
+    assert peer.next_line() == "*** What is your name?"
+    peer.say("n" * 1000)
+    assert peer.next_line() == "*** Sorry, a name can have at most 32 characters."
+    peer.join("long")
+    peer.send(b"x" * 10_000 + b"\n")
+    peer.expect(r"\*\*\* Line not sent: longer than 4096 bytes\.$")
+    peer.say("short again")
+    honest.bob.expect("<long> short again")
+    honest.check()
+    peer.close()
+    honest.back_to_baseline()
+
+
+def test_a_peer_streaming_without_newline_is_cut_off(honest):
+    peer = Peer(honest.server.server_address)
+    peer.join("streamer")
+    chunk = b"z" * 65536
+    with pytest.raises(OSError):  # the server hangs up; our sends then fail or hit EOF
+        for _ in range(100):  # 6.4 MB, far past the 64 KiB cut-off
+            peer.send(chunk)
+            honest.check(1)
+    honest.alice.expect(r"\*\*\* streamer left \(sent more than 65536 bytes without a newline\)")
+    peer.close()
+    honest.back_to_baseline()
+
+
+def test_connect_and_hang_is_dropped_after_the_handshake_timeout(honest):
+    hangers = [Peer(honest.server.server_address) for _ in range(10)]
+    honest.check()  # while they hang
+    for peer in hangers:
+        assert peer.expect_eof()[-1] == "*** Sorry, no name came within 1 seconds; goodbye."
+        peer.close()
+    honest.back_to_baseline()
+
+
+def test_a_handshake_trickled_byte_by_byte_still_has_one_deadline(honest):
+    peer = Peer(honest.server.server_address)
+    peer.next_line()
+    with pytest.raises((OSError, EOFError)):
+        for _ in range(100):  # one byte every 0.1 s would take 10 s; the deadline is 1 s
+            peer.send(b"x")
+            time.sleep(0.1)
+        peer.expect_eof()
+    peer.close()
+    honest.back_to_baseline()
+
+
+def test_a_silent_named_client_is_dropped_by_the_idle_timeout(honest_on):
+    honest = honest_on(idle_timeout=0.5, max_per_address=0)
+    silent = Peer(honest.server.server_address)
+    silent.join("silent")
+    for _ in range(3):  # the honest two keep talking, so only the silent one idles out
+        honest.check(1)
+        honest.bob.say("still here")
+        time.sleep(0.2)
+    silent.expect(r"\*\*\* Sorry, nothing came for 0.5 seconds; goodbye\.$")
+    honest.alice.expect(r"\*\*\* silent left \(nothing came for 0.5 seconds\)")
+    silent.close()
+
+
+def test_a_thousand_connect_disconnect_cycles(honest):
+    address = honest.server.server_address
+    for n in range(1000):
+        with socket.create_connection(address[:2]) as sock:
+            if n % 10 == 0:
+                sock.sendall(f"cycler{n}\nhello\n".encode())
+            if n % 3 == 0:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        if n % 100 == 0:
+            honest.check(1)
+    honest.back_to_baseline()
+
+
+def test_a_flood_past_max_clients_is_refused_one_line_each(honest_on):
+    honest = honest_on(max_clients=12, max_per_address=0)
+    admitted = [Peer(honest.server.server_address) for _ in range(10)]
+    for peer in admitted:
+        assert peer.next_line() == "*** What is your name?"
+    refused = [Peer(honest.server.server_address) for _ in range(50)]
+    for peer in refused:
+        assert peer.expect_eof() == ["*** Sorry, the server is full (12 connections); try again later."]
+        peer.close()
+    honest.check()
+    for peer in admitted:
+        peer.close()
+    honest.back_to_baseline()
+    late = Peer(honest.server.server_address)
+    late.join("late")  # room again once the others left
+    late.close()
+
+
+def test_more_than_16_connections_from_one_address_are_refused(honest_on):
+    honest = honest_on()  # the defaults: 16 per address; the honest two count
+    mine = [Peer(honest.server.server_address) for _ in range(14)]
+    for peer in mine:
+        assert peer.next_line() == "*** What is your name?"
+    extra = Peer(honest.server.server_address)
+    assert extra.expect_eof() == ["*** Sorry, too many connections from your address (at most 16)."]
+    extra.close()
+    for peer in mine:
+        peer.close()
+    honest.back_to_baseline()
+
+
+def test_a_flooder_is_slowed_not_dropped_and_others_are_not_held_up(honest_on):
+    honest = honest_on(rate=50, burst=20)
+    flooder = Peer(honest.server.server_address)
+    flooder.join("flooder")
+    honest.bob.expect("flooder joined")
+    count = 150  # 20 at once, then 50 a second: about 2.6 s to get through
+    flooder.send(b"".join(b"flood %d\n" % n for n in range(count)))
+    honest.bob.expect(f"^{STAMP}<flooder> flood 0$")
+    honest.alice.say("I am not stuck behind the flood")
+    flood_seen, alice_seen_at = 1, None
+    while flood_seen < count:
+        line = honest.bob.next_line()
+        if line.endswith("<alice> I am not stuck behind the flood"):
+            alice_seen_at = flood_seen
+            continue
+        assert line.endswith(f"<flooder> flood {flood_seen}"), "a flood line was lost or reordered"
+        flood_seen += 1
+    assert alice_seen_at is not None and alice_seen_at < count - 50, \
+        "alice's line waited behind the flood"
+    flooder.close()
+    honest.back_to_baseline()
+
+
+def test_wrong_password_is_answered_late_and_closed_right_one_gets_in(start_server):
+    server = start_server(password="open sesame", wrong_password_delay=0.3)
+    alice = Peer(server.server_address)
+    assert alice.next_line() == "*** Password?"
+    alice.say("open sesame")
+    alice.join("alice")
+    intruder = Peer(server.server_address)
+    assert intruder.next_line() == "*** Password?"
+    intruder.say("guess")
+    assert intruder.expect_eof() == ["*** Sorry, wrong password; goodbye."]
+    intruder.close()
+    bob = Peer(server.server_address)
+    bob.next_line()
+    bob.say("open sesame")
+    bob.join("bob")
+    alice.expect("bob joined")
+    alice.close()
+    bob.close()
+
+
+@pytest.mark.parametrize("allow, deny, admitted", [
+    ((), ("127.0.0.0/8",), False),
+    (("10.0.0.0/8",), (), False),
+    (("127.0.0.1", "::1"), (), True),
+    (("127.0.0.0/8",), ("127.0.0.1",), False),
+])
+def test_allow_and_deny_lists(start_server, allow, deny, admitted):
+    server = start_server(allow=allow, deny=deny)
+    peer = Peer(server.server_address)
+    if admitted:
+        peer.join("ok")
+    else:
+        assert peer.expect_eof() == ["*** Sorry, this address is not allowed here."]
+    peer.close()
+
+
+def test_server_memory_stays_bounded_under_garbage(server_process):
+    """RSS of the real server process, before and after 50 MB of hostile input."""
+    server = server_process()
+    honest = Peer(server.address)
+    honest.join("honest")
+
+    def rss_kib() -> int:
+        with open(f"/proc/{server.proc.pid}/status") as status:
+            return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1))
+
+    before = rss_kib()
+    blob = os.urandom(1 << 20).replace(b"\n", b"x")
+    for n in range(50):
+        with socket.create_connection(server.address) as sock:
+            try:
+                sock.sendall(f"garbage{n}\n".encode() + blob)
+            except OSError:
+                pass  # cut off mid-send: that's the point
+    honest.say("/who")
+    honest.expect(r"\*\*\* In lobby \(\d+\): honest")  # still served
+    assert rss_kib() - before < 30 * 1024, "the server's memory grew with what peers sent"
+    honest.close()

@@ -1,0 +1,141 @@
+"""TLS on the server, with certificates made at test time (trustme)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+
+import pytest
+import trustme
+
+from conftest import UNLIMITED, WAIT_SECONDS, Peer
+from groupchat.errors import ServerStartError
+from groupchat.server import ChatServer
+from groupchat.settings import ServerSettings
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def cert_files(ca, tmp_path):
+    """(certfile, keyfile, cafile) for a server at 127.0.0.1 / localhost."""
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    certfile, keyfile, cafile = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.cert_chain_pems[0].write_to_path(certfile)
+    cert.private_key_pem.write_to_path(keyfile)
+    ca.cert_pem.write_to_path(cafile)
+    return str(certfile), str(keyfile), str(cafile)
+
+
+@pytest.fixture
+def tls_server(start_server, cert_files):
+    certfile, keyfile, _ = cert_files
+    return start_server(certfile=certfile, keyfile=keyfile, handshake_timeout=1.0, **UNLIMITED)
+
+
+class TLSPeer(Peer):
+    """A Peer whose socket speaks TLS, verifying the server against the test CA."""
+
+    def __init__(self, address: tuple, cafile: str, **context_options) -> None:
+        context = ssl.create_default_context(cafile=cafile)
+        for option, value in context_options.items():
+            setattr(context, option, value)
+        raw = socket.create_connection(address[:2], timeout=WAIT_SECONDS)
+        super().__init__(address, sock=context.wrap_socket(raw, server_hostname="127.0.0.1"))
+
+
+def test_two_tls_clients_chat(tls_server, cert_files):
+    alice = TLSPeer(tls_server.server_address, cert_files[2])
+    bob = TLSPeer(tls_server.server_address, cert_files[2])
+    alice.join("alice")
+    bob.join("bob")
+    alice.say("over TLS")
+    bob.expect("<alice> over TLS")
+    assert alice.sock.version() in ("TLSv1.2", "TLSv1.3")
+    alice.close()
+    bob.close()
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+def test_tls_1_1_is_refused(tls_server, cert_files):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cert_files[2])
+    try:
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+    except ValueError:
+        pytest.skip("this OpenSSL cannot even offer TLS 1.1")
+    with socket.create_connection(tls_server.server_address[:2], timeout=WAIT_SECONDS) as raw:
+        with pytest.raises(ssl.SSLError):
+            context.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def test_plain_tcp_and_a_stalled_handshake_on_the_tls_port_hold_nobody_up(tls_server, cert_files):
+    alice = TLSPeer(tls_server.server_address, cert_files[2])
+    alice.join("alice")
+    bob = TLSPeer(tls_server.server_address, cert_files[2])
+    bob.join("bob")
+    plain = socket.create_connection(tls_server.server_address[:2], timeout=WAIT_SECONDS)
+    plain.sendall(b"carol\nhello in plain text\n")
+    stalled = socket.create_connection(tls_server.server_address[:2], timeout=WAIT_SECONDS)
+    alice.say("still flowing")
+    bob.expect("<alice> still flowing")
+    assert_closed(plain)  # after its failed handshake
+    assert_closed(stalled)  # at the handshake timeout
+    plain.close()
+    stalled.close()
+    alice.close()
+    bob.close()
+
+
+def test_a_client_that_does_not_trust_the_certificate_fails_verification(tls_server, tmp_path):
+    other_ca = trustme.CA()
+    other_ca.cert_pem.write_to_path(tmp_path / "other.pem")
+    with socket.create_connection(tls_server.server_address[:2], timeout=WAIT_SECONDS) as raw:
+        context = ssl.create_default_context(cafile=str(tmp_path / "other.pem"))
+        with pytest.raises(ssl.SSLCertVerificationError):
+            context.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed")
+def test_openssl_s_client_is_a_working_client(tls_server, cert_files):
+    alice = TLSPeer(tls_server.server_address, cert_files[2])
+    alice.join("alice")
+    port = tls_server.server_address[1]
+    client = subprocess.Popen(
+        ["openssl", "s_client", "-quiet", "-connect", f"127.0.0.1:{port}", "-CAfile", cert_files[2],
+         "-verify_return_error"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        client.stdin.write(b"ossl\nhello from openssl\n")
+        client.stdin.flush()
+        alice.expect("<ossl> hello from openssl")
+    finally:
+        client.kill()
+        client.communicate()
+    alice.close()
+
+
+def test_bad_certificate_files_are_one_clear_error(tmp_path, cert_files):
+    with pytest.raises(ServerStartError, match="no such file"):
+        ChatServer(("127.0.0.1", 0), ServerSettings(certfile=str(tmp_path / "missing.pem")))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    with pytest.raises(ServerStartError, match="cannot use certificate"):
+        ChatServer(("127.0.0.1", 0), ServerSettings(certfile=str(garbage)))
+    with pytest.raises(ServerStartError, match="cannot use certificate"):  # key of another cert
+        ChatServer(("127.0.0.1", 0), ServerSettings(certfile=cert_files[0], keyfile=cert_files[2]))
+
+
+def assert_closed(sock: socket.socket) -> None:
+    """Read until the server closes (a TLS alert may come first); a timeout fails the test."""
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:  # closed with our plain text unread: RST, which is closed too
+        pass
