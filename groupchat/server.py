@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import resource
 import signal
 import socket
 import socketserver
@@ -33,6 +34,9 @@ from groupchat.tls import describe_tls_error, server_context
 log = logging.getLogger(__name__)
 
 RECV_BYTES = 64 * 1024
+# Handler and writer threads need little stack; small stacks let thousands of them fit.
+THREAD_STACK_BYTES = 256 * 1024
+FILES_IN_RESERVE = 64  # descriptors for the listener, the history database, logs
 # How often serve_forever looks for a stop request: shutdown takes at most this long.
 POLL_SECONDS = 0.1
 
@@ -186,6 +190,8 @@ class ChatServer(socketserver.ThreadingTCPServer):
 def serve(host: str, port: int, settings: ServerSettings = ServerSettings(),
           console: Optional[TextIO] = None) -> None:
     """Run a server until SIGINT, SIGTERM or end of input on ``console`` (a terminal), then stop it."""
+    threading.stack_size(THREAD_STACK_BYTES)
+    raise_file_limit(settings.max_clients)
     server = ChatServer((host, port), settings)
     print(f"groupchat {__version__} serving on {format_address(server.server_address)}", flush=True)
     print("Waiting for clients...", flush=True)
@@ -200,6 +206,22 @@ def serve(host: str, port: int, settings: ServerSettings = ServerSettings(),
     stopping.wait()
     log.info("shutting down")
     server.stop()
+
+
+def raise_file_limit(max_clients: int) -> int:
+    """Raise the open-file limit to its hard maximum; warn when it cannot hold ``max_clients``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # e.g. an infinite hard limit the kernel caps lower
+            pass
+    needed = max_clients + FILES_IN_RESERVE
+    if max_clients and soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning("the open-file limit is %d, too low for --max-clients %d: raise it to %d "
+                    "(ulimit -n)", soft, max_clients, needed)
+    return soft
 
 
 def tune_socket(sock: socket.socket) -> None:
