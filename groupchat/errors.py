@@ -39,3 +39,7 @@ class InvalidAddressError(GroupchatError):
 
 class NoNewlineError(GroupchatError):
     """Raised when a peer streams bytes past the limit with no newline: it is cut off."""
+
+
+class HistoryError(GroupchatError):
+    """Raised when the history database cannot be opened, read or written; the message says which file and what to do."""

@@ -1,0 +1,498 @@
+"""The ``groupchat join`` client: a reader thread prints what the server sends, the input loop sends.
+
+With stdin a terminal the input loop is a prompt_toolkit prompt in the main thread, and incoming
+lines are printed above it (``patch_stdout``) so they never garble a half-typed line; each line
+you send is echoed as the others will see it.  With stdin a pipe or a file, its lines are sent
+as they come; at its end the client half-closes the connection and waits a little for the
+server to close, printing whatever still arrives.
+
+The decisions are small classes with no I/O, tested by calling them: :class:`Handshake` (what
+to do with each line until the server lets you in) and :class:`Me` (how your own lines look
+to the others, your name after ``/nick``, whether you said ``/quit``).  The rest moves bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import re
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, TextIO, Union
+
+from prompt_toolkit import PromptSession, prompt
+from prompt_toolkit.application import Application
+from prompt_toolkit.patch_stdout import patch_stdout
+
+from groupchat.errors import ConnectError, ConnectionLostError, NameRefusedError, NoNewlineError
+from groupchat.protocol import (
+    ENCODING,
+    LINE_NOTICE,
+    MAX_LINE_BYTES,
+    NAME_PROMPT,
+    NOTICE_MARK,
+    PASSWORD_PROMPT,
+    LineBuffer,
+    LineTooLong,
+    clean_text,
+    encode_line,
+    is_refusal,
+    is_welcome,
+    parse_line,
+    render_action,
+    render_message,
+)
+
+# For connecting, and then for each answer during the handshake: a port that is not a
+# groupchat server (it never asks for a name) fails instead of hanging.
+CONNECT_TIMEOUT_SECONDS = 10.0
+# Piped input: after the last line, how long to wait for the server to close and print what comes.
+DRAIN_TIMEOUT_SECONDS = 5.0
+# How long to wait for the reader thread once its socket is shut down (it ends at once).
+STOP_TIMEOUT_SECONDS = 1.0
+READ_BYTES = 64 * 1024
+# Longest line taken from the server: a relayed line is its sender's (MAX_LINE_BYTES, or what a
+# server's --max-line allows) plus a stamp and a name.
+MAX_SERVER_LINE_BYTES = 16 * MAX_LINE_BYTES
+PROMPT = "> "
+ASK_NAME = "Name: "
+ASK_PASSWORD = "Password: "
+STAMP_FORMAT = "%H:%M"
+
+Line = Union[str, LineTooLong]
+
+# The notice chat.py sends a room when someone uses /nick.
+_RENAMED = re.compile(r"(?P<old>\S+) is now known as (?P<new>\S+)")
+_REFUSAL_START = f"{NOTICE_MARK} Sorry, "
+
+
+# -- decisions, no I/O ------------------------------------------------------------------------
+
+class Step(enum.Enum):
+    """What to do with one line the server sent during the handshake."""
+
+    SEND_PASSWORD = enum.auto()  # the server has a password and asks for it
+    SEND_NAME = enum.auto()  # the server asks for the name
+    ASK_ANOTHER_NAME = enum.auto()  # it refused the name and asks again
+    SHOW = enum.auto()  # a line for the person: a refusal, or anything unexpected
+    JOINED = enum.auto()  # the welcome: show it; the chat has begun
+
+
+class Handshake:
+    """The client's half of the handshake (password, name): fed the server's lines, it says what next.
+
+    >>> handshake = Handshake("bob")
+    >>> handshake.feed(NAME_PROMPT).name
+    'SEND_NAME'
+    >>> handshake.feed('*** Sorry, the name "bob" is taken.').name
+    'SHOW'
+    >>> handshake.feed(NAME_PROMPT).name, handshake.refusal
+    ('ASK_ANOTHER_NAME', 'the name "bob" is taken')
+    >>> handshake.rename("rob")
+    >>> handshake.feed("*** Welcome, rob! Here now: bob.").name
+    'JOINED'
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name.strip()  # as the server will take it
+        self.refusal: Optional[str] = None  # the server's last reason for refusing a name
+
+    def feed(self, line: Line) -> Step:
+        if isinstance(line, LineTooLong):
+            return Step.SHOW
+        if line == PASSWORD_PROMPT:
+            return Step.SEND_PASSWORD
+        if is_welcome(line):
+            return Step.JOINED
+        if is_refusal(line):
+            self.refusal = refusal_reason(line)
+            return Step.SHOW
+        if line == NAME_PROMPT:
+            return Step.SEND_NAME if self.refusal is None else Step.ASK_ANOTHER_NAME
+        return Step.SHOW
+
+    def rename(self, name: str) -> None:
+        """Take the name to offer next, after a refusal."""
+        self.name = name.strip()
+        self.refusal = None
+
+
+def refusal_reason(line: str) -> str:
+    """The reason in a refusal line (the inverse of :func:`groupchat.protocol.render_refusal`).
+
+    >>> refusal_reason('*** Sorry, the name "bob" is taken.')
+    'the name "bob" is taken'
+    """
+    reason = line[len(_REFUSAL_START):]
+    return reason[:-1] if reason.endswith(".") else reason
+
+
+class Me:
+    """You, as the server knows you once joined: your name, and whether you said ``/quit``.
+
+    It follows the server's rules for a line: ``/command ...`` is for the server, and the others
+    see nothing of it but a ``/me`` action; ``//text`` is a message starting with "/"; the rest
+    are messages.
+
+    >>> me = Me("alice")
+    >>> me.echo("hi", "14:03")
+    '[14:03] <alice> hi'
+    >>> me.echo("/me waves", "14:03")
+    '[14:03] * alice waves'
+    >>> me.echo("//etc/hosts", "14:03")
+    '[14:03] <alice> /etc/hosts'
+    >>> me.echo("/who", "14:03") is None
+    True
+    >>> me.heard("[14:04] *** alice is now known as al")
+    >>> me.name
+    'al'
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.quitting = False
+
+    def echo(self, line: str, stamp: str) -> Optional[str]:
+        """``line`` as the others see it once sent, or None if they will not see it."""
+        if len(line.encode(ENCODING)) > MAX_LINE_BYTES:
+            return None  # the server refuses it and tells you so
+        command = _command(line)
+        if command is None:
+            return render_message(stamp, self.name, line[1:] if line.startswith("//") else line)
+        name, argument = command
+        if name == "me" and argument:
+            return render_action(stamp, self.name, argument)
+        return None
+
+    def sent(self, line: str) -> None:
+        """Note a line on its way to the server: after ``/quit`` its closing is expected."""
+        command = _command(line)
+        if command is not None and command[0] == "quit":
+            self.quitting = True
+
+    def heard(self, line: str) -> None:
+        """Follow your own ``/nick``, from the notice the server sends your room and you."""
+        parsed = parse_line(line)
+        renamed = _RENAMED.fullmatch(parsed.text) if parsed.kind == LINE_NOTICE else None
+        if renamed and renamed["old"] == self.name:
+            self.name = renamed["new"]
+
+
+def _command(line: str) -> Optional[tuple[str, str]]:
+    """``(name, argument)`` of a slash command as the server parses it; None for a message."""
+    if not line.startswith("/") or line.startswith("//"):
+        return None
+    name, _, argument = line[1:].partition(" ")
+    return name.lower(), argument.strip()
+
+
+def outgoing_lines(typed: str) -> list[str]:
+    """The lines to send for what was typed or piped: cleaned as the server would, blanks left out.
+
+    >>> outgoing_lines("hi\\tthere\\n\\n   \\nbye\\x1b[2J")
+    ['hi there', 'bye']
+    """
+    lines = (clean_text(line) for line in typed.splitlines())
+    return [line for line in lines if line.strip()]
+
+
+# -- bytes and sockets --------------------------------------------------------------------
+
+class LineReader:
+    """Whole lines from a byte source such as a socket's ``recv`` or a pipe's ``read1``.
+
+    Framing, decoding and cleaning are ``buffer``'s (a :class:`~groupchat.protocol.LineBuffer`);
+    this keeps the lines one read produced until they are asked for.
+
+    >>> chunks = iter([b"hi\\nthe", b"re\\nlast"])
+    >>> lines = LineReader(lambda size: next(chunks, b""))
+    >>> [lines.read_line() for _ in range(4)]
+    ['hi', 'there', 'last', None]
+    """
+
+    def __init__(self, read: Callable[[int], bytes], buffer: Optional[LineBuffer] = None) -> None:
+        self._read = read
+        self._buffer = buffer or LineBuffer()
+        self._lines: deque[Line] = deque()
+
+    def read_line(self) -> Optional[Line]:
+        """The next line, or None once the source has ended; raises what ``read`` and ``feed`` raise."""
+        while not self._lines:
+            data = self._read(READ_BYTES)
+            if not data:
+                if not self._buffer.pending:
+                    return None
+                data = b"\n"  # the source ended mid-line: that last line still counts
+            self._lines.extend(self._buffer.feed(data))
+        return self._lines.popleft()
+
+
+def connect(host: str, port: int) -> socket.socket:
+    """A TCP connection to the server (IPv4 or IPv6), or a :class:`ConnectError` saying what to check.
+
+    The socket keeps :data:`CONNECT_TIMEOUT_SECONDS` as its timeout, for the name handshake.
+    """
+    try:
+        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS)
+    except ConnectionRefusedError as exc:
+        raise ConnectError(f"connection refused: is a server running on {_where(host, port)}?") from exc
+    except socket.gaierror as exc:
+        raise ConnectError(f"unknown host {host} ({exc.strerror})") from exc
+    except OSError as exc:  # unreachable, timed out, ...
+        raise ConnectError(f"cannot reach {_where(host, port)}: {_why(exc)}") from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class ServerReader(threading.Thread):
+    """Shows each line the server sends until the connection ends, then records why and calls ``on_end``.
+
+    ``end`` is None while the connection lasts, then the :class:`ConnectionLostError` to raise
+    if nobody meant it to end; whoever started the reader knows whether somebody did.
+    """
+
+    def __init__(self, lines: LineReader, show: Callable[[str], None],
+                 on_end: Callable[[ConnectionLostError], None]) -> None:
+        super().__init__(name="server-reader", daemon=True)
+        self._lines = lines
+        self._show = show
+        self._on_end = on_end
+        self.end: Optional[ConnectionLostError] = None
+
+    def run(self) -> None:
+        try:
+            while (line := self._lines.read_line()) is not None:
+                self._show(_displayed(line))
+            self.end = _lost()
+        except OSError as exc:
+            self.end = _lost(exc)
+        except NoNewlineError as exc:
+            self.end = ConnectionLostError(f"the server {exc}")
+        self._on_end(self.end)
+
+
+class StdinSender(threading.Thread):
+    """Sends piped input's lines in order, then half-closes so the server sees EOF after the last.
+
+    ``sent_all`` turns true just before the half-close, so a close the server makes in answer
+    counts as expected; ``error`` is what stopped the sending early, if anything did.
+    """
+
+    def __init__(self, lines: LineReader, sock: socket.socket, me: Me, on_end: Callable[[], None]) -> None:
+        super().__init__(name="stdin-sender", daemon=True)
+        self._lines = lines
+        self._sock = sock
+        self._me = me
+        self._on_end = on_end
+        self.sent_all = False
+        self.error: Optional[OSError] = None
+
+    def run(self) -> None:
+        try:
+            while (line := self._lines.read_line()) is not None:
+                if isinstance(line, LineTooLong):
+                    print(f"groupchat: a line longer than {line.limit} bytes was not sent", file=sys.stderr)
+                    continue
+                for text in outgoing_lines(line):
+                    self._me.sent(text)
+                    self._sock.sendall(encode_line(text))
+            self.sent_all = True
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self.error = exc
+        self._on_end()
+
+
+# -- the client ------------------------------------------------------------------------------
+
+def run_client(*, host: str, port: int, name: str, password: Optional[str] = None,
+               stdin: Optional[TextIO] = None, stdout: Optional[TextIO] = None) -> int:
+    """Chat at ``host`` ``port`` as ``name`` until the person leaves, or piped input ends; return 0.
+
+    ``password`` answers a server that asks for one; without it a person at a terminal is asked.
+    Raises :class:`~groupchat.errors.ConnectError` when it cannot connect (or no password can be
+    given), :class:`~groupchat.errors.NameRefusedError` when the name is refused and stdin is
+    not a terminal to ask for another, and :class:`~groupchat.errors.ConnectionLostError` when
+    the server goes away.  ``stdin`` and ``stdout`` default to the process's; when ``stdin`` is
+    a terminal, prompt_toolkit reads the process's terminal, else ``stdin.buffer`` is read.
+    """
+    stdin = sys.stdin if stdin is None else stdin
+    # With file=None, print looks up sys.stdout each time: patch_stdout's proxy while prompting.
+    show = functools.partial(print, file=stdout, flush=True)
+    try:
+        with connect(host, port) as sock:
+            show(f"Connected to server at ({host}, {port})")
+            lines = LineReader(sock.recv, LineBuffer(MAX_SERVER_LINE_BYTES))
+            at_terminal = stdin.isatty()
+            ask = _ask_person if at_terminal else None
+            me = Me(_run_handshake(sock, lines, Handshake(name), show, ask, password))
+            if at_terminal:
+                _chat_at_terminal(sock, lines, me, show)
+            else:
+                _chat_from_pipe(sock, lines, me, show, stdin)
+    except (EOFError, KeyboardInterrupt):
+        pass  # Ctrl-D or Ctrl-C: the person chose to leave
+    return 0
+
+
+def _chat_at_terminal(sock: socket.socket, lines: LineReader, me: Me, show: Callable[[str], None]) -> None:
+    """A prompt in this thread sends what is typed; the server's lines are printed above it."""
+    session: PromptSession[str] = PromptSession(erase_when_done=True)
+    app = session.app
+
+    def hear(line: str) -> None:
+        me.heard(line)
+        show(line)
+
+    with patch_stdout(), _reading(sock, lines, hear, lambda end: _interrupt_prompt(app, end)) as reader:
+        while True:
+            try:
+                typed = session.prompt(PROMPT, pre_run=lambda: _end_prompt(app, reader.end))
+            except ConnectionLostError:
+                if me.quitting:
+                    return
+                raise
+            for line in outgoing_lines(typed):
+                me.sent(line)
+                _send(sock, line)
+                echo = me.echo(line, time.strftime(STAMP_FORMAT))
+                if echo is not None:
+                    show(echo)
+
+
+def _chat_from_pipe(sock: socket.socket, lines: LineReader, me: Me, show: Callable[[str], None],
+                    stdin: TextIO) -> None:
+    """Send the piped lines; after the last, wait (bounded) for the server to close."""
+    ended = threading.Event()  # set by whichever thread finishes first, and by the other
+    with _reading(sock, lines, show, lambda end: ended.set()) as reader:
+        # Piped input may hold lines too long to send; they are skipped, whatever their length.
+        piped_lines = LineReader(stdin.buffer.read1, LineBuffer(max_unterminated=sys.maxsize))
+        sender = StdinSender(piped_lines, sock, me, ended.set)
+        sender.start()
+        ended.wait()
+        if not (sender.sent_all or me.quitting):
+            raise reader.end or _lost(sender.error)
+        reader.join(DRAIN_TIMEOUT_SECONDS)
+
+
+def _run_handshake(sock: socket.socket, lines: LineReader, handshake: Handshake, show: Callable[[str], None],
+                   ask: Optional[Callable[[str, bool], str]], password: Optional[str]) -> str:
+    """Run the handshake; return the name the server accepted.
+
+    ``ask(question, secret)`` asks the person at the terminal.  Without it (no terminal) a
+    refused name raises :class:`NameRefusedError`, and a password asked for and not given
+    :class:`ConnectError`.
+    """
+    while True:
+        line = _handshake_line(lines, handshake)
+        step = handshake.feed(line)
+        if step is Step.SEND_PASSWORD:
+            if password is None:
+                if ask is None:
+                    raise ConnectError("the server wants a password, and stdin is not a terminal "
+                                       "to ask for it")
+                password = ask(ASK_PASSWORD, True)
+            _send(sock, password)
+        elif step is Step.SEND_NAME:
+            _send(sock, handshake.name)
+        elif step is Step.ASK_ANOTHER_NAME:
+            if ask is None:
+                raise NameRefusedError(f'the server refused the name "{handshake.name}": '
+                                       f"{handshake.refusal}; choose another with --name")
+            handshake.rename(ask(ASK_NAME, False))
+            _send(sock, handshake.name)
+        else:
+            show(_displayed(line))
+            if step is Step.JOINED:
+                sock.settimeout(None)
+                return handshake.name
+
+
+def _handshake_line(lines: LineReader, handshake: Handshake) -> Line:
+    try:
+        line = lines.read_line()
+    except socket.timeout as exc:
+        raise ConnectError(f"the server sent no answer within {CONNECT_TIMEOUT_SECONDS:g} s: "
+                           "is it a groupchat server?") from exc
+    except OSError as exc:
+        raise _lost(exc) from exc
+    except NoNewlineError as exc:
+        raise ConnectError(f"the server {exc}: is it a groupchat server?") from exc
+    if line is None:
+        why = f": {handshake.refusal}" if handshake.refusal else ""
+        raise ConnectionLostError(f"the server closed the connection before letting you in{why}")
+    return line
+
+
+@contextmanager
+def _reading(sock: socket.socket, lines: LineReader, show: Callable[[str], None],
+             on_end: Callable[[ConnectionLostError], None]) -> Iterator[ServerReader]:
+    """Run a :class:`ServerReader` for the body; then shut the socket, which ends it, and wait for it."""
+    reader = ServerReader(lines, show, on_end)
+    reader.start()
+    try:
+        yield reader
+    finally:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # wakes the reader's recv whoever ended the chat
+        except OSError:
+            pass  # the connection is already gone
+        reader.join(STOP_TIMEOUT_SECONDS)
+
+
+def _ask_person(question: str, secret: bool) -> str:
+    """Ask at the terminal, in a prompt of its own so that no password enters the chat's history."""
+    return prompt(question, is_password=secret)
+
+
+def _interrupt_prompt(app: Application[str], end: ConnectionLostError) -> None:
+    """From the reader thread: make the running prompt raise ``end``.
+
+    When no prompt is running at this instant, the next one's ``pre_run`` (:func:`_end_prompt`)
+    sees ``reader.end`` instead, so the input loop never waits on a connection that is gone.
+    """
+    loop = app.loop
+    if loop is not None:
+        try:
+            loop.call_soon_threadsafe(_end_prompt, app, end)
+        except RuntimeError:  # that prompt has just finished and closed its loop
+            pass
+
+
+def _end_prompt(app: Application[str], end: Optional[ConnectionLostError]) -> None:
+    """In the prompt's event loop: end the prompt with ``end``, if there is one and it still runs."""
+    if end is not None and app.is_running and not app.is_done:
+        app.exit(exception=end)
+
+
+def _send(sock: socket.socket, line: str) -> None:
+    try:
+        sock.sendall(encode_line(line))
+    except OSError as exc:
+        raise _lost(exc) from exc
+
+
+def _displayed(line: Line) -> str:
+    if isinstance(line, LineTooLong):
+        return f"(a line longer than {line.limit} bytes from the server was left out)"
+    return line
+
+
+def _lost(exc: Optional[OSError] = None) -> ConnectionLostError:
+    """The error for a connection that ended: closed by the server (no ``exc``), or broken."""
+    if exc is None:
+        return ConnectionLostError("the server closed the connection")
+    return ConnectionLostError(f"lost the connection to the server: {_why(exc)}")
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _where(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,488 @@
+"""Durable room history: every room message kept in SQLite, without any sender waiting on the disk.
+
+Handler threads call :meth:`HistoryStore.append`, which only puts the message on a queue.
+One writer thread owns the write connection: it takes everything queued, inserts it in one
+transaction and commits, then takes whatever queued up meanwhile (group commit).  No timer is
+needed: while messages wait, a commit is always under way, so a ``kill -9`` loses only what
+was appended during the last commit or two (``PYTHONPATH=. python tests/test_history.py``
+measures it).  Commits use ``synchronous=FULL`` in WAL mode, so what is committed survives a
+power cut too; the fsync is paid by the writer thread, never by a sender.
+
+Private messages are never stored: callers pass room lines only, and :meth:`HistoryStore.append`
+refuses every kind but "message", "action" (``/me``) and "notice".
+
+A database that cannot be used safely (held by another server, not SQLite, damaged, unreadable,
+read-only, on a full disk) is refused when it is opened, with one line saying what to do, and
+is never written to: history is never "repaired" by overwriting it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, NamedTuple, Optional, Union
+
+from groupchat.errors import HistoryError
+from groupchat.protocol import LINE_ACTION, LINE_MESSAGE, LINE_NOTICE, name_key
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FILE_NAME = "history.db"
+KINDS = frozenset({LINE_MESSAGE, LINE_ACTION, LINE_NOTICE})  # never LINE_PRIVATE
+MAX_HISTORY = 500  # most messages one recent() returns
+MAX_SEARCH = 50  # most matches one search() returns
+# Messages held in memory while the disk refuses them; past this the oldest are dropped, counted.
+MAX_PENDING = 100_000
+MAX_MEMORY_MESSAGES = 100_000  # an in-memory store keeps the newest this many
+RETRY_SECONDS = 1.0  # how often a refused write is tried again
+PRUNE_INTERVAL_SECONDS = 3600.0
+# A read waits at most this long for earlier appends to be committed, so a line just seen is found.
+READ_WAIT_SECONDS = 1.0
+FLUSH_SECONDS = 5.0
+CLOSE_SECONDS = 10.0
+# Less free space than this at open counts as a full disk: the server would fail on its first commit.
+MIN_FREE_BYTES = 1 << 20
+
+SCHEMA_VERSION = 1  # PRAGMA user_version; a later schema migrates from the number it finds
+APPLICATION_ID = 0x67636874  # "gcht" in PRAGMA application_id: this file is groupchat history
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_SCHEMA = f"""
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids never go back, even after pruning
+    room_key TEXT NOT NULL,  -- the room as rooms are compared: protocol.name_key(room)
+    room TEXT NOT NULL,
+    time REAL NOT NULL,
+    sender TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX messages_by_room ON messages (room_key, id);
+CREATE INDEX messages_by_time ON messages (time);
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+_INSERT = "INSERT INTO messages (room_key, room, time, sender, kind, text) VALUES (?, ?, ?, ?, ?, ?)"
+_COLUMNS = "id, room, time, sender, kind, text"
+_DAMAGED = "refusing to touch it; move it away or choose --history PATH"
+
+_Row = tuple[str, str, float, str, str, str]
+
+
+class Entry(NamedTuple):
+    """One stored room message."""
+
+    id: int  # increases with every message, across rooms
+    room: str  # the room's name as it was spelled then
+    time: float  # seconds since the epoch
+    sender: str
+    kind: str  # "message", "action" or "notice"
+    text: str
+
+
+def default_history_path() -> Path:
+    """Where history lives unless told otherwise: ``$XDG_DATA_HOME/groupchat/history.db``.
+
+    ``XDG_DATA_HOME`` counts only if absolute (as the XDG spec says); else ``~/.local/share``.
+    """
+    base = os.environ.get("XDG_DATA_HOME", "")
+    data = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "share"
+    return data / "groupchat" / DEFAULT_FILE_NAME
+
+
+class HistoryStore:
+    """Room messages, saved by one writer thread, read back by anyone.
+
+    Make one with :meth:`open` (a file, locked against a second server) or :meth:`in_memory`
+    (nothing on disk: replay works within the run).  Any thread may call :meth:`append`,
+    :meth:`recent`, :meth:`search` and :meth:`flush`; call :meth:`close` once, after the last
+    append, to save everything and release the file.  Subclasses may change the class attributes.
+    """
+
+    max_pending = MAX_PENDING
+    retry_interval = RETRY_SECONDS
+    prune_interval = PRUNE_INTERVAL_SECONDS
+
+    def __init__(self, db: sqlite3.Connection, path: Optional[Path], lock_fd: Optional[int],
+                 retention: Optional[float], keep_at_most: Optional[int]) -> None:
+        """Take over an open, checked connection; use :meth:`open` or :meth:`in_memory`."""
+        self.path = path
+        self.retention = retention
+        self._db = db
+        self._lock_fd = lock_fd
+        self._keep_at_most = keep_at_most
+        self._db_lock = threading.Lock()  # the writer's transaction vs. in-memory readers
+        self._lock = threading.Lock()  # the queue and the counters below
+        self._wake = threading.Condition(self._lock)  # the writer waits for work
+        self._progress = threading.Condition(self._lock)  # flushes and reads wait for commits
+        self._queue: collections.deque[_Row] = collections.deque()
+        self._appended = 0
+        self._saved = 0
+        self._dropped = 0
+        self._failing = False
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_until_closed, name="history-writer",
+                                        daemon=True)
+        self._writer.start()
+
+    @classmethod
+    def open(cls, path: Union[str, Path], retention: Optional[float] = None) -> HistoryStore:
+        """Open or create the history file at ``path``, or raise :class:`HistoryError` saying why not.
+
+        ``retention`` is in seconds: older messages are pruned now and every
+        ``prune_interval``; None keeps everything.
+        """
+        path = Path(path).expanduser().absolute()
+        _make_directory(path.parent)
+        _check_space(path)
+        lock_fd = _lock(path)
+        try:
+            db = _open_database(path, retention)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(db, path, lock_fd, retention, keep_at_most=None)
+
+    @classmethod
+    def in_memory(cls, retention: Optional[float] = None,
+                  keep_at_most: int = MAX_MEMORY_MESSAGES) -> HistoryStore:
+        """A store that writes nothing to disk (``--no-history``) and keeps the newest ``keep_at_most``."""
+        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        _prepare(db, None)
+        return cls(db, None, None, retention, keep_at_most)
+
+    def __enter__(self) -> HistoryStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writing: any thread --------------------------------------------------------------
+
+    def append(self, room: str, sender: str, kind: str, text: str,
+               when: Optional[float] = None) -> bool:
+        """Queue one room message to be saved; never waits.  False (ignored) once closing.
+
+        ``when`` is in seconds since the epoch, now if None.  Messages are numbered in the
+        order of the calls, so each sender's come back in the order it said them.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"history keeps only {sorted(KINDS)} lines, not {kind!r}")
+        row = (name_key(room), room, time.time() if when is None else when, sender, kind, text)
+        with self._lock:
+            if self._closing:
+                return False
+            if len(self._queue) >= self.max_pending:
+                self._queue.popleft()
+                self._dropped += 1
+            self._queue.append(row)
+            self._appended += 1
+            if len(self._queue) == 1:  # the writer sleeps only when the queue is empty
+                self._wake.notify()
+        return True
+
+    def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
+        """Wait until everything appended before this call is on disk.
+
+        False if that did not happen within ``timeout`` or the disk is refusing writes (the
+        messages are then held and retried, see :attr:`max_pending`).
+        """
+        return self._wait_for_writer(timeout)
+
+    def close(self, timeout: float = CLOSE_SECONDS) -> bool:
+        """Save everything appended so far, stop the writer and release the file.
+
+        Returns True if nothing appended was lost.  Appends after this are ignored, so call it
+        once the server has stopped relaying (Ctrl-D, SIGINT, SIGTERM).
+        """
+        with self._lock:
+            self._closing = True
+            self._wake.notify()
+        self._writer.join(timeout)
+        if self._writer.is_alive():
+            log.error("history: %s did not finish saving within %gs", self.path, timeout)
+            return False
+        self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+        return self._saved == self._appended
+
+    @property
+    def dropped(self) -> int:
+        """Messages lost so far: dropped past :attr:`max_pending`, or unsaved at close."""
+        return self._dropped
+
+    # -- reading: any thread --------------------------------------------------------------
+
+    def recent(self, room: str, limit: int = MAX_HISTORY) -> list[Entry]:
+        """The last ``limit`` (at most ``MAX_HISTORY``) messages in ``room``, oldest first."""
+        newest_first = self._read(
+            f"SELECT {_COLUMNS} FROM messages WHERE room_key = ? ORDER BY id DESC LIMIT ?",
+            (name_key(room), _cap(limit, MAX_HISTORY)))
+        return newest_first[::-1]
+
+    def search(self, room: str, text: str, limit: int = MAX_SEARCH) -> list[Entry]:
+        """Messages in ``room`` containing ``text`` ignoring case, newest first, at most ``MAX_SEARCH``.
+
+        ``text`` is plain text: "%", "_" and "\\" match only themselves.  Case is ignored the
+        Unicode way (``str.casefold``: "STRASSE" finds "Straße"), so this scans the room.
+        """
+        return self._read(
+            f"SELECT {_COLUMNS} FROM messages WHERE room_key = ? AND instr(casefold(text), ?) > 0"
+            " ORDER BY id DESC LIMIT ?",
+            (name_key(room), text.casefold(), _cap(limit, MAX_SEARCH)))
+
+    def _read(self, sql: str, args: tuple) -> list[Entry]:
+        self._wait_for_writer(READ_WAIT_SECONDS)  # a line the reader just saw is found
+        try:
+            with self._reader() as db:
+                return list(map(Entry._make, db.execute(sql, args)))
+        except sqlite3.Error as exc:
+            raise HistoryError(f"cannot read history database {self.path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A connection to read on: a file's own read-only one (WAL lets it run beside the writer),
+        or the one in-memory database, taken in turn with the writer."""
+        if self.path is None:
+            with self._db_lock:
+                yield self._db
+            return
+        db = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+        try:
+            _add_functions(db)
+            yield db
+        finally:
+            db.close()
+
+    def _wait_for_writer(self, timeout: float) -> bool:
+        with self._lock:
+            target = self._appended
+            self._progress.wait_for(
+                lambda: self._saved + self._dropped >= target or self._failing, timeout)
+            return self._saved + self._dropped >= target and not self._failing
+
+    # -- the writer thread ----------------------------------------------------------------
+
+    def _write_until_closed(self) -> None:
+        """Save what is queued, one transaction per batch, until closed; prune now and then."""
+        next_prune = time.monotonic() + self.prune_interval
+        while True:
+            with self._lock:
+                if self._failing:
+                    self._wake.wait_for(lambda: self._closing, self.retry_interval)
+                else:
+                    self._wake.wait_for(lambda: self._closing or self._queue,
+                                        None if self.retention is None
+                                        else max(0.0, next_prune - time.monotonic()))
+                rows = list(self._queue)
+                self._queue.clear()
+                closing = self._closing
+            if rows:
+                self._save(rows, final=closing)
+            if closing:
+                return
+            if self.retention is not None and time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + self.prune_interval
+                try:
+                    with self._db_lock:
+                        _prune(self._db, time.time() - self.retention)
+                except sqlite3.Error as exc:
+                    log.error("history: cannot prune %s: %s", self.path, exc)
+
+    def _save(self, rows: list[_Row], final: bool) -> None:
+        try:
+            with self._db_lock:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._db.executemany(_INSERT, rows)
+                    if self._keep_at_most is not None:
+                        self._db.execute("DELETE FROM messages WHERE id <= "
+                                         "(SELECT max(id) FROM messages) - ?", (self._keep_at_most,))
+                    self._db.execute("COMMIT")
+                except sqlite3.Error:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            self._hold(rows, exc, final)
+            return
+        with self._lock:
+            self._saved += len(rows)
+            recovered, self._failing = self._failing, False
+            dropped = self._dropped
+            self._progress.notify_all()
+        if recovered:
+            log.warning("history: saving to %s again (%d messages lost so far)", self.path, dropped)
+
+    def _hold(self, rows: list[_Row], exc: sqlite3.Error, final: bool) -> None:
+        """Keep rows the disk refused, to retry (the oldest dropped past ``max_pending``); on
+        the last try, count them lost.  Logged once per failure, not once per retry."""
+        with self._lock:
+            if final:
+                self._dropped += len(rows)
+            else:
+                self._queue.extendleft(reversed(rows))
+                while len(self._queue) > self.max_pending:
+                    self._queue.popleft()
+                    self._dropped += 1
+            first, self._failing = not self._failing, True
+            self._progress.notify_all()
+        if final:
+            log.error("history: %d messages could not be saved to %s: %s", len(rows), self.path, exc)
+        elif first:
+            log.error("history: cannot save to %s: %s; holding up to %d messages in memory and "
+                      "retrying every %gs", self.path, exc, self.max_pending, self.retry_interval)
+
+
+def _cap(limit: int, most: int) -> int:
+    return max(0, min(limit, most))
+
+
+# -- opening a file: each step refuses with one line a person can act on --------------------
+
+def _make_directory(directory: Path) -> None:
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HistoryError(f"cannot create directory {directory} for history: "
+                             f"{_reason(exc)}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise HistoryError(f"history directory {directory} is read-only (the lock file and "
+                             f"write-ahead log go there); choose --history PATH")
+
+
+def _check_space(path: Path) -> None:
+    space = os.statvfs(path.parent)
+    if space.f_bavail * space.f_frsize < MIN_FREE_BYTES:
+        raise HistoryError(f"cannot use history database {path}: the disk is full")
+
+
+def _lock(path: Path) -> int:
+    """Hold ``PATH.lock`` exclusively until closed (the kernel lets go if the process dies), so a
+    second server on the same file is refused rather than sharing it."""
+    lock_path = f"{path}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise HistoryError(f"cannot create the history lock file {lock_path}: {_reason(exc)}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise HistoryError(f"cannot lock {lock_path}: {_reason(exc)}") from None
+        raise HistoryError(f"history database {path} is in use by another groupchat server"
+                             + (f" (pid {holder})" if holder else "")) from None
+    with contextlib.suppress(OSError):  # only a hint for the next one: who holds it
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _check_file(path: Path) -> None:
+    """Refuse what SQLite would misread or fail on later: checked before SQLite opens the file."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        # Made here, not by SQLite, to keep chat history private to its owner.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as exc:
+            raise HistoryError(f"cannot create history database {path}: {_reason(exc)}") from None
+        return
+    except OSError as exc:
+        raise HistoryError(f"cannot read history database {path}: {_reason(exc)}") from None
+    if header and header != _SQLITE_MAGIC:  # an empty file is an empty database
+        raise HistoryError(f"history database {path} is not a SQLite database (corrupt?): {_DAMAGED}")
+    if not os.access(path, os.W_OK):
+        raise HistoryError(f"history database {path} is read-only; choose --history PATH")
+
+
+def _open_database(path: Path, retention: Optional[float]) -> sqlite3.Connection:
+    _check_file(path)
+    db = None
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, isolation_level=None,
+                             check_same_thread=False)
+        _prepare(db, path)
+        if retention is not None:
+            _prune(db, time.time() - retention)
+        return db
+    except BaseException as exc:
+        if db is not None:
+            db.close()
+        if isinstance(exc, sqlite3.Error):
+            raise _explain(path, exc) from None
+        raise
+
+
+def _prepare(db: sqlite3.Connection, path: Optional[Path]) -> None:
+    """Check the database is groupchat history of a schema we know (making it if empty), then
+    set it up for the writer.  Nothing is written before the checks pass."""
+    _add_functions(db)
+    app_id = db.execute("PRAGMA application_id").fetchone()[0]
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if app_id != APPLICATION_ID and (app_id or version or tables):
+        raise HistoryError(f"{path} is a SQLite database but not groupchat history: {_DAMAGED}")
+    if version > SCHEMA_VERSION:
+        raise HistoryError(f"history database {path} was written by a newer groupchat "
+                             f"(schema {version}; this one knows {SCHEMA_VERSION}): upgrade groupchat")
+    if path is not None:
+        if tables:
+            _probe(db)
+        if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+            raise HistoryError(f"history database {path} cannot use write-ahead logging: {_DAMAGED}")
+        db.execute("PRAGMA synchronous = FULL")
+    if not tables:
+        db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+
+
+def _probe(db: sqlite3.Connection) -> None:
+    """Read both ends of every b-tree: cheap (no full scan), and a truncated or damaged file
+    fails here, at open, rather than at the first replay."""
+    for sql in ("SELECT min(id), max(id) FROM messages",
+                "SELECT min(time), max(time) FROM messages",
+                "SELECT room_key, id FROM messages ORDER BY room_key, id LIMIT 1",
+                "SELECT room_key, id FROM messages ORDER BY room_key DESC, id DESC LIMIT 1"):
+        db.execute(sql).fetchall()
+
+
+def _add_functions(db: sqlite3.Connection) -> None:
+    db.create_function("casefold", 1, str.casefold, deterministic=True)
+
+
+def _prune(db: sqlite3.Connection, before: float) -> None:
+    db.execute("DELETE FROM messages WHERE time < ?", (before,))
+
+
+def _explain(path: Path, exc: sqlite3.Error) -> HistoryError:
+    """One line for an SQLite error at open: what is wrong with the file, and what to do.
+
+    Told apart by SQLite's own words, which every Python version passes on unchanged.
+    """
+    words = str(exc)
+    if "malformed" in words or "not a database" in words:
+        return HistoryError(f"history database {path} is damaged ({words}): {_DAMAGED}")
+    if "disk is full" in words:
+        return HistoryError(f"cannot use history database {path}: the disk is full")
+    if "readonly" in words:
+        return HistoryError(f"history database {path} is read-only; choose --history PATH")
+    if "locked" in words:
+        return HistoryError(f"history database {path} is in use by another program")
+    return HistoryError(f"cannot open history database {path}: {words}")
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower()
