@@ -19,18 +19,22 @@ from groupchat.errors import CommandError, InvalidAddressError, InvalidNameError
 from groupchat.protocol import (
     NAME_PROMPT,
     PASSWORD_PROMPT,
+    STAMP_FORMAT,
     LineTooLong,
     check_name,
     check_room,
     encode_line,
     list_names,
+    message_text,
     name_key,
     render_action,
     render_message,
     render_notice,
     render_private,
     render_refusal,
+    render_rename,
     render_welcome,
+    split_command,
 )
 from groupchat.registry import LOBBY, Member, Registry
 
@@ -52,7 +56,7 @@ class Clock:
     def stamp(self) -> str:
         minute = int(self._now() // 60)
         if minute != self._minute:  # a race here only recomputes the same string
-            self._stamp = time.strftime("%H:%M", time.localtime(minute * 60))
+            self._stamp = time.strftime(STAMP_FORMAT, time.localtime(minute * 60))
             self._minute = minute
         return self._stamp
 
@@ -99,11 +103,11 @@ class Chat:
                 self._offer_name(member, line)
             else:
                 self._check_password(member, line)
-        elif line.startswith("/") and not line.startswith("//"):
+        elif split_command(line) is not None:
             self.commands.run(member, line, self.tell, lambda m: m.is_op)
         elif line:
-            text = line[1:] if line.startswith("//") else line
-            self._to_room(member, render_message(self.clock.stamp(), member.name, text))
+            text = message_text(line)
+            self._to_room(member, render_message(self.clock.stamp(), member.name, text), droppable=True)
 
     def leave(self, member: Member, reason: str = "") -> None:
         """Forget a connection; if it was in a room, tell the others there it left (and why)."""
@@ -117,6 +121,11 @@ class Chat:
     def announce(self, text: str) -> None:
         """A server notice to every member in every room."""
         self._send_all(self.registry.named(), self._notice(text))
+
+    def missed_notice(self, count: int) -> bytes:
+        """What a reader too slow for its queue is told in place of the messages it lost."""
+        return encode_line(self._notice(f"You missed {count} messages while you were not reading; "
+                                        f"/history {count} shows them."))
 
     def tell(self, member: Member, text: str) -> None:
         """A notice to one member only."""
@@ -224,7 +233,7 @@ class Chat:
         except (InvalidNameError, NameTakenError) as exc:
             raise CommandError(f"Sorry, {exc}") from None
         log.info("%s is now known as %s", old, member.name)
-        self._to_room(member, self._notice(f"{old} is now known as {member.name}"), include_self=True)
+        self._to_room(member, self._notice(render_rename(old, member.name)), include_self=True)
 
     @command("", "who is in your room, and how many are online")
     def cmd_who(self, member: Member, rest: str) -> None:
@@ -237,7 +246,7 @@ class Chat:
     def cmd_me(self, member: Member, rest: str) -> None:
         if not rest:
             raise usage_error(self.cmd_me)
-        self._to_room(member, render_action(self.clock.stamp(), member.name, rest))
+        self._to_room(member, render_action(self.clock.stamp(), member.name, rest), droppable=True)
 
     @command("NAME TEXT", "a private message only NAME sees")
     def cmd_msg(self, member: Member, rest: str) -> None:
@@ -314,13 +323,19 @@ class Chat:
     def _notice(self, text: str) -> str:
         return render_notice(self.clock.stamp(), text)
 
-    def _to_room(self, sender: Member, line: str, include_self: bool = False) -> None:
-        """Send a line to the sender's room, encoded once for all; the sender only if asked."""
+    def _to_room(self, sender: Member, line: str, include_self: bool = False,
+                 droppable: bool = False) -> None:
+        """Send a line to the sender's room, encoded once for all; the sender only if asked.
+
+        ``droppable`` lines (room messages, which history keeps) may be shed for a reader
+        too slow to take them; notices never are.
+        """
         members = self.registry.roommates(sender)
-        self._send_all(members if include_self else (m for m in members if m is not sender), line)
+        self._send_all(members if include_self else (m for m in members if m is not sender),
+                       line, droppable)
 
     @staticmethod
-    def _send_all(members: Iterable[Member], line: str) -> None:
+    def _send_all(members: Iterable[Member], line: str, droppable: bool = False) -> None:
         data = encode_line(line)
         for member in members:
-            member.send(data)
+            member.send(data, droppable)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import re
 import socket
 import sys
 import threading
@@ -34,17 +33,22 @@ from groupchat.protocol import (
     LINE_NOTICE,
     MAX_LINE_BYTES,
     NAME_PROMPT,
-    NOTICE_MARK,
     PASSWORD_PROMPT,
+    STAMP_FORMAT,
     LineBuffer,
     LineTooLong,
     clean_text,
     encode_line,
+    format_address,
     is_refusal,
     is_welcome,
+    message_text,
     parse_line,
+    parse_rename,
+    refusal_reason,
     render_action,
     render_message,
+    split_command,
 )
 
 # For connecting, and then for each answer during the handshake: a port that is not a
@@ -61,13 +65,9 @@ MAX_SERVER_LINE_BYTES = 16 * MAX_LINE_BYTES
 PROMPT = "> "
 ASK_NAME = "Name: "
 ASK_PASSWORD = "Password: "
-STAMP_FORMAT = "%H:%M"
 
 Line = Union[str, LineTooLong]
 
-# The notice chat.py sends a room when someone uses /nick.
-_RENAMED = re.compile(r"(?P<old>\S+) is now known as (?P<new>\S+)")
-_REFUSAL_START = f"{NOTICE_MARK} Sorry, "
 
 
 # -- decisions, no I/O ------------------------------------------------------------------------
@@ -121,16 +121,6 @@ class Handshake:
         self.refusal = None
 
 
-def refusal_reason(line: str) -> str:
-    """The reason in a refusal line (the inverse of :func:`groupchat.protocol.render_refusal`).
-
-    >>> refusal_reason('*** Sorry, the name "bob" is taken.')
-    'the name "bob" is taken'
-    """
-    reason = line[len(_REFUSAL_START):]
-    return reason[:-1] if reason.endswith(".") else reason
-
-
 class Me:
     """You, as the server knows you once joined: your name, and whether you said ``/quit``.
 
@@ -160,9 +150,9 @@ class Me:
         """``line`` as the others see it once sent, or None if they will not see it."""
         if len(line.encode(ENCODING)) > MAX_LINE_BYTES:
             return None  # the server refuses it and tells you so
-        command = _command(line)
+        command = split_command(line)
         if command is None:
-            return render_message(stamp, self.name, line[1:] if line.startswith("//") else line)
+            return render_message(stamp, self.name, message_text(line))
         name, argument = command
         if name == "me" and argument:
             return render_action(stamp, self.name, argument)
@@ -170,24 +160,16 @@ class Me:
 
     def sent(self, line: str) -> None:
         """Note a line on its way to the server: after ``/quit`` its closing is expected."""
-        command = _command(line)
+        command = split_command(line)
         if command is not None and command[0] == "quit":
             self.quitting = True
 
     def heard(self, line: str) -> None:
         """Follow your own ``/nick``, from the notice the server sends your room and you."""
         parsed = parse_line(line)
-        renamed = _RENAMED.fullmatch(parsed.text) if parsed.kind == LINE_NOTICE else None
-        if renamed and renamed["old"] == self.name:
-            self.name = renamed["new"]
-
-
-def _command(line: str) -> Optional[tuple[str, str]]:
-    """``(name, argument)`` of a slash command as the server parses it; None for a message."""
-    if not line.startswith("/") or line.startswith("//"):
-        return None
-    name, _, argument = line[1:].partition(" ")
-    return name.lower(), argument.strip()
+        renamed = parse_rename(parsed.text) if parsed.kind == LINE_NOTICE else None
+        if renamed and renamed[0] == self.name:
+            self.name = renamed[1]
 
 
 def outgoing_lines(typed: str) -> list[str]:
@@ -239,11 +221,11 @@ def connect(host: str, port: int) -> socket.socket:
     try:
         sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS)
     except ConnectionRefusedError as exc:
-        raise ConnectError(f"connection refused: is a server running on {_where(host, port)}?") from exc
+        raise ConnectError(f"connection refused: is a server running on {format_address((host, port))}?") from exc
     except socket.gaierror as exc:
         raise ConnectError(f"unknown host {host} ({exc.strerror})") from exc
     except OSError as exc:  # unreachable, timed out, ...
-        raise ConnectError(f"cannot reach {_where(host, port)}: {_why(exc)}") from exc
+        raise ConnectError(f"cannot reach {format_address((host, port))}: {_why(exc)}") from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -491,8 +473,3 @@ def _lost(exc: Optional[OSError] = None) -> ConnectionLostError:
 
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
-
-
-def _where(host: str, port: int) -> str:
-    """``host:port``, with brackets around an IPv6 address."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from groupchat.errors import CommandError, GroupchatError
+from groupchat.protocol import split_command
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,12 @@ class CommandTable:
     def run(self, caller: Any, line: str, reply: Callable[[Any, str], None],
             is_op: Callable[[Any], bool] = lambda caller: True) -> None:
         """Run ``/name rest``; answer any mistake with one line through ``reply``."""
-        name, _, rest = line[1:].partition(" ")
+        name, rest = split_command(line) or ("", "")
         try:
             cmd = self.find(name)
             if cmd.ops_only and not is_op(caller):
                 raise CommandError(f"/{cmd.name} is for operators only")
-            cmd.method(caller, rest.strip())
+            cmd.method(caller, rest)
         except GroupchatError as exc:  # the caller's mistake, said back in one line
             reply(caller, str(exc))
         except Exception:  # a bug must cost one command, never the connection or the console

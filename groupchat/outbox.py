@@ -4,7 +4,12 @@ This is what keeps one slow reader from slowing anyone else: a sender never bloc
 peer's socket.  While a peer keeps up, :meth:`Outbox.put` writes straight to its socket
 without blocking, so no thread is woken per line; when the socket would block, the rest
 waits in a bounded queue that a writer thread, started on demand, drains with one
-``sendall`` per batch.  A peer whose queue passes its limit is cut off.
+``sendall`` per batch.
+
+When the queue passes its limit, the oldest room messages in it are dropped (they are in
+the history) and the peer is told how many it missed; only if what cannot be dropped
+(notices, private messages) passes the limit is the peer cut off.  A peer that takes
+nothing at all for the stall timeout is cut off by the socket's send timeout.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 log = logging.getLogger(__name__)
 
@@ -23,30 +28,37 @@ _DONTWAIT: Optional[int] = getattr(socket, "MSG_DONTWAIT", None)
 
 
 class Outbox:
-    """Ordered, bounded, non-blocking delivery of bytes to one socket.
+    """Ordered, bounded, non-blocking delivery of lines to one socket.
 
-    Any thread may call :meth:`put`; bytes go out in the order of the calls.  When more than
-    ``limit`` bytes wait, the outbox closes, shuts the socket down (so its reader sees EOF)
-    and sets :attr:`overflowed`; ``on_close`` is then called once, outside the lock.
+    Any thread may call :meth:`put`; bytes go out in the order of the calls.  Lines put
+    with ``droppable=True`` may be shed, oldest first, when more than ``limit`` bytes wait;
+    the next batch then starts with ``missed(count)``.  If the queue still holds more than
+    ``limit``, the outbox closes, shuts the socket down (so its reader sees EOF) and sets
+    :attr:`overflowed`.
     """
 
-    def __init__(self, sock: socket.socket, limit: int, name: str = "peer") -> None:
+    def __init__(self, sock: socket.socket, limit: int, name: str = "peer",
+                 missed: Optional[Callable[[int], bytes]] = None) -> None:
         self.limit = limit
-        self.overflowed = False
+        self.overflowed = False  # cut off: what could not be dropped passed the limit
+        self.stalled = False  # cut off: took nothing for the socket's send timeout
         self.closed = False
+        self.missed_total = 0
         self._sock = sock
         self._name = name
+        self._missed_line = missed
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._queue: list[bytes] = []
+        self._queue: list[tuple[bytes, bool]] = []  # (data, droppable), oldest first
         self._queued = 0
+        self._missed = 0  # lines shed since the last batch went out
         self._writer: Optional[threading.Thread] = None
         self._sending = False
         self._ending = False
         # TLS sockets take no flags: everything goes through the writer there.
         self._direct = _DONTWAIT is not None and type(sock) is socket.socket
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: bytes, droppable: bool = False) -> None:
         """Send ``data`` after everything put before it, without ever blocking on the peer."""
         with self._lock:
             if self.closed or self._ending:
@@ -61,9 +73,12 @@ class Outbox:
                     return
                 if sent == len(data):
                     return
-                data = data[sent:]
-            self._queue.append(data)
+                if sent:  # the rest of a line already half on the wire must follow it
+                    data, droppable = data[sent:], False
+            self._queue.append((data, droppable))
             self._queued += len(data)
+            if self._queued > self.limit:
+                self._shed()
             if self._queued > self.limit:
                 self.overflowed = True
                 self._close_locked()
@@ -76,16 +91,26 @@ class Outbox:
         if self.overflowed:
             self._shutdown_socket()
 
+    def _shed(self) -> None:
+        """Drop the oldest droppable lines until half the limit is free, so shedding is rare."""
+        if self._missed_line is None:
+            return
+        target = self.limit // 2
+        kept: list[tuple[bytes, bool]] = []
+        for data, droppable in self._queue:
+            if droppable and self._queued > target:
+                self._queued -= len(data)
+                self._missed += 1
+                self.missed_total += 1
+            else:
+                kept.append((data, droppable))
+        self._queue = kept
+
     def flush(self, timeout: float) -> bool:
         """Wait until everything put so far has been handed to the kernel; False on timeout."""
         with self._lock:
             return self._changed.wait_for(
                 lambda: self.closed or not (self._queue or self._sending), timeout)
-
-    def close(self) -> None:
-        """Drop what is queued and stop the writer; later puts are ignored."""
-        with self._lock:
-            self._close_locked()
 
     def end(self) -> None:
         """Take no more bytes and make the connection's reader see EOF, so it finishes.
@@ -95,6 +120,11 @@ class Outbox:
         with self._lock:
             self._ending = True
         self._shutdown_socket(socket.SHUT_RD)
+
+    def close(self) -> None:
+        """Drop what is queued and stop the writer; later puts are ignored."""
+        with self._lock:
+            self._close_locked()
 
     def disconnect(self) -> None:
         """Close, and shut the socket down so the connection's reader sees EOF and cleans up."""
@@ -128,14 +158,18 @@ class Outbox:
                     self._writer = None
                     self._changed.notify_all()
                     return
-                data = b"".join(self._queue)
+                data = b"".join(data for data, _ in self._queue)
+                if self._missed:
+                    data = self._missed_line(self._missed) + data
+                    self._missed = 0
                 self._queue.clear()
                 self._queued = 0
                 self._sending = True
             try:
                 self._sock.sendall(data)
-            except OSError as exc:
+            except OSError as exc:  # gone, or no progress for the send timeout
                 log.debug("writer for %s stopped: %s", self._name, exc)
+                self.stalled = isinstance(exc, (BlockingIOError, socket.timeout))
                 self.disconnect()
             finally:
                 with self._lock:

@@ -36,6 +36,7 @@ MAX_NAME_CHARS = 32
 UNTERMINATED_LINES = 16
 
 NOTICE_MARK = "***"
+STAMP_FORMAT = "%H:%M"  # the time on every line, as strftime takes it
 NAME_PROMPT = f"{NOTICE_MARK} What is your name?"
 PASSWORD_PROMPT = f"{NOTICE_MARK} Password?"  # first, on a server with a password
 WELCOME_PREFIX = f"{NOTICE_MARK} Welcome, "
@@ -281,6 +282,64 @@ def is_welcome(line: str) -> bool:
     return line.startswith(WELCOME_PREFIX)
 
 
+_REFUSAL_START = f"{NOTICE_MARK} Sorry, "
+_RENAMED = re.compile(r"(?P<old>\S+) is now known as (?P<new>\S+)")
+
+
 def is_refusal(line: str) -> bool:
     """Whether a handshake line from the server refuses the name just sent (for clients)."""
-    return line.startswith(f"{NOTICE_MARK} Sorry, ")
+    return line.startswith(_REFUSAL_START)
+
+
+def refusal_reason(line: str) -> str:
+    """The reason in a refusal line (the inverse of :func:`render_refusal`).
+
+    >>> refusal_reason('*** Sorry, the name "bob" is taken.')
+    'the name "bob" is taken'
+    """
+    reason = line[len(_REFUSAL_START):]
+    return reason[:-1] if reason.endswith(".") else reason
+
+
+def render_rename(old: str, new: str) -> str:
+    """The notice text a room gets for /nick."""
+    return f"{old} is now known as {new}"
+
+
+def parse_rename(text: str) -> Optional[tuple[str, str]]:
+    """``(old, new)`` from a /nick notice's text, else None.
+
+    >>> parse_rename("alice is now known as al")
+    ('alice', 'al')
+    """
+    match = _RENAMED.fullmatch(text)
+    return (match["old"], match["new"]) if match else None
+
+
+def split_command(line: str) -> Optional[tuple[str, str]]:
+    """``(name, argument)`` of a slash command; None for a message ("//text" is the message "/text").
+
+    >>> split_command("/MSG bob hi there")
+    ('msg', 'bob hi there')
+    >>> split_command("//etc") is None
+    True
+    """
+    if not line.startswith("/") or line.startswith("//"):
+        return None
+    name, _, argument = line[1:].partition(" ")
+    return name.lower(), argument.strip()
+
+
+def message_text(line: str) -> str:
+    """The text of a message line: a leading "//" stands for "/"."""
+    return line[1:] if line.startswith("//") else line
+
+
+def format_address(address: tuple) -> str:
+    """``host:port``, with brackets around an IPv6 host.
+
+    >>> format_address(("::1", 7111, 0, 0))
+    '[::1]:7111'
+    """
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -26,7 +26,7 @@ from groupchat.console import Console
 from groupchat.errors import NoNewlineError, ServerStartError
 from groupchat.flood import TokenBucket
 from groupchat.outbox import Outbox
-from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, render_refusal
+from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, format_address, render_refusal
 from groupchat.registry import Member, Registry
 from groupchat.settings import ServerSettings
 from groupchat.tls import describe_tls_error, server_context
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 RECV_BYTES = 64 * 1024
 # Handler and writer threads need little stack; small stacks let thousands of them fit.
 THREAD_STACK_BYTES = 256 * 1024
+SEND_BUFFER_BYTES = 256 * 1024  # plenty for a LAN's bandwidth times its delay
 FILES_IN_RESERVE = 64  # descriptors for the listener, the history database, logs
 # How often serve_forever looks for a stop request: shutdown takes at most this long.
 POLL_SECONDS = 0.1
@@ -54,7 +55,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.sock: socket.socket = self.request
         self.member: Optional[Member] = None
         self.reason = "connection closed"
-        tune_socket(self.sock)
+        tune_socket(self.sock, self.server.settings.stall_timeout)
 
     def handle(self) -> None:
         settings = self.server.settings
@@ -62,7 +63,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
         if self.server.tls is not None and not self._start_tls():
             return
         address = format_address(self.client_address)
-        self.outbox = Outbox(self.sock, settings.max_queued_bytes, name=address)
+        self.outbox = Outbox(self.sock, settings.max_queued_bytes, name=address,
+                             missed=self.server.chat.missed_notice)
         self.member = Member(address, self.outbox)
         self.server.registry.connect(self.member)
         self.server.chat.greet(self.member)
@@ -76,10 +78,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
             self._hang_up(str(exc))
         except OSError as exc:
             self.reason = f"connection lost: {exc.strerror or exc}"
-        if self.outbox.overflowed:
-            self.reason = "not reading: dropped"
-            log.warning("%s (%s) was not reading and was disconnected", self.member.name,
-                        self.member.address)
+        if self.outbox.overflowed or self.outbox.stalled:
+            self.reason = (f"not reading: took nothing for {settings.stall_timeout:g} seconds"
+                           if self.outbox.stalled else "not reading: too far behind")
+            log.warning("%s (%s) disconnected: %s", self.member.name, self.member.address, self.reason)
 
     def _relay(self) -> None:
         """Read lines and hand them to the chat, no faster than flood control allows."""
@@ -224,9 +226,14 @@ def raise_file_limit(max_clients: int) -> int:
     return soft
 
 
-def tune_socket(sock: socket.socket) -> None:
-    """No Nagle delay on chat lines; keep-alive probes that find a dead peer in about two minutes."""
-    options = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+def tune_socket(sock: socket.socket, stall_timeout: float) -> None:
+    """No Nagle delay on chat lines; keep-alive probes that find a dead peer in about two
+    minutes; a send that makes no progress for ``stall_timeout`` fails (the writer's sendall);
+    a fixed kernel send buffer, so a peer that stops reading is noticed by its outbox rather
+    than hidden in megabytes of autotuned kernel memory."""
+    options = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+               (socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(stall_timeout)),
+               (socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)]
     for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4)):
         if hasattr(socket, name):
             options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
@@ -246,10 +253,14 @@ def set_receive_timeout(sock: socket.socket, seconds: float) -> None:
     """
     if isinstance(sock, ssl.SSLSocket):
         sock.settimeout(seconds or None)
-        return
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(seconds))
+
+
+def timeval(seconds: float) -> bytes:
+    """A ``struct timeval`` for SO_RCVTIMEO and SO_SNDTIMEO; 0 means no timeout."""
     whole = int(seconds)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                    struct.pack("ll", whole, int((seconds - whole) * 1_000_000)))
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
 def address_family(host: str) -> socket.AddressFamily:
@@ -271,13 +282,3 @@ def describe_bind_error(exc: OSError, host: str, port: int) -> str:
     if exc.errno == errno.EADDRNOTAVAIL:
         return f"cannot listen on {host}: not an address of this machine"
     return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-
-
-def format_address(address: tuple) -> str:
-    """``host:port``, with brackets around an IPv6 host.
-
-    >>> format_address(("::1", 7111, 0, 0))
-    '[::1]:7111'
-    """
-    host, port = address[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

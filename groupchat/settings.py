@@ -15,9 +15,10 @@ MAX_CLIENTS = 1000
 MAX_PER_ADDRESS = 16
 WRONG_PASSWORD_DELAY_SECONDS = 2.0
 PASSWORD_ENV = "GROUPCHAT_PASSWORD"  # where server and client look when no password file is given
-# Outgoing bytes a connection may have waiting before it counts as not reading and is cut
-# off; with as much again in flight to the kernel this bounds each connection's memory.
+# Outgoing bytes a connection may have waiting; past it the oldest room messages are
+# dropped for it.  With as much again in flight to the kernel this bounds its memory.
 MAX_QUEUED_BYTES = 256 * 1024
+STALL_TIMEOUT_SECONDS = 60.0  # a client that takes no bytes at all for this long is cut off
 SHUTDOWN_FLUSH_SECONDS = 0.5
 
 
@@ -32,6 +33,7 @@ class ServerSettings:
     idle_timeout: float = 0  # seconds without a line before a named client is dropped
     max_line: int = MAX_LINE_BYTES
     max_queued_bytes: int = MAX_QUEUED_BYTES
+    stall_timeout: float = STALL_TIMEOUT_SECONDS
     rate: float = DEFAULT_RATE  # lines per second per connection, as backpressure
     burst: int = DEFAULT_BURST
     max_clients: int = MAX_CLIENTS

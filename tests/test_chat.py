@@ -13,7 +13,7 @@ class RecordingOutbox:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: bytes, droppable: bool = False) -> None:
         self.lines.extend(data.decode().splitlines())
 
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import Peer, ServerProcess, wait_for
+from conftest import Peer, wait_for
 from groupchat.server import ChatServer
 
 STAMP = r"\[\d\d:\d\d\] "
