@@ -86,12 +86,28 @@ def serve(host: str, port: int, password_file: str | None, op_password_file: str
 @click.argument("host")
 @click.argument("port", type=click.IntRange(1, 65535))
 @click.option("--name", default=None, help="Your name in the chat  [default: your login name]")
-def join(host: str, port: int, name: str | None) -> None:
+@click.option("--tls", is_flag=True, help="Connect with TLS, verifying the server's certificate.")
+@click.option("--cafile", type=click.Path(dir_okay=False), default=None,
+              help="Trust the CA certificates in this file (with --tls).  [default: the system's]")
+@click.option("--insecure", is_flag=True,
+              help="With --tls, do not verify the certificate (encrypts, but anyone could be the server).")
+@click.option("--password-file", type=click.Path(dir_okay=False), default=None,
+              help="File whose first line is the server's password (or set GROUPCHAT_PASSWORD). "
+                   "[default: asked for at a terminal]")
+@click.option("--no-bell", is_flag=True, help="No terminal bell on a mention or a private message.")
+def join(host: str, port: int, name: str | None, tls: bool, cafile: str | None, insecure: bool,
+         password_file: str | None, no_bell: bool) -> None:
     """Join the chat served at HOST PORT."""
     from groupchat.client import run_client
+    from groupchat.tls import client_context
 
     with _errors_as_one_line():
-        sys.exit(run_client(host=host, port=port, name=name or _login_name()))
+        if (cafile or insecure) and not tls:
+            raise GroupchatError("--cafile and --insecure need --tls")
+        password = (read_secret(password_file, "password") if password_file
+                    else os.environ.get(PASSWORD_ENV) or None)
+        sys.exit(run_client(host=host, port=port, name=name or _login_name(), password=password,
+                            tls=client_context(cafile, insecure) if tls else None, bell=not no_bell))
 
 
 def _login_name() -> str:
