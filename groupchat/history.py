@@ -25,6 +25,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -69,11 +70,12 @@ CREATE INDEX messages_by_time ON messages (time);
 PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {SCHEMA_VERSION};
 """
-_INSERT = "INSERT INTO messages (room_key, room, time, sender, kind, text) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT = ("INSERT INTO messages (id, room_key, room, time, sender, kind, text)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?)")
 _COLUMNS = "id, room, time, sender, kind, text"
 _DAMAGED = "refusing to touch it; move it away or choose --history PATH"
 
-_Row = tuple[str, str, float, str, str, str]
+_Row = tuple[int, str, str, float, str, str, str]
 
 
 class Entry(NamedTuple):
@@ -123,6 +125,7 @@ class HistoryStore:
         self._wake = threading.Condition(self._lock)  # the writer waits for work
         self._progress = threading.Condition(self._lock)  # flushes and reads wait for commits
         self._queue: collections.deque[_Row] = collections.deque()
+        self._next_id = _last_id(db) + 1  # given out by append, so callers know it at once
         self._appended = 0
         self._saved = 0
         self._dropped = 0
@@ -167,26 +170,36 @@ class HistoryStore:
     # -- writing: any thread --------------------------------------------------------------
 
     def append(self, room: str, sender: str, kind: str, text: str,
-               when: Optional[float] = None) -> bool:
-        """Queue one room message to be saved; never waits.  False (ignored) once closing.
+               when: Optional[float] = None) -> Optional[int]:
+        """Queue one room message to be saved; never waits.  Return its id; None (ignored)
+        once closing.
 
-        ``when`` is in seconds since the epoch, now if None.  Messages are numbered in the
-        order of the calls, so each sender's come back in the order it said them.
+        ``when`` is in seconds since the epoch, now if None.  Ids are given in the order of
+        the calls, so each sender's messages come back in the order it said them, and a
+        caller can tell what was appended before a point (see :attr:`next_id`).
         """
         if kind not in KINDS:
             raise ValueError(f"history keeps only {sorted(KINDS)} lines, not {kind!r}")
-        row = (name_key(room), room, time.time() if when is None else when, sender, kind, text)
         with self._lock:
             if self._closing:
-                return False
+                return None
             if len(self._queue) >= self.max_pending:
                 self._queue.popleft()
                 self._dropped += 1
-            self._queue.append(row)
+            message_id = self._next_id
+            self._next_id += 1
+            self._queue.append((message_id, name_key(room), room,
+                                time.time() if when is None else when, sender, kind, text))
             self._appended += 1
             if len(self._queue) == 1:  # the writer sleeps only when the queue is empty
                 self._wake.notify()
-        return True
+        return message_id
+
+    @property
+    def next_id(self) -> int:
+        """The id the next append will get: everything appended so far has a smaller one."""
+        with self._lock:
+            return self._next_id
 
     def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
         """Wait until everything appended before this call is on disk.
@@ -222,11 +235,12 @@ class HistoryStore:
 
     # -- reading: any thread --------------------------------------------------------------
 
-    def recent(self, room: str, limit: int = MAX_HISTORY) -> list[Entry]:
-        """The last ``limit`` (at most ``MAX_HISTORY``) messages in ``room``, oldest first."""
+    def recent(self, room: str, limit: int = MAX_HISTORY, before: Optional[int] = None) -> list[Entry]:
+        """The last ``limit`` (at most ``MAX_HISTORY``) messages in ``room``, oldest first;
+        with ``before``, only those with a smaller id."""
         newest_first = self._read(
-            f"SELECT {_COLUMNS} FROM messages WHERE room_key = ? ORDER BY id DESC LIMIT ?",
-            (name_key(room), _cap(limit, MAX_HISTORY)))
+            f"SELECT {_COLUMNS} FROM messages WHERE room_key = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (name_key(room), sys.maxsize if before is None else before, _cap(limit, MAX_HISTORY)))
         return newest_first[::-1]
 
     def search(self, room: str, text: str, limit: int = MAX_SEARCH) -> list[Entry]:
@@ -457,6 +471,13 @@ def _probe(db: sqlite3.Connection) -> None:
                 "SELECT room_key, id FROM messages ORDER BY room_key, id LIMIT 1",
                 "SELECT room_key, id FROM messages ORDER BY room_key DESC, id DESC LIMIT 1"):
         db.execute(sql).fetchall()
+
+
+def _last_id(db: sqlite3.Connection) -> int:
+    """The largest id ever given, pruned or not (AUTOINCREMENT keeps it in sqlite_sequence)."""
+    largest = db.execute("SELECT max(id) FROM messages").fetchone()[0] or 0
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+    return max(largest, row[0] if row else 0)
 
 
 def _add_functions(db: sqlite3.Connection) -> None:
