@@ -15,8 +15,19 @@ from typing import Callable, Iterable, Optional, Union
 
 from groupchat.access import BanList
 from groupchat.commands import CommandTable, command, split_args, usage_error
-from groupchat.errors import CommandError, InvalidAddressError, InvalidNameError, NameTakenError
+from groupchat.errors import (
+    CommandError,
+    HistoryError,
+    InvalidAddressError,
+    InvalidNameError,
+    NameTakenError,
+)
+from groupchat.history import MAX_HISTORY, MAX_SEARCH, HistoryStore
 from groupchat.protocol import (
+    LINE_ACTION,
+    LINE_MESSAGE,
+    LINE_NOTICE,
+    LIVE_MARKER,
     NAME_PROMPT,
     PASSWORD_PROMPT,
     STAMP_FORMAT,
@@ -28,6 +39,7 @@ from groupchat.protocol import (
     message_text,
     name_key,
     render_action,
+    render_history,
     render_message,
     render_notice,
     render_private,
@@ -36,13 +48,15 @@ from groupchat.protocol import (
     render_welcome,
     split_command,
 )
-from groupchat.registry import LOBBY, Member, Registry
+from groupchat.registry import LOBBY, Member, Registry, Room
 
 log = logging.getLogger(__name__)
 
 _PROMPT = encode_line(NAME_PROMPT)
 _PASSWORD_PROMPT = encode_line(PASSWORD_PROMPT)
 MAX_LISTED_NAMES = 20  # /who and the welcome line name this many, then say how many more
+DEFAULT_HISTORY_LINES = 20  # /history with no number
+HISTORY_STAMP_FORMAT = "%Y-%m-%d %H:%M"  # a played-back line not from today
 
 
 class Clock:
@@ -68,12 +82,14 @@ class Chat:
     answered after ``wrong_password_delay`` seconds and the connection closed.
     ``op_password`` enables ``/op``; operators may kick, ban and set topics (without it,
     anyone may set a topic and no one may kick or ban from the chat).
+    ``history`` keeps room messages; joining a room replays its last ``replay`` of them.
     """
 
     def __init__(self, registry: Registry, clock: Optional[Clock] = None,
                  bans: Optional[BanList] = None, op_password: Optional[str] = None,
                  password: Optional[str] = None, wrong_password_delay: float = 0.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 history: Optional[HistoryStore] = None, replay: int = 0) -> None:
         self.registry = registry
         self.clock = clock or Clock()
         self.bans = bans or BanList()
@@ -81,6 +97,8 @@ class Chat:
         self.password = password
         self.wrong_password_delay = wrong_password_delay
         self.sleep = sleep
+        self.history = history
+        self.replay = replay
         self.commands = CommandTable(self)
 
     # -- the life of a connection --------------------------------------------------------
@@ -107,7 +125,8 @@ class Chat:
             self.commands.run(member, line, self.tell, lambda m: m.is_op)
         elif line:
             text = message_text(line)
-            self._to_room(member, render_message(self.clock.stamp(), member.name, text), droppable=True)
+            self._to_room(member, render_message(self.clock.stamp(), member.name, text),
+                          record=(LINE_MESSAGE, text))
 
     def leave(self, member: Member, reason: str = "") -> None:
         """Forget a connection; if it was in a room, tell the others there it left (and why)."""
@@ -151,20 +170,47 @@ class Chat:
         self._enter(member, LOBBY, welcome=True)
 
     def _enter(self, member: Member, room_name: str, welcome: bool = False) -> None:
-        """Move a member into a room: its own greeting first, then the room hears of it."""
+        """Move a member into a room: its greeting and the room's recent history first, then live chat.
+
+        The member's outbox holds live lines while the greeting is made, and history stops
+        exactly where live delivery starts, so nothing is shown twice or missed.
+        """
         room_before = member.room
-        left_behind, already_there = self.registry.enter(member, room_name)
+        member.outbox.hold()
+        left_behind, already_there, live_from = self.registry.enter(
+            member, room_name, (lambda: self.history.next_id) if self.history else (lambda: 0))
+        room = member.room
         others = list_names([m.name for m in already_there], MAX_LISTED_NAMES)
-        if welcome:
-            member.send(encode_line(render_welcome(member.name, others)))
-        else:
-            self.tell(member, f"You are now in {member.room.name}. "
-                              + (f"Here now: {others}." if others else "Nobody else is here yet."))
-        if member.room.topic:
-            self.tell(member, f"Topic of {member.room.name}: {member.room.topic}")
+        greeting = [render_welcome(member.name, others) if welcome else self._notice(
+            f"You are now in {room.name}. " + (f"Here now: {others}." if others else "Nobody else is here yet."))]
+        if room.topic:
+            greeting.append(self._notice(f"Topic of {room.name}: {room.topic}"))
+        played = self._replay(room.name, self.replay, before=live_from)
+        if played:
+            greeting += played + [self._notice(LIVE_MARKER)]
+        member.outbox.release(b"".join(map(encode_line, greeting)))
         if room_before is not None:
-            self._send_all(left_behind, self._notice(f"{member.name} went to {member.room.name}"))
+            self._send_all(left_behind, self._notice(f"{member.name} went to {room.name}"))
         self._send_all(already_there, self._notice(f"{member.name} joined"))
+
+    def _replay(self, room: str, count: int, before: Optional[int] = None) -> list[str]:
+        """A room's last ``count`` stored lines, as history lines; none if history cannot be read."""
+        if not count or self.history is None:
+            return []
+        try:
+            entries = self.history.recent(room, count, before=before)
+        except HistoryError as exc:
+            log.error("replay for %s: %s", room, exc)
+            return []
+        today = time.localtime().tm_yday
+        return [render_history(self._stamp_of(entry.time, today), entry.kind, entry.sender, entry.text)
+                for entry in entries]
+
+    @staticmethod
+    def _stamp_of(when: float, today: int) -> str:
+        """The time of a stored line, with its date when it is not from today."""
+        moment = time.localtime(when)
+        return time.strftime(STAMP_FORMAT if moment.tm_yday == today else HISTORY_STAMP_FORMAT, moment)
 
     # -- operations the console shares ---------------------------------------------------
 
@@ -246,7 +292,8 @@ class Chat:
     def cmd_me(self, member: Member, rest: str) -> None:
         if not rest:
             raise usage_error(self.cmd_me)
-        self._to_room(member, render_action(self.clock.stamp(), member.name, rest), droppable=True)
+        self._to_room(member, render_action(self.clock.stamp(), member.name, rest),
+                      record=(LINE_ACTION, rest))
 
     @command("NAME TEXT", "a private message only NAME sees")
     def cmd_msg(self, member: Member, rest: str) -> None:
@@ -285,7 +332,32 @@ class Chat:
         if self.op_password is not None and not member.is_op:
             raise CommandError("setting the topic is for operators only")
         self.registry.set_topic(room, rest)
-        self._to_room(member, self._notice(f"{member.name} set the topic: {rest}"), include_self=True)
+        text = f"{member.name} set the topic: {rest}"
+        self._to_room(member, self._notice(text), include_self=True, record=(LINE_NOTICE, text))
+
+    @command("[N]", f"show the last N messages of your room (default {DEFAULT_HISTORY_LINES}, "
+                    f"at most {MAX_HISTORY})")
+    def cmd_history(self, member: Member, rest: str) -> None:
+        count = DEFAULT_HISTORY_LINES
+        if rest:
+            if not rest.isdigit() or int(rest) < 1:
+                raise usage_error(self.cmd_history)
+            count = min(int(rest), MAX_HISTORY)
+        lines = self._replay(member.room.name, count) if self.history else []
+        for line in lines or [self._notice(f"No history in {member.room.name} yet.")]:
+            member.send(encode_line(line))
+
+    @command("TEXT", f"find earlier messages in your room, newest first (at most {MAX_SEARCH})")
+    def cmd_search(self, member: Member, rest: str) -> None:
+        if not rest:
+            raise usage_error(self.cmd_search)
+        found = self.history.search(member.room.name, rest) if self.history else []
+        today = time.localtime().tm_yday
+        for entry in found:
+            member.send(encode_line(render_history(self._stamp_of(entry.time, today), entry.kind,
+                                                   entry.sender, entry.text)))
+        if not found:
+            self.tell(member, f'No messages in {member.room.name} contain "{rest}".')
 
     @command("PASSWORD", "become an operator")
     def cmd_op(self, member: Member, rest: str) -> None:
@@ -324,15 +396,19 @@ class Chat:
         return render_notice(self.clock.stamp(), text)
 
     def _to_room(self, sender: Member, line: str, include_self: bool = False,
-                 droppable: bool = False) -> None:
+                 record: Optional[tuple[str, str]] = None) -> None:
         """Send a line to the sender's room, encoded once for all; the sender only if asked.
 
-        ``droppable`` lines (room messages, which history keeps) may be shed for a reader
-        too slow to take them; notices never are.
+        A ``record`` (kind, text) is kept in the history, in the same instant as the room is
+        read (see :meth:`Registry.roommates`), and marks the line droppable: a reader too
+        slow to take it may miss it live and find it with /history.  Notices are never dropped.
         """
-        members = self.registry.roommates(sender)
+        keep: Optional[Callable[[Room], object]] = None
+        if record is not None and self.history is not None:
+            keep = lambda room: self.history.append(room.name, sender.name, *record)  # noqa: E731
+        members = self.registry.roommates(sender, keep)
         self._send_all(members if include_self else (m for m in members if m is not sender),
-                       line, droppable)
+                       line, droppable=record is not None)
 
     @staticmethod
     def _send_all(members: Iterable[Member], line: str, droppable: bool = False) -> None:

@@ -15,7 +15,9 @@ from groupchat import __version__
 from groupchat.errors import GroupchatError
 from groupchat.flood import DEFAULT_BURST, DEFAULT_RATE
 from groupchat.protocol import DEFAULT_PORT, MAX_LINE_BYTES
+from groupchat.history import MAX_HISTORY, default_history_path
 from groupchat.settings import (
+    DEFAULT_REPLAY,
     HANDSHAKE_TIMEOUT_SECONDS,
     MAX_CLIENTS,
     MAX_PER_ADDRESS,
@@ -64,8 +66,16 @@ def cli() -> None:
 @click.option("--op-password-file", type=click.Path(dir_okay=False), default=None,
               help="File whose first line is the password for /op (operators may kick, ban, "
                    "set topics).  [default: no operators]")
+@click.option("--history", "history_path", type=click.Path(dir_okay=False), default=None,
+              help="The history database (SQLite).  [default: $XDG_DATA_HOME/groupchat/history.db, "
+                   "else ~/.local/share/groupchat/history.db]")
+@click.option("--no-history", is_flag=True, help="Keep history in memory only, for this run.")
+@click.option("--retention", "retention_days", type=click.FloatRange(0), default=0,
+              help="Days of history to keep; 0 keeps everything.  [default: 0]")
+@click.option("--replay", type=click.IntRange(0, MAX_HISTORY), default=DEFAULT_REPLAY, show_default=True,
+              help="Lines of a room's history shown on entering it.")
 def serve(host: str, port: int, password_file: str | None, op_password_file: str | None,
-          **limits) -> None:
+          history_path: str | None, no_history: bool, **limits) -> None:
     """Run a chat server until Ctrl-D on its terminal, SIGINT or SIGTERM."""
     from groupchat.server import serve as run_server
 
@@ -73,10 +83,13 @@ def serve(host: str, port: int, password_file: str | None, op_password_file: str
     with _errors_as_one_line():
         if limits["keyfile"] and not limits["certfile"]:
             raise GroupchatError("--keyfile needs --certfile")
+        if no_history and history_path:
+            raise GroupchatError("--history and --no-history contradict each other")
         settings = ServerSettings(
             password=read_secret(password_file, "password") if password_file
             else os.environ.get(PASSWORD_ENV) or None,
             op_password=read_secret(op_password_file, "operator password") if op_password_file else None,
+            history_path=None if no_history else str(history_path or default_history_path()),
             **limits)
         run_server(host=host, port=port, settings=settings,
                    console=sys.stdin if sys.stdin.isatty() else None)

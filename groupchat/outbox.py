@@ -55,6 +55,8 @@ class Outbox:
         self._writer: Optional[threading.Thread] = None
         self._sending = False
         self._ending = False
+        self._held = False  # queue everything until release(): see hold()
+        self._held_at = 0
         # TLS sockets take no flags: everything goes through the writer there.
         self._direct = _DONTWAIT is not None and type(sock) is socket.socket
 
@@ -63,33 +65,66 @@ class Outbox:
         with self._lock:
             if self.closed or self._ending:
                 return
-            if self._direct and self._writer is None:
-                try:
-                    sent = self._sock.send(data, _DONTWAIT)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:
-                    self._close_locked()
-                    return
-                if sent == len(data):
-                    return
-                if sent:  # the rest of a line already half on the wire must follow it
-                    data, droppable = data[sent:], False
-            self._queue.append((data, droppable))
-            self._queued += len(data)
-            if self._queued > self.limit:
-                self._shed()
-            if self._queued > self.limit:
-                self.overflowed = True
-                self._close_locked()
-            elif self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._drain, name=f"writer-{self._name}", daemon=True)
-                self._writer.start()
+            if self._held:
+                self._queue_locked(data, droppable)
             else:
-                self._changed.notify()
+                self._send_locked(data, droppable)
         if self.overflowed:
             self._shutdown_socket()
+
+    def hold(self) -> None:
+        """Queue what is put from now on, until :meth:`release` sends something ahead of it."""
+        with self._lock:
+            self._held = True
+            self._held_at = len(self._queue)  # what was queued before still goes first
+
+    def release(self, first: bytes) -> None:
+        """Send ``first``, then what was put while held: a greeting arrives before the chat it greets."""
+        with self._lock:
+            if self.closed or self._ending:
+                return
+            self._held = False
+            at = min(self._held_at, len(self._queue))
+            data = b"".join(data for data, _ in self._queue[:at]) + first + b"".join(
+                data for data, _ in self._queue[at:])
+            self._queue.clear()
+            self._queued = 0
+            self._send_locked(data, droppable=False)
+        if self.overflowed:
+            self._shutdown_socket()
+
+    def _send_locked(self, data: bytes, droppable: bool) -> None:
+        """Write at once if nothing waits and the socket takes it; queue what it does not."""
+        if self._direct and self._writer is None and not self._queue:
+            try:
+                sent = self._sock.send(data, _DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._close_locked()
+                return
+            if sent == len(data):
+                return
+            if sent:  # the rest of a line already half on the wire must follow it
+                data, droppable = data[sent:], False
+        self._queue_locked(data, droppable)
+        if self.closed or self._held:
+            return
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._drain, name=f"writer-{self._name}", daemon=True)
+            self._writer.start()
+        else:
+            self._changed.notify()
+
+    def _queue_locked(self, data: bytes, droppable: bool) -> None:
+        self._queue.append((data, droppable))
+        self._queued += len(data)
+        if self._queued > self.limit:
+            self._shed()
+        if self._queued > self.limit:
+            self.overflowed = True
+            self._close_locked()
 
     def _shed(self) -> None:
         """Drop the oldest droppable lines until half the limit is free, so shedding is rare."""
@@ -153,8 +188,8 @@ class Outbox:
         """The writer thread: send the whole backlog in one sendall, until idle or closed."""
         while True:
             with self._lock:
-                if self.closed or not self._changed.wait_for(lambda: self._queue or self.closed,
-                                                             WRITER_IDLE_SECONDS):
+                if self.closed or not self._changed.wait_for(
+                        lambda: (self._queue and not self._held) or self.closed, WRITER_IDLE_SECONDS):
                     self._writer = None
                     self._changed.notify_all()
                     return

@@ -216,10 +216,10 @@ class ParsedLine(NamedTuple):
     text: str
 
 
-LINE_MESSAGE, LINE_ACTION, LINE_PRIVATE, LINE_NOTICE, LINE_HANDSHAKE = (
-    "message", "action", "private", "notice", "handshake")
+LINE_MESSAGE, LINE_ACTION, LINE_PRIVATE, LINE_NOTICE, LINE_HANDSHAKE, LINE_HISTORY = (
+    "message", "action", "private", "notice", "handshake", "history")
 _PARSED = re.compile(
-    r"\[(?P<stamp>\d\d:\d\d)\] (?:"
+    r"\[(?P<stamp>(?:\d{4}-\d\d-\d\d )?\d\d:\d\d)\] (?P<history>\(history\) )?(?:"
     r"<(?P<message>[^>\s]+)> |\* (?P<action>\S+) |\(private(?: to \S+)?\) <(?P<private>[^>\s]+)> "
     r"|(?P<notice>\*\*\* ))(?P<text>.*)", re.DOTALL)
 
@@ -233,15 +233,36 @@ def parse_line(line: str) -> ParsedLine:
     'private'
     >>> parse_line("*** What is your name?").kind
     'handshake'
+    >>> parse_line("[2026-11-24 14:03] (history) <bob> hi")
+    ParsedLine(kind='history', stamp='2026-11-24 14:03', sender='bob', text='hi')
     """
     match = _PARSED.fullmatch(line)
     if match is None:
         return ParsedLine(LINE_HANDSHAKE, "", "", line)
-    for kind, group in ((LINE_MESSAGE, "message"), (LINE_ACTION, "action"),
-                        (LINE_PRIVATE, "private")):
-        if match.group(group):
-            return ParsedLine(kind, match["stamp"], match[group], match["text"])
-    return ParsedLine(LINE_NOTICE, match["stamp"], "", match["text"])
+    kind, sender = LINE_NOTICE, ""
+    for candidate in (LINE_MESSAGE, LINE_ACTION, LINE_PRIVATE):
+        if match[candidate]:
+            kind, sender = candidate, match[candidate]
+    return ParsedLine(LINE_HISTORY if match["history"] else kind, match["stamp"], sender, match["text"])
+
+
+HISTORY_MARK = "(history)"
+LIVE_MARKER = "End of history; live chat from here."
+
+
+def render_history(stamp: str, kind: str, sender: str, text: str) -> str:
+    """A stored room line played back, marked so it cannot be taken for a live one.
+
+    >>> render_history("2026-11-24 14:03", "action", "bob", "waves")
+    '[2026-11-24 14:03] (history) * bob waves'
+    """
+    if kind == LINE_ACTION:
+        said = f"* {sender} {text}"
+    elif kind == LINE_NOTICE:
+        said = f"{NOTICE_MARK} {text}"
+    else:
+        said = f"<{sender}> {text}"
+    return f"[{stamp}] {HISTORY_MARK} {said}"
 
 
 def render_refusal(reason: str) -> str:

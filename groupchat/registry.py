@@ -8,7 +8,7 @@ fan-out elsewhere.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, NamedTuple, Optional
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 from groupchat.errors import NameTakenError
 from groupchat.protocol import name_key
@@ -88,12 +88,18 @@ class Registry:
             member.name = name
             return old
 
-    def enter(self, member: Member, room_name: str) -> tuple[tuple[Member, ...], tuple[Member, ...]]:
-        """Move a named member into a room (made if new); return who stays behind and who was there."""
+    def enter(self, member: Member, room_name: str, mark: Callable[[], int] = lambda: 0,
+              ) -> tuple[tuple[Member, ...], tuple[Member, ...], int]:
+        """Move a named member into a room (made if new).
+
+        Return who stays behind, who was there, and ``mark()`` taken at the moment of entering:
+        with :meth:`roommates`' ``record`` this tells what the member gets live from what
+        was said before it came.
+        """
         key = name_key(room_name)
         with self._lock:
             if member not in self._connections:
-                return (), ()
+                return (), (), mark()
             left_behind = self._remove_from_room(member)
             room = self._rooms.get(key)
             if room is None:
@@ -101,7 +107,7 @@ class Registry:
             already_there = room.members
             room.members = already_there + (member,)
             member.room = room
-            return left_behind, already_there
+            return left_behind, already_there, mark()
 
     def disconnect(self, member: Member) -> Optional[tuple[Member, ...]]:
         """Forget a connection; if it was in a room, return who is left there (to hear it left)."""
@@ -123,11 +129,20 @@ class Registry:
         member.room = None
         return room.members
 
-    def roommates(self, member: Member) -> tuple[Member, ...]:
-        """A snapshot of everyone in ``member``'s room, ``member`` included (empty if in none)."""
+    def roommates(self, member: Member, record: Optional[Callable[[Room], object]] = None,
+                  ) -> tuple[Member, ...]:
+        """A snapshot of everyone in ``member``'s room, ``member`` included (empty if in none).
+
+        ``record(room)`` runs in the same instant (it must be quick and do no I/O: the chat
+        appends to history's in-memory queue), so whoever the snapshot misses entered after it.
+        """
         with self._lock:
             room = member.room
-            return room.members if room is not None else ()
+            if room is None:
+                return ()
+            if record is not None:
+                record(room)
+            return room.members
 
     def set_topic(self, room: Room, topic: str) -> None:
         with self._lock:

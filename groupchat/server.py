@@ -15,16 +15,18 @@ import socket
 import socketserver
 import ssl
 import struct
+import sys
 import threading
 import time
 from typing import Optional, TextIO
 
 from groupchat import __version__
-from groupchat.access import Admission
+from groupchat.access import Admission, BanList
 from groupchat.chat import Chat
 from groupchat.console import Console
 from groupchat.errors import NoNewlineError, ServerStartError
 from groupchat.flood import TokenBucket
+from groupchat.history import HistoryStore
 from groupchat.outbox import Outbox
 from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, format_address, render_refusal
 from groupchat.registry import Member, Registry
@@ -144,15 +146,20 @@ class ChatServer(socketserver.ThreadingTCPServer):
     def __init__(self, address: tuple[str, int], settings: ServerSettings = ServerSettings()) -> None:
         self.settings = settings
         self.registry = Registry()
-        self.chat = Chat(self.registry, op_password=settings.op_password,
-                         password=settings.password, wrong_password_delay=settings.wrong_password_delay)
-        self.admission = Admission(self.chat.bans, settings.allow, settings.deny,
+        self.admission = Admission(BanList(), settings.allow, settings.deny,
                                    settings.max_clients, settings.max_per_address)
         self.tls = server_context(settings.certfile, settings.keyfile) if settings.certfile else None
         self.address_family = address_family(address[0])
+        retention = settings.retention_days * 86400 or None
+        self.history = (HistoryStore.open(settings.history_path, retention) if settings.history_path
+                        else HistoryStore.in_memory(retention))
+        self.chat = Chat(self.registry, bans=self.admission.bans, op_password=settings.op_password,
+                         password=settings.password, wrong_password_delay=settings.wrong_password_delay,
+                         history=self.history, replay=settings.replay)
         try:
             super().__init__(address, ChatHandler)
         except OSError as exc:
+            self.history.close()
             raise ServerStartError(describe_bind_error(exc, *address)) from exc
 
     def verify_request(self, request: socket.socket, client_address: tuple) -> bool:
@@ -167,6 +174,12 @@ class ChatServer(socketserver.ThreadingTCPServer):
             except OSError:
                 pass
         return False
+
+    def handle_error(self, request: socket.socket, client_address: tuple) -> None:
+        """A bug in a handler ends that one connection, logged in one line (traceback at debug)."""
+        exc = sys.exc_info()[1]
+        log.error("error serving %s: %s: %s", format_address(client_address), type(exc).__name__, exc)
+        log.debug("traceback", exc_info=True)
 
     def process_request(self, request: socket.socket, client_address: tuple) -> None:
         try:
@@ -187,6 +200,8 @@ class ChatServer(socketserver.ThreadingTCPServer):
         for member in connections:
             member.outbox.disconnect()
         self.server_close()
+        if not self.history.close():
+            log.error("history: %d messages could not be saved", self.history.dropped)
 
 
 def serve(host: str, port: int, settings: ServerSettings = ServerSettings(),

@@ -14,6 +14,7 @@ HANDSHAKE_TIMEOUT_SECONDS = 30.0  # to complete TLS, give the password and a nam
 MAX_CLIENTS = 1000
 MAX_PER_ADDRESS = 16
 WRONG_PASSWORD_DELAY_SECONDS = 2.0
+DEFAULT_REPLAY = 20
 PASSWORD_ENV = "GROUPCHAT_PASSWORD"  # where server and client look when no password file is given
 # Outgoing bytes a connection may have waiting; past it the oldest room messages are
 # dropped for it.  With as much again in flight to the kernel this bounds its memory.
@@ -46,6 +47,9 @@ class ServerSettings:
     wrong_password_delay: float = WRONG_PASSWORD_DELAY_SECONDS
     shutdown_flush: float = SHUTDOWN_FLUSH_SECONDS
     op_password: Optional[str] = None  # enables /op; None: no operators
+    history_path: Optional[str] = None  # the history database; None keeps history in memory
+    retention_days: float = 0  # history older than this is pruned; 0 keeps everything
+    replay: int = DEFAULT_REPLAY  # lines of history shown on entering a room
 
 
 def read_secret(path: str, what: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import socket
@@ -100,6 +101,18 @@ class Peer:
         self.sock.close()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_data_home(tmp_path_factory) -> Iterator[None]:
+    """No test writes to the real user's data directory, whatever it starts."""
+    saved = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("data-home"))
+    yield
+    if saved is None:
+        del os.environ["XDG_DATA_HOME"]
+    else:
+        os.environ["XDG_DATA_HOME"] = saved
+
+
 @pytest.fixture
 def start_server() -> Iterator[Callable[..., ChatServer]]:
     """Start real servers on 127.0.0.1 port 0 (settings as keyword arguments); stop them after."""
@@ -153,6 +166,8 @@ class ServerProcess:
     """``groupchat serve`` as a real subprocess on a free port; stdin is a pipe unless given."""
 
     def __init__(self, *args: str, stdin=subprocess.DEVNULL) -> None:
+        if "--history" not in args:
+            args = ("--no-history", *args)  # several servers at once may not share one file
         self.proc = subprocess.Popen(GROUPCHAT + ["serve", "--host", "127.0.0.1", "--port", "0", *args],
                                      stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, cwd=REPO)

@@ -12,9 +12,17 @@ class RecordingOutbox:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self._held: list[str] | None = None
 
     def put(self, data: bytes, droppable: bool = False) -> None:
-        self.lines.extend(data.decode().splitlines())
+        (self.lines if self._held is None else self._held).extend(data.decode().splitlines())
+
+    def hold(self) -> None:
+        self._held = []
+
+    def release(self, first: bytes) -> None:
+        held, self._held = self._held or [], None
+        self.lines.extend(first.decode().splitlines() + held)
 
 
 def fixed_clock() -> Clock:
