@@ -23,6 +23,7 @@ from groupchat.errors import (
     NameTakenError,
 )
 from groupchat.history import MAX_HISTORY, MAX_SEARCH, HistoryStore
+from groupchat.notices import JOINED, LEFT, NoticeBatcher
 from groupchat.protocol import (
     LINE_ACTION,
     LINE_MESSAGE,
@@ -57,6 +58,8 @@ _PASSWORD_PROMPT = encode_line(PASSWORD_PROMPT)
 MAX_LISTED_NAMES = 20  # /who and the welcome line name this many, then say how many more
 DEFAULT_HISTORY_LINES = 20  # /history with no number
 HISTORY_STAMP_FORMAT = "%Y-%m-%d %H:%M"  # a played-back line not from today
+# Leaves told together with the room's other comings and goings; others are told at once.
+PLAIN_DISCONNECTS = ("connection closed", "connection lost")
 
 
 class Clock:
@@ -83,13 +86,16 @@ class Chat:
     ``op_password`` enables ``/op``; operators may kick, ban and set topics (without it,
     anyone may set a topic and no one may kick or ban from the chat).
     ``history`` keeps room messages; joining a room replays its last ``replay`` of them.
+    Joins and plain leaves are told at most once per ``notice_interval`` per room
+    (:meth:`tell_due_notices` tells what waited); 0 tells each at once.
     """
 
     def __init__(self, registry: Registry, clock: Optional[Clock] = None,
                  bans: Optional[BanList] = None, op_password: Optional[str] = None,
                  password: Optional[str] = None, wrong_password_delay: float = 0.0,
                  sleep: Callable[[float], None] = time.sleep,
-                 history: Optional[HistoryStore] = None, replay: int = 0) -> None:
+                 history: Optional[HistoryStore] = None, replay: int = 0,
+                 notice_interval: float = 0.0) -> None:
         self.registry = registry
         self.clock = clock or Clock()
         self.bans = bans or BanList()
@@ -99,6 +105,7 @@ class Chat:
         self.sleep = sleep
         self.history = history
         self.replay = replay
+        self.notices: NoticeBatcher[Room] = NoticeBatcher(notice_interval)
         self.commands = CommandTable(self)
 
     # -- the life of a connection --------------------------------------------------------
@@ -129,13 +136,31 @@ class Chat:
                           record=(LINE_MESSAGE, text))
 
     def leave(self, member: Member, reason: str = "") -> None:
-        """Forget a connection; if it was in a room, tell the others there it left (and why)."""
+        """Forget a connection; if it was in a room, tell the others there it left (and why).
+
+        A plain disconnect is told with the room's other comings and goings (see
+        :mod:`groupchat.notices`); one with a reason worth reading (a quit message, a kick,
+        a cut-off) is told at once.
+        """
+        room = member.room
         left_behind = self.registry.disconnect(member)
         if left_behind is None:
             return
         reason = member.leave_reason or reason
         log.info("%s left from %s%s", member.name, member.address, f" ({reason})" if reason else "")
-        self._send_all(left_behind, self._notice(f"{member.name} left" + (f" ({reason})" if reason else "")))
+        if reason.startswith(PLAIN_DISCONNECTS):
+            self._tell_room(left_behind, self.notices.add(room, LEFT, member.name, len(left_behind)))
+        else:
+            self._send_all(left_behind, self._notice(f"{member.name} left ({reason})"))
+
+    def tell_due_notices(self) -> None:
+        """Tell each room the comings and goings that waited for its next notice line."""
+        for room, text in self.notices.take_due():
+            self._tell_room(self.registry.members_in(room), text)
+
+    def _tell_room(self, members: Iterable[Member], text: Optional[str]) -> None:
+        if text is not None:
+            self._send_all(members, self._notice(text))
 
     def announce(self, text: str) -> None:
         """A server notice to every member in every room."""
@@ -191,7 +216,7 @@ class Chat:
         member.outbox.release(b"".join(map(encode_line, greeting)))
         if room_before is not None:
             self._send_all(left_behind, self._notice(f"{member.name} went to {room.name}"))
-        self._send_all(already_there, self._notice(f"{member.name} joined"))
+        self._tell_room(already_there, self.notices.add(room, JOINED, member.name, len(already_there)))
 
     def _replay(self, room: str, count: int, before: Optional[int] = None) -> list[str]:
         """A room's last ``count`` stored lines, as history lines; none if history cannot be read."""

@@ -144,6 +144,11 @@ class Registry:
                 record(room)
             return room.members
 
+    def members_in(self, room: Room) -> tuple[Member, ...]:
+        """A snapshot of a room's members (empty once the room is gone)."""
+        with self._lock:
+            return room.members
+
     def set_topic(self, room: Room, topic: str) -> None:
         with self._lock:
             room.topic = topic

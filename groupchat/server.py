@@ -155,7 +155,10 @@ class ChatServer(socketserver.ThreadingTCPServer):
                         else HistoryStore.in_memory(retention))
         self.chat = Chat(self.registry, bans=self.admission.bans, op_password=settings.op_password,
                          password=settings.password, wrong_password_delay=settings.wrong_password_delay,
-                         history=self.history, replay=settings.replay)
+                         history=self.history, replay=settings.replay,
+                         notice_interval=settings.notice_interval)
+        self._stopping = threading.Event()
+        threading.Thread(target=self._tell_notices, name="notices", daemon=True).start()
         try:
             super().__init__(address, ChatHandler)
         except OSError as exc:
@@ -189,8 +192,15 @@ class ChatServer(socketserver.ThreadingTCPServer):
             self.admission.release(client_address[0])
             self.shutdown_request(request)
 
+    def _tell_notices(self) -> None:
+        """The one thread that tells rooms the joins and leaves that waited (see notices.py)."""
+        while not self._stopping.is_set():
+            self.chat.notices.wait(POLL_SECONDS * 10)
+            self.chat.tell_due_notices()
+
     def stop(self) -> None:
         """Stop accepting, tell everyone the server is going down, and close every connection."""
+        self._stopping.set()
         self.shutdown()
         self.chat.announce("Server is shutting down.")
         deadline = time.monotonic() + self.settings.shutdown_flush

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 from groupchat.errors import GroupchatError
 from groupchat.flood import DEFAULT_BURST, DEFAULT_RATE
+from groupchat.notices import NOTICE_INTERVAL_SECONDS
 from groupchat.protocol import MAX_LINE_BYTES
 
 HANDSHAKE_TIMEOUT_SECONDS = 30.0  # to complete TLS, give the password and a name
@@ -50,6 +51,7 @@ class ServerSettings:
     history_path: Optional[str] = None  # the history database; None keeps history in memory
     retention_days: float = 0  # history older than this is pruned; 0 keeps everything
     replay: int = DEFAULT_REPLAY  # lines of history shown on entering a room
+    notice_interval: float = NOTICE_INTERVAL_SECONDS  # join/leave notice lines per room, at most one per
 
 
 def read_secret(path: str, what: str) -> str:

@@ -132,8 +132,9 @@ def start_server() -> Iterator[Callable[..., ChatServer]]:
 
 
 # The functional tests send faster than a person and open many connections from one
-# address, so they turn those two limits off; tests/test_hostile.py tests the defaults.
-UNLIMITED = {"rate": 0, "max_per_address": 0}
+# address, so they turn those two limits off, and they read every join and leave as its
+# own line, so they turn coalescing off; tests/test_hostile.py tests the defaults.
+UNLIMITED = {"rate": 0, "max_per_address": 0, "notice_interval": 0}
 
 
 @pytest.fixture

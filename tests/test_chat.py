@@ -94,11 +94,40 @@ def test_leaving_is_announced_once_with_its_reason_and_frees_the_name():
     chat = make_chat()
     alice, bob = named(chat, "alice"), named(chat, "bob")
     alice.outbox.lines.clear()
-    chat.leave(bob, "connection lost")
-    chat.leave(bob, "connection lost")
-    assert alice.outbox.lines == [f"[{fixed_clock().stamp()}] *** bob left (connection lost)"]
+    chat.leave(bob, "not reading: too far behind")
+    chat.leave(bob, "not reading: too far behind")
+    assert alice.outbox.lines == [f"[{fixed_clock().stamp()}] *** bob left (not reading: too far behind)"]
     assert named(chat, "BOB").name == "BOB"
 
+
+def test_a_plain_disconnect_is_told_without_its_socket_error():
+    chat = make_chat()
+    alice, bob = named(chat, "alice"), named(chat, "bob")
+    alice.outbox.lines.clear()
+    chat.leave(bob, "connection lost: Connection reset by peer")
+    assert alice.outbox.lines == [f"[{fixed_clock().stamp()}] *** bob left"]
+
+
+def test_a_crowd_arriving_costs_one_notice_line_per_interval():
+    now = [100.0]
+    chat = Chat(Registry(), fixed_clock(), notice_interval=1.0)
+    chat.notices._now = lambda: now[0]
+    alice = named(chat, "alice")
+    bob = named(chat, "bob")
+    stamp = fixed_clock().stamp()
+    assert alice.outbox.lines == [f"[{stamp}] *** bob joined"]  # the first at once
+    alice.outbox.lines.clear()
+    crowd = [named(chat, f"p{n}") for n in range(40)]
+    assert alice.outbox.lines == []  # the crowd waits
+    chat.tell_due_notices()
+    assert alice.outbox.lines == []  # not due yet
+    now[0] += 1.0
+    crowd[0].outbox.lines.clear()
+    chat.tell_due_notices()
+    notice = f"[{stamp}] *** p0, p1, p2, p3, p4, p5, p6, p7, p8, p9 and 30 others joined"
+    assert alice.outbox.lines == bob.outbox.lines == crowd[0].outbox.lines == [notice]
+    chat.tell_due_notices()
+    assert alice.outbox.lines == [notice]  # told once
 
 def test_unnamed_connection_leaving_is_not_announced():
     chat = make_chat()

@@ -1,0 +1,102 @@
+"""Join and leave notices, coalesced per room so that a crowd arriving costs a bounded number of lines.
+
+Announcing every join to everyone is quadratic: 10,000 people joining would be 50 million
+notice lines.  Instead each room gets at most one such line per interval: the first event
+in a quiet room is told at once, and the rest of that interval's comings and goings wait
+and are told together (``alice, bob and 37 others joined; carol left``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Generic, Hashable, Optional, TypeVar
+
+from groupchat.protocol import list_names
+
+NOTICE_INTERVAL_SECONDS = 1.0
+MAX_NOTICE_NAMES = 10  # names spelled out in one coalesced line; the rest are counted
+JOINED, LEFT = "joined", "left"
+
+Room = TypeVar("Room", bound=Hashable)
+
+
+@dataclass
+class _Batch:
+    joined: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+    due: float = 0.0
+
+
+def describe(joined: list[str], left: list[str]) -> str:
+    """One notice for a batch.
+
+    >>> describe(["alice", "bob", "carol"], ["dave"])
+    'alice, bob, carol joined; dave left'
+    >>> describe([f"p{n}" for n in range(40)], [])[-27:]
+    'p8, p9 and 30 others joined'
+    """
+    parts = [f"{list_names(names, MAX_NOTICE_NAMES)} {verb}"
+             for names, verb in ((joined, JOINED), (left, LEFT)) if names]
+    return "; ".join(parts)
+
+
+class NoticeBatcher(Generic[Room]):
+    """Decides, per room, whether a join or leave is told now or waits for the room's next line.
+
+    Thread-safe; :meth:`add` never blocks.  Whoever sends notices calls :meth:`take_due` when
+    :meth:`wait` says something is due, and tells each batch to everyone then in the room,
+    newcomers included (as IRC shows you your own join).  An interval of 0 tells every
+    event at once.
+    """
+
+    def __init__(self, interval: float = NOTICE_INTERVAL_SECONDS,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._now = now
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._last_told: dict[Room, float] = {}
+        self._batches: dict[Room, _Batch] = {}
+
+    def add(self, room: Room, event: str, name: str, audience: int) -> Optional[str]:
+        """Note that ``name`` joined or left before ``audience`` others; return the notice to
+        tell now, or None if it waits (or, with no audience, needs no telling)."""
+        now = self._now()
+        with self._lock:
+            batch = self._batches.get(room)
+            if batch is None and not audience:
+                return None
+            if batch is None and now - self._last_told.get(room, -self.interval) >= self.interval:
+                self._last_told[room] = now
+                return describe([name] if event == JOINED else [], [name] if event == LEFT else [])
+            if batch is None:
+                batch = self._batches[room] = _Batch(due=self._last_told[room] + self.interval)
+                self._changed.notify()
+            (batch.joined if event == JOINED else batch.left).append(name)
+            return None
+
+    def take_due(self) -> list[tuple[Room, str]]:
+        """The batches whose time has come, as (room, notice), each taken once."""
+        now = self._now()
+        with self._lock:
+            due = [room for room, batch in self._batches.items() if batch.due <= now]
+            taken = [(room, self._batches.pop(room)) for room in due]
+            for room, _ in taken:
+                self._last_told[room] = now
+            self._forget_quiet_rooms(now)
+        return [(room, describe(batch.joined, batch.left)) for room, batch in taken]
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until a batch is due, something new waits, or ``timeout`` passes."""
+        with self._lock:
+            if self._batches:
+                timeout = min(timeout, max(0.0, min(b.due for b in self._batches.values()) - self._now()))
+            self._changed.wait(timeout)
+
+    def _forget_quiet_rooms(self, now: float) -> None:
+        """Rooms quiet for a whole interval need no memory: their next event is told at once."""
+        for room in [r for r, told in self._last_told.items()
+                     if now - told >= self.interval and r not in self._batches]:
+            del self._last_told[room]
