@@ -157,13 +157,13 @@ class ChatServer(socketserver.ThreadingTCPServer):
                          password=settings.password, wrong_password_delay=settings.wrong_password_delay,
                          history=self.history, replay=settings.replay,
                          notice_interval=settings.notice_interval)
-        self._stopping = threading.Event()
-        threading.Thread(target=self._tell_notices, name="notices", daemon=True).start()
         try:
             super().__init__(address, ChatHandler)
         except OSError as exc:
             self.history.close()
             raise ServerStartError(describe_bind_error(exc, *address)) from exc
+        self._stopping = threading.Event()
+        threading.Thread(target=self._tell_notices, name="notices", daemon=True).start()
 
     def verify_request(self, request: socket.socket, client_address: tuple) -> bool:
         """Admit a connection, or refuse it with one line before a thread is spent on it."""
