@@ -7,11 +7,12 @@ is tested by calling it with members that record what they are sent.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import math
 import time
-from typing import Callable, Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 from groupchat.access import BanList
 from groupchat.commands import CommandTable, command, split_args, usage_error
@@ -25,6 +26,7 @@ from groupchat.errors import (
 from groupchat.history import MAX_HISTORY, MAX_SEARCH, HistoryStore
 from groupchat.notices import JOINED, LEFT, NoticeBatcher
 from groupchat.protocol import (
+    ENCODING,
     LINE_ACTION,
     LINE_MESSAGE,
     LINE_NOTICE,
@@ -57,6 +59,9 @@ _PROMPT = encode_line(NAME_PROMPT)
 _PASSWORD_PROMPT = encode_line(PASSWORD_PROMPT)
 MAX_LISTED_NAMES = 20  # /who and the welcome line name this many, then say how many more
 DEFAULT_HISTORY_LINES = 20  # /history with no number
+# Messages relayed as one batch at most: bounds how far a flood can run ahead of the
+# history writer between two checks (see HistoryStore.wait_for_room).
+MAX_BATCH_LINES = 256
 HISTORY_STAMP_FORMAT = "%Y-%m-%d %H:%M"  # a played-back line not from today
 # Leaves told together with the room's other comings and goings; others are told at once.
 PLAIN_DISCONNECTS = ("connection closed", "connection lost")
@@ -119,8 +124,25 @@ class Chat:
         member.send(encode_line(render_refusal(f"{reason}; goodbye")))
         member.outbox.end()
 
-    def receive(self, member: Member, line: Union[str, LineTooLong]) -> None:
-        """Handle one line from a connection: its name until it has one, then commands and messages."""
+    def receive(self, member: Member, lines: Sequence[Union[str, LineTooLong]]) -> None:
+        """Handle the lines one read brought from a connection, in order.
+
+        Consecutive messages go out as one batch: rendered once, encoded once, one send per
+        member of the room, which is what lets a busy room keep up.
+        """
+        said: list[str] = []
+        for line in lines:
+            if member.name is not None and isinstance(line, str) and split_command(line) is None:
+                if line:
+                    said.append(message_text(line))
+                continue
+            self._say(member, said)  # what came before this line goes first
+            said = []
+            self._receive_one(member, line)
+        self._say(member, said)
+
+    def _receive_one(self, member: Member, line: Union[str, LineTooLong]) -> None:
+        """A line that is not a message: the password, the name, a command, or one too long."""
         if isinstance(line, LineTooLong):
             self.tell(member, f"Line not sent: longer than {line.limit} bytes.")
         elif member.name is None:
@@ -128,12 +150,15 @@ class Chat:
                 self._offer_name(member, line)
             else:
                 self._check_password(member, line)
-        elif split_command(line) is not None:
+        else:
             self.commands.run(member, line, self.tell, lambda m: m.is_op)
-        elif line:
-            text = message_text(line)
-            self._to_room(member, render_message(self.clock.stamp(), member.name, text),
-                          record=(LINE_MESSAGE, text))
+
+    def _say(self, member: Member, texts: list[str]) -> None:
+        stamp = self.clock.stamp()
+        for start in range(0, len(texts), MAX_BATCH_LINES):
+            run = texts[start:start + MAX_BATCH_LINES]
+            self._to_room(member, [render_message(stamp, member.name, text) for text in run],
+                          records=[(LINE_MESSAGE, text) for text in run])
 
     def leave(self, member: Member, reason: str = "") -> None:
         """Forget a connection; if it was in a room, tell the others there it left (and why).
@@ -304,7 +329,7 @@ class Chat:
         except (InvalidNameError, NameTakenError) as exc:
             raise CommandError(f"Sorry, {exc}") from None
         log.info("%s is now known as %s", old, member.name)
-        self._to_room(member, self._notice(render_rename(old, member.name)), include_self=True)
+        self._to_room(member, [self._notice(render_rename(old, member.name))], include_self=True)
 
     @command("", "who is in your room, and how many are online")
     def cmd_who(self, member: Member, rest: str) -> None:
@@ -317,8 +342,8 @@ class Chat:
     def cmd_me(self, member: Member, rest: str) -> None:
         if not rest:
             raise usage_error(self.cmd_me)
-        self._to_room(member, render_action(self.clock.stamp(), member.name, rest),
-                      record=(LINE_ACTION, rest))
+        self._to_room(member, [render_action(self.clock.stamp(), member.name, rest)],
+                      records=[(LINE_ACTION, rest)])
 
     @command("NAME TEXT", "a private message only NAME sees")
     def cmd_msg(self, member: Member, rest: str) -> None:
@@ -358,7 +383,7 @@ class Chat:
             raise CommandError("setting the topic is for operators only")
         self.registry.set_topic(room, rest)
         text = f"{member.name} set the topic: {rest}"
-        self._to_room(member, self._notice(text), include_self=True, record=(LINE_NOTICE, text))
+        self._to_room(member, [self._notice(text)], include_self=True, records=[(LINE_NOTICE, text)])
 
     @command("[N]", f"show the last N messages of your room (default {DEFAULT_HISTORY_LINES}, "
                     f"at most {MAX_HISTORY})")
@@ -420,23 +445,32 @@ class Chat:
     def _notice(self, text: str) -> str:
         return render_notice(self.clock.stamp(), text)
 
-    def _to_room(self, sender: Member, line: str, include_self: bool = False,
-                 record: Optional[tuple[str, str]] = None) -> None:
-        """Send a line to the sender's room, encoded once for all; the sender only if asked.
+    def _to_room(self, sender: Member, lines: list[str], include_self: bool = False,
+                 records: Sequence[tuple[str, str]] = ()) -> None:
+        """Send lines to the sender's room, encoded once for all; to the sender only if asked.
 
-        A ``record`` (kind, text) is kept in the history, in the same instant as the room is
-        read (see :meth:`Registry.roommates`), and marks the line droppable: a reader too
-        slow to take it may miss it live and find it with /history.  Notices are never dropped.
+        ``records`` (kind, text) are kept in the history in the same instant as the room is
+        read (see :meth:`Registry.roommates`), and make the lines droppable: a reader too
+        slow to take them may miss them live and find them with /history.  Notices are never
+        dropped.
         """
-        keep: Optional[Callable[[Room], object]] = None
-        if record is not None and self.history is not None:
-            keep = lambda room: self.history.append(room.name, sender.name, *record)  # noqa: E731
+        keep = None
+        if records and self.history is not None:
+            self.history.wait_for_room()  # a flood faster than the disk slows here, before any lock
+            keep = functools.partial(self._keep, sender, records)
         members = self.registry.roommates(sender, keep)
-        self._send_all(members if include_self else (m for m in members if m is not sender),
-                       line, droppable=record is not None)
+        data = "".join(line + "\n" for line in lines).encode(ENCODING)
+        droppable = bool(records)
+        for member in members:
+            if include_self or member is not sender:
+                member.send(data, droppable)
+
+    def _keep(self, sender: Member, records: Sequence[tuple[str, str]], room: Room) -> None:
+        for kind, text in records:
+            self.history.append(room.name, sender.name, kind, text)
 
     @staticmethod
-    def _send_all(members: Iterable[Member], line: str, droppable: bool = False) -> None:
+    def _send_all(members: Iterable[Member], line: str) -> None:
         data = encode_line(line)
         for member in members:
-            member.send(data, droppable)
+            member.send(data)

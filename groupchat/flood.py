@@ -7,7 +7,9 @@ slows down; nothing it sent is dropped, and nobody else waits.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Iterable, Iterator, TypeVar
+
+Line = TypeVar("Line")
 
 DEFAULT_RATE = 5.0  # lines per second, on average
 DEFAULT_BURST = 20  # lines at once, after a quiet spell
@@ -42,3 +44,29 @@ class TokenBucket:
         self._last = now
         self._tokens -= 1
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+def paced(lines: Iterable[Line], bucket: TokenBucket,
+          sleep: Callable[[float], None] = time.sleep) -> Iterator[list[Line]]:
+    """Group lines into runs the bucket allows at once, sleeping between runs.
+
+    >>> now = [0.0]
+    >>> naps = []
+    >>> def nap(seconds):
+    ...     naps.append(seconds)
+    ...     now[0] += seconds
+    >>> bucket = TokenBucket(rate=1, burst=2, now=lambda: now[0])
+    >>> list(paced("abcd", bucket, nap)), naps
+    ([['a', 'b'], ['c'], ['d']], [1.0, 1.0])
+    """
+    run: list[Line] = []
+    for line in lines:
+        delay = bucket.take()
+        if delay:
+            if run:
+                yield run
+                run = []
+            sleep(delay)  # not reading meanwhile: the flooder's TCP window fills
+        run.append(line)
+    if run:
+        yield run

@@ -42,6 +42,9 @@ MAX_HISTORY = 500  # most messages one recent() returns
 MAX_SEARCH = 50  # most matches one search() returns
 # Messages held in memory while the disk refuses them; past this the oldest are dropped, counted.
 MAX_PENDING = 100_000
+# Past this many waiting, senders are slowed (see wait_for_room) rather than history lost:
+# only a flood faster than the disk, with flood control off, gets here.
+HIGH_WATER = 2_000
 MAX_MEMORY_MESSAGES = 100_000  # an in-memory store keeps the newest this many
 RETRY_SECONDS = 1.0  # how often a refused write is tried again
 PRUNE_INTERVAL_SECONDS = 3600.0
@@ -109,6 +112,7 @@ class HistoryStore:
     """
 
     max_pending = MAX_PENDING
+    high_water = HIGH_WATER
     retry_interval = RETRY_SECONDS
     prune_interval = PRUNE_INTERVAL_SECONDS
 
@@ -194,6 +198,18 @@ class HistoryStore:
             if len(self._queue) == 1:  # the writer sleeps only when the queue is empty
                 self._wake.notify()
         return message_id
+
+    def wait_for_room(self, timeout: float = FLUSH_SECONDS) -> None:
+        """Wait, if the writer has fallen :attr:`high_water` messages behind, until it catches up.
+
+        Backpressure for a flood faster than the disk: call it before appending, holding no
+        lock, and the flooder slows instead of history being dropped.  It never waits while
+        the disk refuses writes (those messages are held, see :attr:`max_pending`).
+        """
+        with self._lock:  # counted: queued, and taken by the writer but not yet committed
+            self._progress.wait_for(
+                lambda: self._appended - self._saved - self._dropped < self.high_water
+                or self._failing or self._closing, timeout)
 
     @property
     def next_id(self) -> int:

@@ -135,8 +135,9 @@ class Outbox:
         for data, droppable in self._queue:
             if droppable and self._queued > target:
                 self._queued -= len(data)
-                self._missed += 1
-                self.missed_total += 1
+                lines = data.count(b"\n")  # a batch of messages is one entry
+                self._missed += lines
+                self.missed_total += lines
             else:
                 kept.append((data, droppable))
         self._queue = kept

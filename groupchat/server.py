@@ -25,7 +25,7 @@ from groupchat.access import Admission, BanList
 from groupchat.chat import Chat
 from groupchat.console import Console
 from groupchat.errors import NoNewlineError, ServerStartError
-from groupchat.flood import TokenBucket
+from groupchat.flood import TokenBucket, paced
 from groupchat.history import HistoryStore
 from groupchat.outbox import Outbox
 from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, format_address, render_refusal
@@ -94,11 +94,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
         handshake_ends = time.monotonic() + settings.handshake_timeout
         named = False
         while data := self.sock.recv(RECV_BYTES):
-            for line in lines.feed(data):
-                delay = bucket.take()
-                if delay:
-                    time.sleep(delay)  # not reading meanwhile: the flooder's TCP window fills
-                receive(self.member, line)
+            for run in paced(lines.feed(data), bucket):
+                receive(self.member, run)
             if named:
                 continue
             if self.member.name is not None:

@@ -42,7 +42,7 @@ def newcomer(chat: Chat, address: str = "10.0.0.1:1") -> Member:
 
 def named(chat: Chat, name: str) -> Member:
     member = newcomer(chat)
-    chat.receive(member, name)
+    chat.receive(member, [name])
     member.outbox.lines.clear()
     return member
 
@@ -52,7 +52,7 @@ def test_the_first_line_is_the_name_and_the_welcome_comes_before_any_chat():
     alice = named(chat, "alice")
     bob = newcomer(chat)
     assert bob.outbox.lines == [NAME_PROMPT]
-    chat.receive(bob, "bob")
+    chat.receive(bob, ["bob"])
     assert bob.outbox.lines[1] == "*** Welcome, bob! Here now: alice."
     stamp = fixed_clock().stamp()
     assert alice.outbox.lines == [f"[{stamp}] *** bob joined"]
@@ -63,7 +63,7 @@ def test_messages_go_to_everyone_but_the_sender():
     alice, bob, carol = named(chat, "alice"), named(chat, "bob"), named(chat, "carol")
     for member in (alice, bob, carol):
         member.outbox.lines.clear()
-    chat.receive(alice, "hi")
+    chat.receive(alice, ["hi"])
     stamp = fixed_clock().stamp()
     assert alice.outbox.lines == []
     assert bob.outbox.lines == carol.outbox.lines == [f"[{stamp}] <alice> hi"]
@@ -75,8 +75,8 @@ def test_unnamed_connections_hear_no_chat_and_empty_lines_are_not_relayed():
     lurker = newcomer(chat)
     bob = named(chat, "bob")
     alice.outbox.lines.clear()
-    chat.receive(bob, "")
-    chat.receive(bob, "hello")
+    chat.receive(bob, [""])
+    chat.receive(bob, ["hello"])
     assert lurker.outbox.lines == [NAME_PROMPT]
     assert alice.outbox.lines == [f"[{fixed_clock().stamp()}] <bob> hello"]
 
@@ -85,7 +85,7 @@ def test_taken_name_is_refused_ignoring_case_and_asked_again():
     chat = make_chat()
     named(chat, "alice")
     bob = newcomer(chat)
-    chat.receive(bob, "Alice")
+    chat.receive(bob, ["Alice"])
     assert bob.outbox.lines[1:] == ['*** Sorry, the name "Alice" is taken.', NAME_PROMPT]
     assert bob.name is None
 
@@ -141,7 +141,7 @@ def test_overlong_line_is_answered_to_its_sender_only():
     chat = make_chat()
     alice, bob = named(chat, "alice"), named(chat, "bob")
     alice.outbox.lines.clear()
-    chat.receive(alice, LineTooLong(4096))
+    chat.receive(alice, [LineTooLong(4096)])
     assert alice.outbox.lines == [f"[{fixed_clock().stamp()}] *** Line not sent: longer than 4096 bytes."]
     assert bob.outbox.lines == []
 
