@@ -6,16 +6,23 @@ you send is echoed as the others will see it.  With stdin a pipe or a file, its 
 as they come; at its end the client half-closes the connection and waits a little for the
 server to close, printing whatever still arrives.
 
+At a terminal, lines are coloured (:mod:`groupchat.colours`) unless stdout is not a terminal
+or ``NO_COLOR`` is set, a mention or a private message rings the bell, Tab completes commands
+and names (:mod:`groupchat.completion`) and the up arrow recalls your earlier lines.
+
 The decisions are small classes with no I/O, tested by calling them: :class:`Handshake` (what
 to do with each line until the server lets you in) and :class:`Me` (how your own lines look
-to the others, your name after ``/nick``, whether you said ``/quit``).  The rest moves bytes.
+to the others, your name after ``/nick``, whether you said ``/quit``).  The rest moves bytes;
+over TLS the two threads share the connection through a :class:`TLSConnection`.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -25,8 +32,11 @@ from typing import Callable, Iterator, Optional, TextIO, Union
 
 from prompt_toolkit import PromptSession, prompt
 from prompt_toolkit.application import Application
+from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from groupchat.colours import Painter, colour_allowed
+from groupchat.completion import ChatCompleter, KnownNames
 from groupchat.errors import ConnectError, ConnectionLostError, NameRefusedError, NoNewlineError
 from groupchat.protocol import (
     ENCODING,
@@ -50,6 +60,8 @@ from groupchat.protocol import (
     render_message,
     split_command,
 )
+from groupchat.settings import PASSWORD_ENV
+from groupchat.tls import describe_tls_error
 
 # For connecting, and then for each answer during the handshake: a port that is not a
 # groupchat server (it never asks for a name) fails instead of hanging.
@@ -69,7 +81,6 @@ ASK_PASSWORD = "Password: "
 Line = Union[str, LineTooLong]
 
 
-
 # -- decisions, no I/O ------------------------------------------------------------------------
 
 class Step(enum.Enum):
@@ -79,6 +90,7 @@ class Step(enum.Enum):
     SEND_NAME = enum.auto()  # the server asks for the name
     ASK_ANOTHER_NAME = enum.auto()  # it refused the name and asks again
     SHOW = enum.auto()  # a line for the person: a refusal, or anything unexpected
+    PASSWORD_REFUSED = enum.auto()  # the refusal of the password just sent: show it; it is over
     JOINED = enum.auto()  # the welcome: show it; the chat has begun
 
 
@@ -95,23 +107,36 @@ class Handshake:
     >>> handshake.rename("rob")
     >>> handshake.feed("*** Welcome, rob! Here now: bob.").name
     'JOINED'
+
+    A refusal that answers the password, not a name, ends it:
+
+    >>> handshake = Handshake("bob")
+    >>> handshake.feed(PASSWORD_PROMPT).name
+    'SEND_PASSWORD'
+    >>> handshake.feed("*** Sorry, wrong password; goodbye.").name
+    'PASSWORD_REFUSED'
     """
 
     def __init__(self, name: str) -> None:
         self.name = name.strip()  # as the server will take it
         self.refusal: Optional[str] = None  # the server's last reason for refusing a name
+        self._password_pending = False  # a password was asked for, and no name yet
 
     def feed(self, line: Line) -> Step:
         if isinstance(line, LineTooLong):
             return Step.SHOW
         if line == PASSWORD_PROMPT:
+            self._password_pending = True
             return Step.SEND_PASSWORD
         if is_welcome(line):
             return Step.JOINED
         if is_refusal(line):
+            if self._password_pending:
+                return Step.PASSWORD_REFUSED
             self.refusal = refusal_reason(line)
             return Step.SHOW
         if line == NAME_PROMPT:
+            self._password_pending = False  # the password, if any, was taken
             return Step.SEND_NAME if self.refusal is None else Step.ASK_ANOTHER_NAME
         return Step.SHOW
 
@@ -213,21 +238,168 @@ class LineReader:
         return self._lines.popleft()
 
 
-def connect(host: str, port: int) -> socket.socket:
-    """A TCP connection to the server (IPv4 or IPv6), or a :class:`ConnectError` saying what to check.
+class TLSConnection:
+    """A TLS connection one thread reads while another sends: the part of a socket the client uses.
 
-    The socket keeps :data:`CONNECT_TIMEOUT_SECONDS` as its timeout, for the name handshake.
+    An ``SSLSocket`` will not do.  OpenSSL forbids two threads in one connection at once
+    (Python's ssl module takes no lock for it before 3.13), and it cannot half-close: its
+    ``shutdown`` drops TLS from under the other thread, ``unwrap`` rejects what the server sends
+    meanwhile, and a bare TCP half-close is an unexpected EOF after which the server can no
+    longer answer.  So TLS runs on an :class:`ssl.SSLObject` over memory buffers, behind a lock
+    held only while OpenSSL works; the socket's blocking reads and writes happen outside it.
+    ``shutdown(SHUT_WR)`` sends close_notify, then the TCP FIN, and the server can still answer.
     """
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str) -> None:
+        self._sock = sock
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
+        self._lock = threading.Lock()  # held for every call into OpenSSL, and only for that
+        self._sending = threading.Lock()  # keeps records in order on the wire; taken before _lock
+        self._plain = bytearray()  # decrypted, not yet asked for (only the reading thread uses it)
+        self._ended = False  # the server closed: close_notify, or the socket's end
+        self._handshake()
+
+    def __enter__(self) -> "TLSConnection":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes the server sent, waiting for some; b"" once it has closed."""
+        while not self._plain and not self._ended:
+            self._take(self._sock.recv(READ_BYTES))
+        data = bytes(self._plain[:size])
+        del self._plain[:size]
+        return data
+
+    def sendall(self, data: bytes) -> None:
+        with self._sending:
+            with self._lock:
+                self._tls.write(data)
+                records = self._outgoing.read()
+            self._sock.sendall(records)
+
+    def shutdown(self, how: int) -> None:
+        """Shut down the socket; closing the sending side sends close_notify first."""
+        if how == socket.SHUT_WR:
+            with self._sending:
+                with self._lock:
+                    try:
+                        self._tls.unwrap()
+                    except ssl.SSLWantReadError:
+                        pass  # close_notify is out; the server's own is not awaited
+                    records = self._outgoing.read()
+                self._sock.sendall(records)
+        self._sock.shutdown(how)
+
+    def settimeout(self, seconds: Optional[float]) -> None:
+        self._sock.settimeout(seconds)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _handshake(self) -> None:
+        """The TLS handshake, bounded by the socket's timeout; it raises what OpenSSL raises."""
+        while True:
+            try:
+                with self._lock:
+                    self._tls.do_handshake()
+                    self._drain()  # what the server sent with its last handshake message
+                self._flush()
+                return
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self._sock.recv(READ_BYTES)
+                if not data:
+                    raise ConnectionResetError("the server closed the connection mid-handshake")
+                with self._lock:
+                    self._incoming.write(data)
+            except ssl.SSLError:
+                try:
+                    self._flush()  # the alert tells the server why
+                except OSError:
+                    pass  # the error to report is OpenSSL's
+                raise
+
+    def _take(self, data: bytes) -> None:
+        """Feed what the socket read (b"": its end), then answer what TLS itself asks, if anything."""
+        with self._lock:
+            if data:
+                self._incoming.write(data)
+                self._drain()
+            else:
+                self._ended = True  # without close_notify, as the groupchat server closes
+            # Rare (a TLS 1.3 key update): otherwise reading never waits for sending.
+            answer = self._outgoing.pending
+        if answer:
+            self._flush()
+
+    def _drain(self) -> None:
+        """Decrypt every whole record waiting, so that ``shutdown`` finds none to choke on.
+
+        Holding the lock.  (OpenSSL's shutdown rejects application data it reads.)
+        """
+        while not self._ended:
+            try:
+                data = self._tls.read(READ_BYTES)
+            except ssl.SSLWantReadError:
+                return
+            except ssl.SSLZeroReturnError:  # close_notify after ours
+                data = b""
+            self._plain += data
+            self._ended = not data
+
+    def _flush(self) -> None:
+        """Send whatever records OpenSSL has made."""
+        with self._sending:
+            with self._lock:
+                records = self._outgoing.read()
+            if records:
+                self._sock.sendall(records)
+
+
+Connection = Union[socket.socket, TLSConnection]
+
+
+def connect(host: str, port: int, tls: Optional[ssl.SSLContext] = None) -> Connection:
+    """A connection to the server (IPv4 or IPv6; TLS with ``tls``), or a :class:`ConnectError` saying why.
+
+    It keeps :data:`CONNECT_TIMEOUT_SECONDS` as its timeout, for the TLS and name handshakes.
+    """
+    address = format_address((host, port))
     try:
         sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS)
     except ConnectionRefusedError as exc:
-        raise ConnectError(f"connection refused: is a server running on {format_address((host, port))}?") from exc
+        raise ConnectError(f"connection refused: is a server running on {address}?") from exc
     except socket.gaierror as exc:
         raise ConnectError(f"unknown host {host} ({exc.strerror})") from exc
     except OSError as exc:  # unreachable, timed out, ...
-        raise ConnectError(f"cannot reach {format_address((host, port))}: {_why(exc)}") from exc
+        raise ConnectError(f"cannot reach {address}: {_why(exc)}") from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+    if tls is None:
+        return sock
+    try:
+        return TLSConnection(sock, tls, server_hostname=host)
+    except OSError as exc:  # ssl.SSLError is one
+        sock.close()
+        raise ConnectError(f"TLS with {address} failed: {_tls_failure(exc)}") from exc
+
+
+def _tls_failure(exc: OSError) -> str:
+    """Why the TLS handshake failed, and what to try."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"certificate verify failed: {describe_tls_error(exc)} "
+                "(use --cafile FILE to trust its CA, or --insecure)")
+    if isinstance(exc, socket.timeout):
+        why = f"no answer within {CONNECT_TIMEOUT_SECONDS:g} s"
+    else:
+        why = describe_tls_error(exc)
+    if "alert" in why:  # the server's own TLS complained (a version or cipher it will not use)
+        return why
+    return f"{why}: is it serving TLS?"
 
 
 class ServerReader(threading.Thread):
@@ -264,7 +436,7 @@ class StdinSender(threading.Thread):
     counts as expected; ``error`` is what stopped the sending early, if anything did.
     """
 
-    def __init__(self, lines: LineReader, sock: socket.socket, me: Me, on_end: Callable[[], None]) -> None:
+    def __init__(self, lines: LineReader, sock: Connection, me: Me, on_end: Callable[[], None]) -> None:
         super().__init__(name="stdin-sender", daemon=True)
         self._lines = lines
         self._sock = sock
@@ -292,45 +464,72 @@ class StdinSender(threading.Thread):
 # -- the client ------------------------------------------------------------------------------
 
 def run_client(*, host: str, port: int, name: str, password: Optional[str] = None,
+               tls: Optional[ssl.SSLContext] = None, bell: bool = True,
                stdin: Optional[TextIO] = None, stdout: Optional[TextIO] = None) -> int:
     """Chat at ``host`` ``port`` as ``name`` until the person leaves, or piped input ends; return 0.
 
     ``password`` answers a server that asks for one; without it a person at a terminal is asked.
+    ``tls`` is the context to connect with TLS (see :func:`groupchat.tls.client_context`).
+    At a terminal lines are coloured, unless stdout is not one or ``NO_COLOR`` is set, and
+    with ``bell`` a mention or a private message rings it; piped, lines are printed as they came.
     Raises :class:`~groupchat.errors.ConnectError` when it cannot connect (or no password can be
-    given), :class:`~groupchat.errors.NameRefusedError` when the name is refused and stdin is
-    not a terminal to ask for another, and :class:`~groupchat.errors.ConnectionLostError` when
-    the server goes away.  ``stdin`` and ``stdout`` default to the process's; when ``stdin`` is
-    a terminal, prompt_toolkit reads the process's terminal, else ``stdin.buffer`` is read.
+    given, or the password is refused), :class:`~groupchat.errors.NameRefusedError` when the
+    name is refused and stdin is not a terminal to ask for another, and
+    :class:`~groupchat.errors.ConnectionLostError` when the server goes away.  ``stdin`` and
+    ``stdout`` default to the process's; when ``stdin`` is a terminal, prompt_toolkit reads the
+    process's terminal, else ``stdin.buffer`` is read.
     """
     stdin = sys.stdin if stdin is None else stdin
     # With file=None, print looks up sys.stdout each time: patch_stdout's proxy while prompting.
     show = functools.partial(print, file=stdout, flush=True)
+    at_terminal = stdin.isatty()
+    to_terminal = at_terminal and (sys.stdout if stdout is None else stdout).isatty()
+    transcript = Transcript(show, Painter(colour=to_terminal and colour_allowed(os.environ),
+                                          bell=to_terminal and bell))
     try:
-        with connect(host, port) as sock:
+        with connect(host, port, tls) as sock:
             show(f"Connected to server at ({host}, {port})")
             lines = LineReader(sock.recv, LineBuffer(MAX_SERVER_LINE_BYTES))
-            at_terminal = stdin.isatty()
             ask = _ask_person if at_terminal else None
-            me = Me(_run_handshake(sock, lines, Handshake(name), show, ask, password))
+            me = Me(_run_handshake(sock, lines, Handshake(name), transcript, ask, password,
+                                   tls=tls is not None))
             if at_terminal:
-                _chat_at_terminal(sock, lines, me, show)
+                _chat_at_terminal(sock, lines, me, transcript)
             else:
-                _chat_from_pipe(sock, lines, me, show, stdin)
+                _chat_from_pipe(sock, lines, me, transcript.show, stdin)
     except (EOFError, KeyboardInterrupt):
         pass  # Ctrl-D or Ctrl-C: the person chose to leave
     return 0
 
 
-def _chat_at_terminal(sock: socket.socket, lines: LineReader, me: Me, show: Callable[[str], None]) -> None:
+class Transcript:
+    """What the person sees: each line painted for the terminal, and the names in it noted for Tab."""
+
+    def __init__(self, show: Callable[[str], None], painter: Painter) -> None:
+        self.show = show
+        self.painter = painter
+        self.names = KnownNames()
+
+    def line(self, line: str, me: str) -> None:
+        """Show a line from the server, or one of yours as the others see it, to ``me``."""
+        self.names.heard(line)
+        self.show(self.painter.paint(line, me))
+
+
+def _chat_at_terminal(sock: Connection, lines: LineReader, me: Me, transcript: Transcript) -> None:
     """A prompt in this thread sends what is typed; the server's lines are printed above it."""
-    session: PromptSession[str] = PromptSession(erase_when_done=True)
+    session: PromptSession[str] = PromptSession(
+        erase_when_done=True, history=InMemoryHistory(), completer=ChatCompleter(transcript.names),
+        complete_while_typing=False)  # Tab completes; a menu popping up mid-sentence would not help
     app = session.app
 
     def hear(line: str) -> None:
         me.heard(line)
-        show(line)
+        transcript.line(line, me.name)
 
-    with patch_stdout(), _reading(sock, lines, hear, lambda end: _interrupt_prompt(app, end)) as reader:
+    # raw: the colours' escape codes pass through; the server's text was cleaned of any of its own.
+    interrupt = functools.partial(_interrupt_prompt, app)
+    with patch_stdout(raw=True), _reading(sock, lines, hear, interrupt) as reader:
         while True:
             try:
                 typed = session.prompt(PROMPT, pre_run=lambda: _end_prompt(app, reader.end))
@@ -343,10 +542,10 @@ def _chat_at_terminal(sock: socket.socket, lines: LineReader, me: Me, show: Call
                 _send(sock, line)
                 echo = me.echo(line, time.strftime(STAMP_FORMAT))
                 if echo is not None:
-                    show(echo)
+                    transcript.line(echo, me.name)
 
 
-def _chat_from_pipe(sock: socket.socket, lines: LineReader, me: Me, show: Callable[[str], None],
+def _chat_from_pipe(sock: Connection, lines: LineReader, me: Me, show: Callable[[str], None],
                     stdin: TextIO) -> None:
     """Send the piped lines; after the last, wait (bounded) for the server to close."""
     ended = threading.Event()  # set by whichever thread finishes first, and by the other
@@ -361,16 +560,17 @@ def _chat_from_pipe(sock: socket.socket, lines: LineReader, me: Me, show: Callab
         reader.join(DRAIN_TIMEOUT_SECONDS)
 
 
-def _run_handshake(sock: socket.socket, lines: LineReader, handshake: Handshake, show: Callable[[str], None],
-                   ask: Optional[Callable[[str, bool], str]], password: Optional[str]) -> str:
+def _run_handshake(sock: Connection, lines: LineReader, handshake: Handshake, transcript: Transcript,
+                   ask: Optional[Callable[[str, bool], str]], password: Optional[str], tls: bool) -> str:
     """Run the handshake; return the name the server accepted.
 
     ``ask(question, secret)`` asks the person at the terminal.  Without it (no terminal) a
     refused name raises :class:`NameRefusedError`, and a password asked for and not given
-    :class:`ConnectError`.
+    :class:`ConnectError`.  A refused password is a :class:`ConnectError` either way.
     """
+    given = password is not None  # by the caller, not typed at the terminal
     while True:
-        line = _handshake_line(lines, handshake)
+        line = _handshake_line(lines, handshake, tls)
         step = handshake.feed(line)
         if step is Step.SEND_PASSWORD:
             if password is None:
@@ -379,6 +579,10 @@ def _run_handshake(sock: socket.socket, lines: LineReader, handshake: Handshake,
                                        "to ask for it")
                 password = ask(ASK_PASSWORD, True)
             _send(sock, password)
+        elif step is Step.PASSWORD_REFUSED:
+            transcript.line(_displayed(line), handshake.name)
+            raise ConnectError("the server refused the password" +
+                               (f" (from --password-file or {PASSWORD_ENV})" if given else ""))
         elif step is Step.SEND_NAME:
             _send(sock, handshake.name)
         elif step is Step.ASK_ANOTHER_NAME:
@@ -388,18 +592,20 @@ def _run_handshake(sock: socket.socket, lines: LineReader, handshake: Handshake,
             handshake.rename(ask(ASK_NAME, False))
             _send(sock, handshake.name)
         else:
-            show(_displayed(line))
+            transcript.line(_displayed(line), handshake.name)
             if step is Step.JOINED:
                 sock.settimeout(None)
                 return handshake.name
 
 
-def _handshake_line(lines: LineReader, handshake: Handshake) -> Line:
+def _handshake_line(lines: LineReader, handshake: Handshake, tls: bool) -> Line:
     try:
         line = lines.read_line()
     except socket.timeout as exc:
+        # A TLS server says nothing until it hears TLS: a plain client just waits.
+        hint = "" if tls else " (one that serves TLS needs --tls)"
         raise ConnectError(f"the server sent no answer within {CONNECT_TIMEOUT_SECONDS:g} s: "
-                           "is it a groupchat server?") from exc
+                           f"is it a groupchat server{hint}?") from exc
     except OSError as exc:
         raise _lost(exc) from exc
     except NoNewlineError as exc:
@@ -411,7 +617,7 @@ def _handshake_line(lines: LineReader, handshake: Handshake) -> Line:
 
 
 @contextmanager
-def _reading(sock: socket.socket, lines: LineReader, show: Callable[[str], None],
+def _reading(sock: Connection, lines: LineReader, show: Callable[[str], None],
              on_end: Callable[[ConnectionLostError], None]) -> Iterator[ServerReader]:
     """Run a :class:`ServerReader` for the body; then shut the socket, which ends it, and wait for it."""
     reader = ServerReader(lines, show, on_end)
@@ -451,7 +657,7 @@ def _end_prompt(app: Application[str], end: Optional[ConnectionLostError]) -> No
         app.exit(exception=end)
 
 
-def _send(sock: socket.socket, line: str) -> None:
+def _send(sock: Connection, line: str) -> None:
     try:
         sock.sendall(encode_line(line))
     except OSError as exc:

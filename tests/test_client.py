@@ -3,7 +3,8 @@
 The scripted server is a real listening socket played line by line by the test, so each
 refusal, welcome and close comes exactly when the test says.  The client runs in a thread
 (piped input), as ``python -m groupchat join`` (exit codes, one-line errors) and in a real
-pseudo-terminal (the prompt); the last test joins the real ``groupchat serve``.
+pseudo-terminal (the prompt, colours, Tab, the up arrow); the last tests join the real
+``groupchat serve``, with TLS (certificates made by trustme for the run) and passwords.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import re
 import select
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -20,11 +22,12 @@ from concurrent.futures import Future
 from typing import Iterator, Optional
 
 import pytest
+import trustme
 from prompt_toolkit import PromptSession
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from conftest import GROUPCHAT, REPO, WAIT_SECONDS
+from conftest import GROUPCHAT, REPO, UNLIMITED, WAIT_SECONDS, Peer, ServerProcess, wait_for
 from groupchat import client
 from groupchat.client import Handshake, LineReader, Me, Step, connect, outgoing_lines, run_client
 from groupchat.errors import ConnectError, ConnectionLostError
@@ -38,6 +41,7 @@ from groupchat.protocol import (
     render_refusal,
     render_welcome,
 )
+from groupchat.tls import client_context, server_context
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -46,13 +50,18 @@ STAMPED = r"\[\d\d:\d\d\]"
 # is printed above one) the terminal is in cooked mode, where Ctrl-D is not a key.
 # prompt_toolkit may draw the prompt's space as a cursor move.
 PROMPT = r"\n> ?"
+UP_ARROW = "\x1b[A"
+PASSWORD = "s3cret"
+# SGR parameters that set a foreground colour: 30-37, 90-97, and 38 (256 colours or RGB).
+FOREGROUNDS = {str(code) for code in [*range(30, 39), *range(90, 98)]}
 
 
 class ScriptedServer:
     """The server's side of one connection, played by the test on a real loopback socket."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: Optional[ssl.SSLContext] = None) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.tls = tls
         self.listener = socket.create_server((host, 0), family=family)
         self.listener.settimeout(WAIT_SECONDS)
         self.port = self.listener.getsockname()[1]
@@ -62,6 +71,8 @@ class ScriptedServer:
     def accept(self) -> None:
         self.conn, _ = self.listener.accept()
         self.conn.settimeout(WAIT_SECONDS)
+        if self.tls is not None:
+            self.conn = self.tls.wrap_socket(self.conn, server_side=True)
         self._lines = LineReader(self.conn.recv)
 
     def say(self, *lines: str) -> None:
@@ -99,6 +110,49 @@ def closed_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory) -> dict[str, str]:
+    """PEM files made for this run: a CA ("ca"), and a certificate ("cert", "key") it issued to 127.0.0.1."""
+    folder = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    files = {"ca": folder / "ca.pem", "cert": folder / "cert.pem", "key": folder / "key.pem"}
+    ca.cert_pem.write_to_path(files["ca"])
+    issued.cert_chain_pems[0].write_to_path(files["cert"])
+    issued.private_key_pem.write_to_path(files["key"])
+    return {role: str(path) for role, path in files.items()}
+
+
+@pytest.fixture(scope="module")
+def tls_server(certificates) -> Iterator[ServerProcess]:
+    """``groupchat serve`` with TLS, shared by this module's tests."""
+    server = ServerProcess("--certfile", certificates["cert"], "--keyfile", certificates["key"])
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def password_file(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("password") / "password"
+    path.write_text(PASSWORD + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def password_server(password_file) -> Iterator[ServerProcess]:
+    """``groupchat serve --password-file``, shared by this module's tests."""
+    server = ServerProcess("--password-file", password_file)
+    yield server
+    server.kill()
+
+
+def tls_peer(port: int, cafile: str) -> Peer:
+    """A raw TLS connection to a server on 127.0.0.1, verified against ``cafile``."""
+    context = ssl.create_default_context(cafile=cafile)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT_SECONDS)
+    return Peer(("127.0.0.1", port), sock=context.wrap_socket(raw, server_hostname="127.0.0.1"))
+
+
 def in_background(stdin: io.TextIOBase, **kwargs) -> tuple[Future, io.StringIO]:
     """``run_client`` in a thread with piped ``stdin``: its future result, and what it printed."""
     printed = io.StringIO()
@@ -131,18 +185,25 @@ def open_pipe() -> Iterator[tuple[io.TextIOWrapper, int]]:
     stdin.close()
 
 
-def join_command(port: int, name: str, host: str = "127.0.0.1") -> list[str]:
-    return GROUPCHAT + ["join", host, str(port), "--name", name]
+def join_command(port: int, name: str, *options: str, host: str = "127.0.0.1") -> list[str]:
+    return GROUPCHAT + ["join", host, str(port), "--name", name, *options]
 
 
-def join_process(port: int, name: str, stdin: bytes) -> subprocess.Popen:
+def client_env(**overrides: str) -> dict[str, str]:
+    """The environment for a client subprocess: no NO_COLOR or password from the test's own."""
+    env = {key: value for key, value in os.environ.items() if key not in ("NO_COLOR", "GROUPCHAT_PASSWORD")}
+    return dict(env, **overrides)
+
+
+def join_process(port: int, name: str, stdin: bytes, *options: str,
+                 env: Optional[dict[str, str]] = None) -> subprocess.Popen:
     """``groupchat join`` as a subprocess whose stdin is ``stdin``, already written and closed."""
     read_fd, write_fd = os.pipe()
     os.write(write_fd, stdin)  # small enough for the pipe's buffer
     os.close(write_fd)
     try:
-        return subprocess.Popen(join_command(port, name), stdin=read_fd, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=REPO)
+        return subprocess.Popen(join_command(port, name, *options), stdin=read_fd, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=REPO, env=env or client_env())
     finally:
         os.close(read_fd)
 
@@ -161,11 +222,11 @@ def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
 class Terminal:
     """``groupchat join`` in a real pseudo-terminal: type keys, wait for text to show on it."""
 
-    def __init__(self, port: int, name: str) -> None:
+    def __init__(self, port: int, name: str, *options: str, **env: str) -> None:
         self.fd, child_fd = os.openpty()
         # No cursor-position queries: nothing here would answer them.
-        env = dict(os.environ, TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
-        self.proc = subprocess.Popen(join_command(port, name), stdin=child_fd, stdout=child_fd,
+        env = client_env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", **env)
+        self.proc = subprocess.Popen(join_command(port, name, *options), stdin=child_fd, stdout=child_fd,
                                      stderr=child_fd, cwd=REPO, env=env)
         os.close(child_fd)
         self._shown = b""
@@ -180,10 +241,19 @@ class Terminal:
         os.close(self.fd)
 
     @property
+    def raw(self) -> str:
+        """All it has shown, escape sequences and bells included."""
+        return self._shown.decode("utf-8", errors="replace")
+
+    @property
     def text(self) -> str:
         """All it has shown, without escape sequences; lines kept apart."""
-        shown = self._shown.decode("utf-8", errors="replace")
-        return "\n".join(clean_text(line) for line in shown.split("\n"))
+        return "\n".join(clean_text(line) for line in self.raw.split("\n"))
+
+    @property
+    def colours(self) -> list[str]:
+        """The escape sequences it has shown that set a foreground colour."""
+        return [sgr for sgr in re.findall(r"\x1b\[([\d;]*)m", self.raw) if FOREGROUNDS & set(sgr.split(";"))]
 
     def type(self, keys: str) -> None:
         os.write(self.fd, keys.encode())
@@ -230,6 +300,16 @@ def test_handshake_sends_the_name_when_asked_and_ends_at_the_welcome():
 
 def test_handshake_answers_a_password_prompt():
     assert Handshake("alice").feed(PASSWORD_PROMPT) is Step.SEND_PASSWORD
+
+
+def test_a_refusal_answers_the_password_until_the_name_is_asked():
+    handshake = Handshake("bob")
+    handshake.feed(PASSWORD_PROMPT)
+    assert handshake.feed(render_refusal("wrong password; goodbye")) is Step.PASSWORD_REFUSED
+    handshake = Handshake("bob")
+    handshake.feed(PASSWORD_PROMPT)
+    assert handshake.feed(NAME_PROMPT) is Step.SEND_NAME
+    assert handshake.feed(render_refusal('the name "bob" is taken')) is Step.SHOW
 
 
 def test_handshake_asks_for_another_name_only_after_a_refusal():
@@ -338,6 +418,22 @@ def test_a_port_that_never_asks_for_a_name_fails_instead_of_hanging(scripted, mo
         future.result(WAIT_SECONDS)
 
 
+def test_a_tls_handshake_with_no_answer_fails_instead_of_hanging(scripted, monkeypatch):
+    monkeypatch.setattr(client, "CONNECT_TIMEOUT_SECONDS", 0.2)
+    with pytest.raises(ConnectError) as error:
+        connect("127.0.0.1", scripted.port, tls=client_context())
+    assert str(error.value) == (f"TLS with 127.0.0.1:{scripted.port} failed: no answer within 0.2 s: "
+                                "is it serving TLS?")
+
+
+def test_a_plain_client_at_a_tls_server_is_told_it_may_need_tls(tls_server, monkeypatch):
+    monkeypatch.setattr(client, "CONNECT_TIMEOUT_SECONDS", 0.2)
+    future, _ = in_background(piped(b"hi\n"), host="127.0.0.1", port=tls_server.port, name="alice")
+    with pytest.raises(ConnectError, match=r"no answer within 0\.2 s: is it a groupchat server "
+                                           r"\(one that serves TLS needs --tls\)\?$"):
+        future.result(WAIT_SECONDS)
+
+
 def test_ipv6():
     try:
         server = ScriptedServer("::1")
@@ -426,6 +522,19 @@ def test_a_password_is_given_before_the_name(scripted):
     assert scripted.next_line() is None
     scripted.close()
     assert future.result(WAIT_SECONDS) == 0
+
+
+def test_a_refused_password_ends_the_handshake_at_once(scripted):
+    future, printed = in_background(piped(b""), host="127.0.0.1", port=scripted.port, name="bot",
+                                    password="wrong")
+    scripted.accept()
+    scripted.say(PASSWORD_PROMPT)
+    assert scripted.next_line() == "wrong"
+    scripted.say(render_refusal("wrong password; goodbye"))  # and the server keeps it open a while
+    with pytest.raises(ConnectError, match=r"^the server refused the password \(from --password-file "
+                                           r"or GROUPCHAT_PASSWORD\)$"):
+        future.result(WAIT_SECONDS)
+    assert printed.getvalue().endswith("*** Sorry, wrong password; goodbye.\n")
 
 
 def test_a_password_nobody_can_give_is_one_error(scripted):
@@ -527,20 +636,23 @@ def test_a_refused_name_at_a_terminal_asks_for_another(scripted):
         assert term.wait() == 0
 
 
-def test_a_password_is_asked_at_a_terminal_and_not_shown(scripted):
+def test_a_password_is_asked_at_a_terminal_and_neither_shown_nor_recalled(scripted):
     with Terminal(scripted.port, "alice") as term:
         scripted.accept()
         scripted.say(PASSWORD_PROMPT)
         term.expect(r"\nPassword:")
-        term.type("s3cret\r")
-        assert scripted.next_line() == "s3cret"
+        term.type(f"{PASSWORD}\r")
+        assert scripted.next_line() == PASSWORD
         scripted.say(NAME_PROMPT)
         assert scripted.next_line() == "alice"
         scripted.say(render_welcome("alice", ""))
         term.expect(rf"Welcome, alice!.*{PROMPT}")
+        term.type(UP_ARROW + "next\r")  # had the password been recalled, it would come first
+        assert scripted.next_line() == "next"
+        term.expect(rf"<alice> next{PROMPT}")
         term.type("\x04")
         assert term.wait() == 0
-        assert "s3cret" not in term.text
+        assert PASSWORD not in term.text
 
 
 def test_the_server_leaving_interrupts_the_prompt_and_exits_1(scripted):
@@ -553,6 +665,73 @@ def test_the_server_leaving_interrupts_the_prompt_and_exits_1(scripted):
         assert term.wait() == 1
         assert "Error: the server closed the connection" in term.text
         assert "Traceback" not in term.text
+
+
+def test_lines_are_coloured_and_mentions_ring_at_a_terminal_and_never_in_a_pipe(scripted):
+    with Terminal(scripted.port, "alice") as term:
+        scripted.welcome("alice")
+        term.expect(rf"Welcome, alice!.*{PROMPT}")
+        scripted.say("[12:00] <bob> lunch, alice?")
+        term.expect(rf"<bob> lunch, alice\?{PROMPT}")
+        assert term.colours, term.raw
+        assert "\a" in term.raw
+        term.type("\x04")
+        assert term.wait() == 0
+    piped_server = ScriptedServer()
+    try:
+        proc = join_process(piped_server.port, "alice", stdin=b"hi\n")
+        piped_server.welcome("alice")
+        assert [piped_server.next_line(), piped_server.next_line()] == ["hi", None]  # all sent
+        piped_server.say("[12:00] <bob> lunch, alice?")
+        piped_server.close()
+        code, out, err = finish(proc)
+    finally:
+        piped_server.close()
+    assert (code, err) == (0, "")
+    assert out.endswith("*** Welcome, alice! Nobody else is here yet.\n[12:00] <bob> lunch, alice?\n")
+    assert "\x1b" not in out and "\a" not in out
+
+
+def test_no_color_and_no_bell_at_a_terminal(scripted):
+    with Terminal(scripted.port, "alice", "--no-bell", NO_COLOR="1") as term:
+        scripted.welcome("alice")
+        term.expect(rf"Welcome, alice!.*{PROMPT}")
+        scripted.say("[12:00] <bob> lunch, alice?", "[12:00] (private) <bob> psst")
+        term.expect(rf"<bob> lunch, alice\?.*\(private\) <bob> psst{PROMPT}")
+        term.type("hi bob\r")
+        term.expect(rf"<alice> hi bob{PROMPT}")
+        term.type("\x04")
+        assert term.wait() == 0
+        assert term.colours == []
+        assert "\a" not in term.raw
+
+
+def test_tab_completes_commands_and_names_and_up_recalls_your_last_line(scripted):
+    with Terminal(scripted.port, "alice") as term:
+        scripted.accept()
+        scripted.say(NAME_PROMPT)
+        assert scripted.next_line() == "alice"
+        scripted.say(render_welcome("alice", "bob"))
+        term.expect(rf"Welcome, alice! Here now: bob\.{PROMPT}")
+        term.type("/wh\t")
+        term.expect(r"> ?/who")
+        term.type("\r")
+        assert scripted.next_line() == "/who"
+        scripted.say(render_notice("12:00", "In lobby (2): alice, bob. 2 online in all."))
+        term.expect(rf"In lobby.*{PROMPT}")
+        term.type("/msg bo\t")
+        term.expect(r"> ?/msg bob")
+        term.type(" psst\r")
+        assert scripted.next_line() == "/msg bob psst"
+        term.expect(rf"In lobby.*{PROMPT}")  # /msg is echoed by the server, not the client
+        term.type("first\r")
+        assert scripted.next_line() == "first"
+        term.expect(rf"<alice> first{PROMPT}")
+        term.type(UP_ARROW + "\r")
+        assert scripted.next_line() == "first"
+        term.expect(rf"<alice> first.*<alice> first{PROMPT}")
+        term.type("\x04")
+        assert term.wait() == 0
 
 
 # -- with the real server ------------------------------------------------------------------
@@ -580,3 +759,136 @@ def test_two_clients_chat_through_the_real_server(server_process):
             bob.expect(rf"alice left \(quit\){PROMPT}")
             bob.type("\x04")
             assert bob.wait() == 0
+
+
+def test_join_with_tls_chats_through_the_real_server(tls_server, certificates):
+    trust = ("--tls", "--cafile", certificates["ca"])
+    with Terminal(tls_server.port, "alice", *trust) as alice:
+        alice.expect(rf"Welcome, alice!.*{PROMPT}")
+        alice.type("hello over tls\r")
+        alice.expect(rf"{STAMPED} <alice> hello over tls{PROMPT}")
+        code, out, err = finish(join_process(tls_server.port, "bot", b"build 1234 passed\n", *trust))
+        assert (code, err) == (0, "")
+        assert "*** Welcome, bot! Here now: alice." in out.splitlines()
+        alice.expect(rf"{STAMPED} <bot> build 1234 passed{PROMPT}")
+        alice.type("\x04")
+        assert alice.wait() == 0
+
+
+def test_a_piped_tls_client_half_closes_and_still_hears_the_servers_last_words(certificates):
+    server = ScriptedServer(tls=server_context(certificates["cert"], certificates["key"]))
+    try:
+        future, printed = in_background(piped(b"one\ntwo\n"), host="127.0.0.1", port=server.port, name="bot",
+                                        tls=client_context(certificates["ca"]))
+        server.welcome("bot")
+        assert [server.next_line() for _ in range(3)] == ["one", "two", None]
+        server.say("[12:00] <bob> bye bot")
+        server.close()
+        assert future.result(WAIT_SECONDS) == 0
+        assert printed.getvalue().splitlines()[-2:] == ["*** Welcome, bot! Nobody else is here yet.",
+                                                        "[12:00] <bob> bye bot"]
+    finally:
+        server.close()
+
+
+def test_a_piped_tls_client_hears_the_answers_to_its_last_commands(tls_server, certificates):
+    code, out, err = finish(join_process(tls_server.port, "bot", b"/who\n/rooms\n",
+                                         "--tls", "--cafile", certificates["ca"]))
+    assert (code, err) == (0, "")
+    answers = out.splitlines()[-2:]  # the server answers after the client's close_notify, too
+    assert re.fullmatch(rf"{STAMPED} \*\*\* In lobby \(\d+\): .*\bbot\b.*", answers[0]), out
+    assert re.fullmatch(rf"{STAMPED} \*\*\* lobby \(\d+\).*", answers[1]), out
+
+
+def test_tls_carries_lines_both_ways_at_once(start_server, certificates):
+    server = start_server(certfile=certificates["cert"], keyfile=certificates["key"], **UNLIMITED)
+    port = server.server_address[1]
+    count = 2000
+    flood = tls_peer(port, certificates["ca"])
+    flood.join("flood")
+    read_fd, write_fd = os.pipe()
+    stdin = open(read_fd)
+    try:
+        with open(write_fd, "wb") as bot_input:
+            future, printed = in_background(stdin, host="127.0.0.1", port=port, name="bot",
+                                            tls=client_context(certificates["ca"]))
+            flood.expect("bot joined")
+
+            def type_lines() -> None:
+                bot_input.write(b"".join(b"from bot %d\n" % n for n in range(count)))
+                bot_input.flush()
+
+            typing = threading.Thread(target=type_lines)
+            typing.start()
+            flood.send(b"".join(b"from flood %d\n" % n for n in range(count)))
+            heard = [re.sub(STAMPED, "", flood.next_line()) for _ in range(count)]
+            assert heard == [f" <bot> from bot {n}" for n in range(count)]
+            wait_for(lambda: printed.getvalue().count("<flood>") == count, what="the bot to hear the flood")
+            typing.join(WAIT_SECONDS)
+        assert future.result(WAIT_SECONDS) == 0  # its input ended: it half-closed, the server closed
+    finally:
+        stdin.close()
+        flood.close()
+    shown = [re.sub(STAMPED, "", line) for line in printed.getvalue().splitlines() if "<flood>" in line]
+    assert shown == [f" <flood> from flood {n}" for n in range(count)]
+
+
+def test_tls_verification_failure_is_one_line_and_exit_1(tls_server):
+    code, out, err = finish(join_process(tls_server.port, "alice", b"hi\n", "--tls"))
+    assert code == 1
+    assert err == (f"Error: TLS with 127.0.0.1:{tls_server.port} failed: certificate verify failed: "
+                   "unable to get local issuer certificate "
+                   "(use --cafile FILE to trust its CA, or --insecure)\n")
+
+
+def test_insecure_tls_connects_without_verifying(tls_server):
+    code, out, err = finish(join_process(tls_server.port, "alice", b"hi\n", "--tls", "--insecure"))
+    assert (code, err) == (0, "")
+    assert "*** Welcome, alice!" in out
+
+
+def test_tls_at_a_plain_server_is_one_line_and_exit_1(server):
+    port = server.server_address[1]
+    code, out, err = finish(join_process(port, "alice", b"hi\n", "--tls"))
+    assert code == 1
+    assert re.fullmatch(rf"Error: TLS with 127\.0\.0\.1:{port} failed: [^\n]+: is it serving TLS\?\n",
+                        err), err
+
+
+def test_cafile_without_tls_is_one_line_and_exit_1(tmp_path):
+    result = subprocess.run(join_command(7111, "alice", "--cafile", str(tmp_path / "ca.pem")),
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=REPO,
+                            timeout=WAIT_SECONDS)
+    assert (result.returncode, result.stderr) == (1, "Error: --cafile and --insecure need --tls\n")
+
+
+def test_a_password_file_lets_a_piped_client_in(password_server, password_file):
+    code, out, err = finish(join_process(password_server.port, "bot", b"hi\n",
+                                         "--password-file", password_file))
+    assert (code, err) == (0, "")
+    assert "*** Welcome, bot!" in out
+
+
+def test_the_password_can_come_from_the_environment(password_server):
+    code, out, err = finish(join_process(password_server.port, "bot", b"hi\n",
+                                         env=client_env(GROUPCHAT_PASSWORD=PASSWORD)))
+    assert (code, err) == (0, "")
+    assert "*** Welcome, bot!" in out
+
+
+def test_a_wrong_password_is_one_line_and_exit_1(password_server):
+    code, out, err = finish(join_process(password_server.port, "bot", b"hi\n",
+                                         env=client_env(GROUPCHAT_PASSWORD="wrong")))
+    assert code == 1
+    assert err == "Error: the server refused the password (from --password-file or GROUPCHAT_PASSWORD)\n"
+    assert out.splitlines()[-1] == "*** Sorry, wrong password; goodbye."
+
+
+def test_a_terminal_is_asked_for_the_servers_password(password_server):
+    with Terminal(password_server.port, "alice") as term:
+        term.expect(r"\nPassword:")
+        term.type(f"{PASSWORD}\r")
+        term.expect(rf"Welcome, alice!.*{PROMPT}")
+        term.type("\x04")
+        assert term.wait() == 0
+        assert PASSWORD not in term.text

@@ -1,0 +1,137 @@
+"""How lines look at a colour terminal, and when they ring: pure functions, no terminal needed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, WAIT_SECONDS
+from groupchat.colours import (
+    BELL,
+    BOLD,
+    HIGHLIGHT_STAMP_STYLE,
+    HIGHLIGHT_TEXT_STYLE,
+    NAME_COLOURS,
+    NOTICE_STYLE,
+    STAMP_STYLE,
+    Painter,
+    colour_allowed,
+    mentions,
+    name_colour,
+    should_ring,
+    style_line,
+    to_ansi,
+)
+
+MESSAGE = "[14:03] <bob> lunch, alice?"
+LINES = [
+    MESSAGE,
+    "[14:03] * bob waves at alice",
+    "[14:03] (private) <bob> psst",
+    "[14:03] (private to bob) <alice> psst",
+    "[14:03] *** alice is now known as al",
+    "*** Welcome, alice! Here now: bob.",
+    "[14:03] <alice> hi",
+    "[14:03] <bob> ",
+]
+
+
+def test_a_name_has_the_same_colour_whatever_its_case_and_in_every_run():
+    script = "from groupchat.colours import name_colour; print(name_colour('alice'), name_colour('bob'))"
+    runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                           env=dict(os.environ, PYTHONHASHSEED=seed), timeout=WAIT_SECONDS).stdout
+            for seed in ("1", "2")}
+    assert runs == {f"{name_colour('alice')} {name_colour('bob')}\n"}
+    assert name_colour("ALICE") == name_colour("alice")
+
+
+def test_names_spread_over_the_palette():
+    colours = {name_colour(f"user{n}") for n in range(50)}
+    assert colours <= set(NAME_COLOURS)
+    assert len(colours) >= len(NAME_COLOURS) - 2
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_the_fragments_join_back_into_the_line(line):
+    assert "".join(text for _, text in style_line(line, "alice")) == line
+
+
+def test_someone_elses_message_has_a_dim_stamp_and_a_coloured_bold_name():
+    assert style_line("[14:03] <bob> hi", "alice") == [
+        (STAMP_STYLE, "[14:03]"), ((), " "), ((BOLD, name_colour("bob")), "<bob>"), ((), " hi")]
+
+
+def test_an_action_and_a_private_message_colour_the_whole_mark():
+    assert style_line("[14:03] * bob waves", "carol")[2] == ((BOLD, name_colour("bob")), "* bob")
+    assert style_line("[14:03] (private to carol) <bob> psst", "bob")[2] == (
+        (BOLD, name_colour("bob")), "(private to carol) <bob>")
+
+
+@pytest.mark.parametrize("line", ["[14:03] *** alice joined", "*** What is your name?",
+                                  "*** Welcome, alice! Here now: bob."])
+def test_notices_and_handshake_lines_are_dimmed_whole_even_when_they_name_you(line):
+    assert style_line(line, "alice") == [(NOTICE_STYLE, line)]
+    assert not should_ring(line, "alice")
+
+
+def test_a_mention_is_highlighted_and_rings():
+    stamp, _, _, text = style_line(MESSAGE, "alice")
+    assert stamp == (HIGHLIGHT_STAMP_STYLE, "[14:03]")
+    assert text == (HIGHLIGHT_TEXT_STYLE, " lunch, alice?")
+    assert should_ring(MESSAGE, "alice")
+    assert should_ring("[14:03] * bob waves at ALICE", "alice")
+
+
+@pytest.mark.parametrize("text, name, mentioned", [
+    ("alice?", "alice", True),
+    ("@Alice: hi", "alice", True),
+    ("hi ALICE", "alice", True),
+    ("malice", "alice", False),
+    ("alice2 is here", "alice", False),
+    ("a.b here", "a.b", True),
+    ("axb here", "a.b", False),  # a name is matched as written, not as a pattern
+    ("ci-bot done", "ci-bot", True),
+])
+def test_a_mention_is_the_name_as_a_whole_word_ignoring_case(text, name, mentioned):
+    assert mentions(text, name) is mentioned
+
+
+def test_your_own_lines_are_yours_not_mentions():
+    own = "[14:03] <alice> I am alice"
+    assert style_line(own, "Alice")[3] == ((), " I am alice")
+    assert not should_ring(own, "Alice")
+
+
+def test_private_messages_are_highlighted_both_ways_and_ring_only_when_they_come_to_you():
+    incoming, outgoing = "[14:03] (private) <bob> psst", "[14:03] (private to bob) <alice> psst"
+    assert style_line(incoming, "alice")[3] == (HIGHLIGHT_TEXT_STYLE, " psst")
+    assert style_line(outgoing, "alice")[3] == (HIGHLIGHT_TEXT_STYLE, " psst")
+    assert should_ring(incoming, "alice")
+    assert not should_ring(outgoing, "alice")
+
+
+def test_ansi_resets_after_each_styled_fragment_and_skips_empty_ones():
+    assert to_ansi([((BOLD, 31), "<bob>"), ((), " hi"), ((BOLD,), "")]) == "\x1b[1;31m<bob>\x1b[0m hi"
+
+
+def test_the_painter_without_colour_prints_the_line_exactly():
+    for line in LINES:
+        assert Painter(colour=False, bell=False).paint(line, "alice") == line
+
+
+def test_the_painter_rings_only_when_asked_and_the_line_calls_for_it():
+    assert Painter(colour=False, bell=True).paint(MESSAGE, "alice") == MESSAGE + BELL
+    assert Painter(colour=False, bell=True).paint("[14:03] <bob> hi", "alice") == "[14:03] <bob> hi"
+    assert Painter(colour=False, bell=False).paint(MESSAGE, "alice") == MESSAGE
+    coloured = Painter(colour=True, bell=True).paint(MESSAGE, "alice")
+    assert coloured == to_ansi(style_line(MESSAGE, "alice")) + BELL
+
+
+def test_no_color_with_any_value_turns_colour_off():
+    assert colour_allowed({"TERM": "xterm"})
+    assert colour_allowed({"NO_COLOR": ""})
+    assert not colour_allowed({"NO_COLOR": "1"})
+    assert not colour_allowed({"NO_COLOR": "yes please"})
