@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
+
+from groupchat.tls import TLSConnection
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ class Outbox:
     :attr:`overflowed`.
     """
 
-    def __init__(self, sock: socket.socket, limit: int, name: str = "peer",
+    def __init__(self, sock: Union[socket.socket, TLSConnection], limit: int, name: str = "peer",
                  missed: Optional[Callable[[int], bytes]] = None) -> None:
         self.limit = limit
         self.overflowed = False  # cut off: what could not be dropped passed the limit
@@ -57,7 +59,7 @@ class Outbox:
         self._ending = False
         self._held = False  # queue everything until release(): see hold()
         self._held_at = 0
-        # TLS sockets take no flags: everything goes through the writer there.
+        # A TLS connection takes no flags: everything goes through the writer there.
         self._direct = _DONTWAIT is not None and type(sock) is socket.socket
 
     def put(self, data: bytes, droppable: bool = False) -> None:
@@ -180,8 +182,7 @@ class Outbox:
 
     def _shutdown_socket(self, how: int = socket.SHUT_RDWR) -> None:
         try:
-            # socket.socket's own shutdown: SSLSocket's would drop TLS for the bytes after it.
-            socket.socket.shutdown(self._sock, how)
+            self._sock.shutdown(how)
         except OSError:
             pass
 

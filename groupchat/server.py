@@ -13,12 +13,11 @@ import resource
 import signal
 import socket
 import socketserver
-import ssl
 import struct
 import sys
 import threading
 import time
-from typing import Optional, TextIO
+from typing import Optional, TextIO, Union
 
 from groupchat import __version__
 from groupchat.access import Admission, BanList
@@ -31,7 +30,7 @@ from groupchat.outbox import Outbox
 from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, format_address, render_refusal
 from groupchat.registry import Member, Registry
 from groupchat.settings import ServerSettings
-from groupchat.tls import describe_tls_error, server_context
+from groupchat.tls import TLSConnection, describe_tls_error, server_context
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +48,20 @@ class ChatHandler(socketserver.BaseRequestHandler):
 
     Reads are bounded in time by SO_RCVTIMEO (the handshake, then the idle timeout) rather
     than by Python's socket timeout, which would make the outbox's non-blocking sends wait.
+    Over TLS the reader and the outbox's writer share one :class:`TLSConnection`.
     """
 
     server: "ChatServer"
 
     def setup(self) -> None:
-        self.sock: socket.socket = self.request
+        self.sock: Union[socket.socket, TLSConnection] = self.request
         self.member: Optional[Member] = None
         self.reason = "connection closed"
         tune_socket(self.sock, self.server.settings.stall_timeout)
 
     def handle(self) -> None:
         settings = self.server.settings
-        set_receive_timeout(self.sock, settings.handshake_timeout)
+        set_receive_timeout(self.request, settings.handshake_timeout)
         if self.server.tls is not None and not self._start_tls():
             return
         address = format_address(self.client_address)
@@ -72,7 +72,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.server.chat.greet(self.member)
         try:
             self._relay()
-        except (BlockingIOError, socket.timeout):  # the receive timeout ran out
+        except BlockingIOError:  # the receive timeout (SO_RCVTIMEO) ran out
             timeout = settings.idle_timeout if self.member.name else settings.handshake_timeout
             self._hang_up(f"nothing came for {timeout:g} seconds" if self.member.name
                           else f"no name came within {timeout:g} seconds")
@@ -100,21 +100,18 @@ class ChatHandler(socketserver.BaseRequestHandler):
                 continue
             if self.member.name is not None:
                 named = True
-                set_receive_timeout(self.sock, settings.idle_timeout)
+                set_receive_timeout(self.request, settings.idle_timeout)
             else:  # the handshake has one deadline, however slowly its bytes trickle in
-                set_receive_timeout(self.sock, max(0.001, handshake_ends - time.monotonic()))
+                set_receive_timeout(self.request, max(0.001, handshake_ends - time.monotonic()))
 
     def _start_tls(self) -> bool:
         """The TLS handshake, in this connection's own thread, bounded by the handshake timeout."""
         try:
-            self.sock = self.server.tls.wrap_socket(self.sock, server_side=True,
-                                                    do_handshake_on_connect=False)
-            set_receive_timeout(self.sock, self.server.settings.handshake_timeout)
-            self.sock.do_handshake()
+            self.sock = TLSConnection(self.request, self.server.tls, server_side=True)
             return True
         except (OSError, ValueError) as exc:
             log.info("%s: TLS handshake failed: %s", format_address(self.client_address),
-                     "timed out" if isinstance(exc, socket.timeout) else describe_tls_error(exc))
+                     "timed out" if isinstance(exc, BlockingIOError) else describe_tls_error(exc))
             return False
 
     def _hang_up(self, why: str) -> None:
@@ -128,8 +125,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
             self.outbox.flush(self.server.settings.shutdown_flush)
             self.outbox.close()
             self.server.chat.leave(self.member, self.reason)
-        if self.sock is not self.request:  # the TLS socket, which socketserver doesn't know
-            self.sock.close()
+
 
 
 class ChatServer(socketserver.ThreadingTCPServer):
@@ -267,16 +263,12 @@ def tune_socket(sock: socket.socket, stall_timeout: float) -> None:
 
 
 def set_receive_timeout(sock: socket.socket, seconds: float) -> None:
-    """Make a blocking recv give up after ``seconds`` without data; 0 waits for ever.
+    """Make a blocking recv give up (EAGAIN) after ``seconds`` without data; 0 waits for ever.
 
-    A plain socket gets SO_RCVTIMEO (recv then fails with EAGAIN), which leaves sends free to
-    be non-blocking.  A TLS socket retries reads that fail so, so it gets Python's timeout;
-    its outbox always uses the writer thread, which such a timeout cannot hold up.
+    SO_RCVTIMEO rather than Python's socket timeout, which would make the outbox's
+    non-blocking sends wait for the socket to be writable.
     """
-    if isinstance(sock, ssl.SSLSocket):
-        sock.settimeout(seconds or None)
-    else:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(seconds))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(seconds))
 
 
 def timeval(seconds: float) -> bytes:
