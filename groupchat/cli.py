@@ -123,6 +123,54 @@ def join(host: str, port: int, name: str | None, tls: bool, cafile: str | None, 
                             tls=client_context(cafile, insecure) if tls else None, bell=not no_bell))
 
 
+@cli.command()
+@click.argument("scenario", type=click.Choice(["fanout", "latency", "scale"]))
+@click.option("--target", type=click.Choice(["groupchat", "relay", "ncat"]), default="groupchat",
+              show_default=True, help="Server to measure: started by the bench, unless --host/--port.")
+@click.option("--compare", metavar="T1,T2,...", default=None,
+              help="Measure several targets in interleaved rounds, e.g. groupchat,relay,ncat; "
+                   "the summary gives ratios to the naive relay.")
+@click.option("--rounds", type=click.IntRange(1), default=1, show_default=True,
+              help="Rounds per target.")
+@click.option("--host", default=None, help="Measure the server running here instead (with --port).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Its port.")
+@click.option("--clients", type=click.IntRange(1), default=None,
+              help="Clients connected; in scale, idle ones besides the senders.  "
+                   "[default: fanout 50, latency 50, scale 10000]")
+@click.option("--senders", type=click.IntRange(1), default=None,
+              help="Clients that send.  [default: fanout 5, latency 10, scale 1]")
+@click.option("--messages", type=click.IntRange(1), default=None,
+              help="Lines each sender sends.  [default: fanout 2000, latency 1000, scale 100]")
+@click.option("--size", type=click.IntRange(1, 4096), default=None,
+              help="Bytes per line, newline included.  [default: 64]")
+@click.option("--rate", type=click.FloatRange(0), default=None,
+              help="Lines per second per sender; 0: as fast as the server takes them.  "
+                   "[default: latency 100, others 0]")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Load generator processes.  [default: CPUs, at most 4]")
+@click.option("--server-arg", "server_args", multiple=True, metavar="ARG",
+              help="One more argument for the groupchat serve the bench starts (repeatable), "
+                   "e.g. --server-arg=--no-history.")
+@click.option("--timeout", type=click.FloatRange(1), default=10.0, show_default=True,
+              help="Seconds without progress before a round gives up (and counts what is "
+                   "missing as lost).")
+@click.option("--json", "json_output", is_flag=True, help="Print one JSON object instead of text.")
+def bench(scenario: str, target: str, compare: str | None, rounds: int, host: str | None,
+          port: int | None, clients: int | None, senders: int | None, messages: int | None,
+          size: int | None, rate: float | None, workers: int | None, server_args: tuple[str, ...],
+          timeout: float, json_output: bool) -> None:
+    """Measure a server under load: SCENARIO is fanout, latency or scale.  Exits 1 if any line
+    was lost, duplicated or reordered."""
+    from groupchat.bench import DEFAULT_WORKERS, run_bench
+
+    targets = [t.strip() for t in compare.split(",") if t.strip()] if compare else [target]
+    with _errors_as_one_line():
+        sys.exit(run_bench(scenario, targets=targets, host=host, port=port, clients=clients,
+                           senders=senders, messages=messages, size=size, rate=rate,
+                           rounds=rounds, workers=workers or DEFAULT_WORKERS,
+                           server_args=server_args, timeout=timeout, json_output=json_output))
+
+
 def _login_name() -> str:
     try:
         return getpass.getuser()

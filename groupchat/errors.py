@@ -43,3 +43,7 @@ class NoNewlineError(GroupchatError):
 
 class HistoryError(GroupchatError):
     """Raised when the history database cannot be opened, read or written; the message says which file and what to do."""
+
+
+class BenchError(GroupchatError):
+    """Raised when a benchmark cannot run: a server that does not start, a worker that dies."""

@@ -1,0 +1,439 @@
+"""The benchmark: its pure pieces called directly, then small real runs checked for correctness.
+
+No test here asserts a speed: the runs are tiny and check counts, integrity and the report's
+shape, so they hold on any machine.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import multiprocessing
+from multiprocessing import resource_tracker
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from conftest import Peer
+from groupchat import bench
+from groupchat.bench import BenchError, make_plan, percentile, run_bench, summarize
+from groupchat.loadgen import NcatDemux, SequenceChecker, make_line, scan_lines
+from groupchat.relay import NaiveRelay, RelayHandler
+
+SMALL = dict(clients=6, senders=2, messages=200, workers=2, timeout=15)
+
+
+# -- sequence checking ------------------------------------------------------------------------
+
+def test_lines_in_order_from_every_expected_sender_make_a_complete_receiver():
+    check = SequenceChecker(senders=[0, 1], count=3)
+    for seq in range(3):
+        assert check.record(0, seq) and check.record(1, seq)
+    assert check.complete
+    assert (check.expected, check.received, check.lost) == (6, 6, 0)
+    assert (check.duplicated, check.out_of_order, check.unexpected) == (0, 0, 0)
+
+
+def test_a_gap_never_filled_is_lost():
+    check = SequenceChecker(senders=[0], count=5)
+    for seq in (0, 1, 3, 4):
+        check.record(0, seq)
+    assert (check.received, check.lost, check.out_of_order) == (4, 1, 0)
+    assert not check.complete
+
+
+def test_lines_that_never_came_at_the_end_are_lost():
+    check = SequenceChecker(senders=[0, 1], count=4)
+    check.record(0, 0)
+    assert check.lost == 7
+
+
+def test_a_line_after_a_later_one_is_out_of_order_not_lost():
+    check = SequenceChecker(senders=[0], count=4)
+    for seq in (0, 2, 1, 3):
+        check.record(0, seq)
+    assert (check.received, check.out_of_order, check.lost, check.duplicated) == (4, 1, 0, 0)
+    assert check.complete
+
+
+@pytest.mark.parametrize("order", [(0, 0, 1), (0, 1, 0), (0, 2, 1, 1)])
+def test_a_line_seen_twice_is_duplicated_and_counted_once(order):
+    check = SequenceChecker(senders=[0], count=3)
+    results = [check.record(0, seq) for seq in order]
+    assert check.duplicated == 1
+    assert results.count(False) == 1
+    assert check.received == len(set(order))
+
+
+@pytest.mark.parametrize("sender, seq", [(7, 0), (0, -1), (0, 3)])
+def test_a_line_from_no_expected_sender_or_out_of_range_is_unexpected(sender, seq):
+    check = SequenceChecker(senders=[0, 1], count=3)
+    assert not check.record(sender, seq)
+    assert (check.unexpected, check.received) == (1, 0)
+
+
+def test_a_receiver_is_finished_once_every_senders_last_line_is_in():
+    check = SequenceChecker(senders=[0, 1], count=3)
+    for seq in (0, 2):
+        check.record(0, seq)
+    assert not check.finished
+    check.record(1, 2)
+    assert check.finished and check.lost == 3
+
+
+def test_a_sender_never_expects_its_own_lines():
+    check = SequenceChecker(senders=(s for s in [0, 1, 2] if s != 1), count=2)
+    assert check.expected == 4
+    assert not check.record(1, 0)
+
+
+# -- the bench line and the ncat stream -------------------------------------------------------
+
+@pytest.mark.parametrize("size", [20, 64, 200, 4096])
+def test_a_bench_line_has_the_asked_size_and_scans_back(size):
+    line = make_line(12, 345, 6789012345, size)
+    assert len(line) == size and line.endswith(b"\n")
+    assert scan_lines(b"[12:00] <c12> " + line) == [(12, 345, 6789012345)]
+
+
+def test_a_bench_line_is_never_shorter_than_its_header():
+    line = make_line(1, 2, 3, 1)
+    assert line == b"~1:2:3:\n"
+
+
+def test_lines_that_are_not_bench_lines_are_skipped():
+    data = b"*** Welcome, c1! Here now: c0.\n[12:00] *** c2 joined\n" + make_line(0, 0, 5, 32)
+    assert scan_lines(data) == [(0, 0, 5)]
+
+
+def test_ncat_chunks_cut_mid_line_are_put_back_together_per_user():
+    demux = NcatDemux()
+    out = demux.feed(b"<user4> ~4:0:1:\n~4:1:")
+    out += demux.feed(b"<user5> ~5:0:1:\n")
+    out += demux.feed(b"<user4> 1:\n")
+    assert scan_lines(out) == [(4, 0, 1), (5, 0, 1), (4, 1, 1)]
+
+
+def test_an_ncat_prefix_cut_between_reads_is_recognised():
+    demux = NcatDemux()
+    assert demux.feed(b"<user4> ~4:0:1:\n<use") == b"~4:0:1:\n"
+    assert demux.feed(b"r5> ~5:0:1:\n") == b"~5:0:1:\n"
+
+
+def test_ncat_announcements_pass_through_as_lines_that_are_not_bench_lines():
+    demux = NcatDemux()
+    out = demux.feed(b"<announce> 127.0.0.1 is connected as <user6>.\n"
+                     b"<announce> already connected: 127.0.0.1 as <user4>.\n<user4> ~4:0:9:xx\n")
+    assert scan_lines(out) == [(4, 0, 9)]
+
+
+def test_one_whole_ncat_chunk_takes_the_short_way():
+    demux = NcatDemux()
+    assert demux.feed(b"<user4> ~4:0:1:\n~4:1:1:\n") == b"~4:0:1:\n~4:1:1:\n"
+
+
+# -- statistics and the report ----------------------------------------------------------------
+
+def test_percentile_by_nearest_rank():
+    values = sorted([5, 1, 4, 2, 3])
+    assert [percentile(values, q) for q in (0, 20, 50, 90, 100)] == [1, 1, 3, 5, 5]
+    assert math.isnan(percentile([], 50))
+
+
+def test_percentile_of_many_values():
+    values = list(range(1000))
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 99.9)) == (499, 989, 998)
+
+
+def _result(target: str, rate: float, p50: float = 1.0, **changes) -> bench.RoundResult:
+    base = dict(target=target, round=1, ok=True, expected=10, delivered=10, lost=0, duplicated=0,
+                out_of_order=0, unexpected=0, dropped_clients=0, shed=0, timed_out=False, seconds=1.0,
+                deliveries_per_second=rate,
+                latency_ms={"p50": p50, "p90": p50, "p99": p50, "max": p50},
+                connect_seconds=0.1, settle_seconds=0.0, server_cpu=1.0, server_peak_rss_mb=20.0,
+                server_peak_threads=3, loadgen_cpu=0.5, loadgen_busiest_worker=0.3, workers=2)
+    return bench.RoundResult(**{**base, **changes})
+
+
+def test_summary_is_per_target_medians_and_ratios_to_the_relay():
+    results = [_result("groupchat", 300, p50=2), _result("relay", 100, p50=1),
+               _result("groupchat", 100, p50=4), _result("relay", 200, p50=1),
+               _result("groupchat", 200, p50=3), _result("relay", 300, p50=1)]
+    summary = summarize(results)
+    assert summary["reference"] == "relay"
+    assert summary["medians"]["groupchat"]["deliveries_per_second"] == 200
+    assert summary["ratios"]["groupchat"]["deliveries_per_second"] == 1.0
+    assert summary["ratios"]["groupchat"]["p50"] == 3.0
+    table = bench.format_table(summary)
+    assert re.search(r"latency p50 \(ms\)\s+3\.00 \(x3\.00\)\s+1\.00", table)
+
+
+def test_without_the_relay_there_are_no_ratios():
+    summary = summarize([_result("groupchat", 100)])
+    assert summary["ratios"] == {} and summary["reference"] is None
+    assert "(x" not in bench.format_table(summary)
+
+
+def test_a_metric_nobody_measured_is_left_out_of_the_table():
+    summary = summarize([_result("groupchat", 100, server_cpu=None, server_peak_rss_mb=None,
+                                 server_peak_threads=None)])
+    assert "server" not in bench.format_table(summary)
+
+
+def test_a_failed_round_says_what_went_wrong():
+    line = bench.describe_round(_result("groupchat", 100, ok=False, lost=3, duplicated=1,
+                                        errors=["c4: connection lost: closed by the server"]), 1)
+    assert "FAILED: 3 lost, 1 duplicated (c4: connection lost" in line
+
+
+# -- plans ------------------------------------------------------------------------------------
+
+def test_each_scenario_has_the_issues_defaults():
+    assert make_plan("fanout") == bench.LoadPlan("fanout", 50, 5, 2000, 64, 0.0)
+    assert make_plan("latency").connections == 50 and make_plan("latency").rate == 100
+    assert make_plan("scale", clients=10_000).connections == 10_001
+
+
+def test_expected_lines_are_every_senders_at_every_other_client():
+    assert make_plan("fanout", clients=6, senders=2, messages=200).expected == 2 * 200 * 5
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(scenario="chaos"), "unknown scenario"),
+    (dict(clients=1, senders=1), "at least two clients"),
+    (dict(senders=0), "at least 1"),
+    (dict(size=5000), "--size"),
+    (dict(rate=-1), "negative"),
+])
+def test_a_plan_that_makes_no_sense_is_refused(changes, message):
+    scenario = changes.pop("scenario", "fanout")
+    with pytest.raises(BenchError, match=message):
+        make_plan(scenario, **changes)
+
+
+def test_run_bench_refuses_bad_targets_and_half_addresses():
+    with pytest.raises(BenchError, match='unknown target "irc"'):
+        run_bench("fanout", targets=["irc"], out=io.StringIO())
+    with pytest.raises(BenchError, match="both --host and --port"):
+        run_bench("fanout", host="127.0.0.1", out=io.StringIO())
+    with pytest.raises(BenchError, match="one target"):
+        run_bench("fanout", targets=["groupchat", "relay"], host="127.0.0.1", port=1,
+                  out=io.StringIO())
+
+
+# -- /proc ------------------------------------------------------------------------------------
+
+def test_proc_status_and_stat_are_read_for_this_very_process():
+    import os
+
+    monitor = bench.ServerMonitor(os.getpid())
+    try:
+        assert monitor.peak_rss_bytes() > 1_000_000
+        assert monitor.cpu_seconds() > 0
+        assert int(monitor.status()["Threads"]) >= 2  # this thread and the sampler
+    finally:
+        monitor.close()
+
+
+# -- the naive relay --------------------------------------------------------------------------
+
+@pytest.fixture
+def start_relay() -> Iterator[Callable[..., NaiveRelay]]:
+    relays: list[tuple[NaiveRelay, threading.Thread]] = []
+
+    def start(handler: type = RelayHandler) -> NaiveRelay:
+        relay = NaiveRelay(("127.0.0.1", 0))
+        relay.RequestHandlerClass = handler
+        thread = threading.Thread(target=relay.serve_forever, kwargs={"poll_interval": 0.01})
+        thread.start()
+        relays.append((relay, thread))
+        return relay
+
+    yield start
+    for relay, thread in relays:
+        relay.shutdown()
+        relay.server_close()
+        thread.join(10)
+
+
+def test_the_relay_speaks_groupchats_handshake_and_relays_to_everyone_else(start_relay):
+    relay = start_relay()
+    alice, bob, carol = (Peer(relay.server_address) for _ in range(3))
+    try:
+        assert alice.join("alice") == "*** Welcome, alice!"
+        bob.join("bob")
+        carol.join("carol")
+        alice.say("hi all")
+        assert bob.next_line() == "<alice> hi all"
+        assert carol.next_line() == "<alice> hi all"
+        bob.say("hi alice")
+        assert alice.next_line() == "<bob> hi alice"  # not her own line first
+    finally:
+        for peer in (alice, bob, carol):
+            peer.close()
+
+
+# -- real runs --------------------------------------------------------------------------------
+
+def child_pids() -> set[int]:
+    """Processes this one started that still exist (zombies included), but multiprocessing's own
+    resource tracker, which lives as long as this process."""
+    found: set[int] = set()
+    for children in Path("/proc/self/task").glob("*/children"):
+        found.update(int(pid) for pid in children.read_text().split())
+    return found - {resource_tracker._resource_tracker._pid}
+
+
+@pytest.fixture
+def no_leftovers() -> Iterator[None]:
+    """Fail a test that leaves a server or a load generator worker running."""
+    before = child_pids()
+    yield
+    assert not multiprocessing.active_children()
+    assert child_pids() <= before
+
+
+def run_json(scenario: str, **options) -> tuple[int, dict]:
+    out = io.StringIO()
+    code = run_bench(scenario, json_output=True, out=out, err=io.StringIO(), **options)
+    text = out.getvalue()
+    assert text.count("\n") == 1, "one JSON object on one line"
+    return code, json.loads(text)
+
+
+def assert_all_delivered(report: dict, targets: list[str], rounds: int = 1) -> None:
+    assert report["ok"] is True
+    assert [r["target"] for r in report["rounds"]] == targets * rounds
+    for result in report["rounds"]:
+        assert result["ok"], result
+        assert result["delivered"] == result["expected"] == report["plan"]["expected"]
+        assert result["lost"] == result["duplicated"] == result["out_of_order"] == 0
+        assert result["unexpected"] == result["dropped_clients"] == 0
+        assert set(result["latency_ms"]) == {"p50", "p90", "p99", "max"}
+        assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["max"]
+        assert result["deliveries_per_second"] > 0
+        assert result["server_peak_threads"] >= 1 and result["server_peak_rss_mb"] > 0
+
+
+def test_fanout_against_groupchat_and_the_relay_interleaved_delivers_every_line(no_leftovers):
+    code, report = run_json("fanout", targets=["groupchat", "relay"], rounds=2, **SMALL)
+    assert code == 0
+    assert report["plan"] == {"scenario": "fanout", "connections": 6, "senders": 2,
+                              "messages": 200, "size": 64, "rate": 0.0, "expected": 2000}
+    assert_all_delivered(report, ["groupchat", "relay"], rounds=2)
+    assert report["reference"] == "relay"
+    assert set(report["medians"]) == set(report["ratios"]) == {"groupchat", "relay"}
+    assert report["ratios"]["relay"]["deliveries_per_second"] == 1.0
+    # groupchat: 6 handler threads and the main and accept threads at least
+    assert report["rounds"][0]["server_peak_threads"] >= 8
+
+
+def test_latency_at_a_fixed_rate_delivers_every_line(no_leftovers):
+    code, report = run_json("latency", clients=5, senders=2, messages=20, rate=100, workers=2,
+                            timeout=15)
+    assert code == 0
+    assert_all_delivered(report, ["groupchat"])
+    assert report["rounds"][0]["seconds"] >= 0.15  # 20 lines at 100/s take 0.19s
+
+
+def test_scale_connects_every_idle_client_and_each_gets_every_line(no_leftovers):
+    code, report = run_json("scale", targets=["groupchat", "relay"], clients=50, messages=20,
+                            workers=2, timeout=15)
+    assert code == 0
+    assert report["plan"]["connections"] == 51 and report["plan"]["expected"] == 50 * 20
+    assert_all_delivered(report, ["groupchat", "relay"])
+    assert all(r["server_peak_threads"] >= 51 for r in report["rounds"])
+
+
+@pytest.mark.skipif(shutil.which("ncat") is None, reason="ncat is not installed")
+def test_fanout_against_ncat_chat_delivers_every_line(no_leftovers):
+    code, report = run_json("fanout", targets=["ncat"], **SMALL)
+    assert code == 0
+    assert_all_delivered(report, ["ncat"])
+
+
+def test_text_report_has_a_line_per_round_and_the_table(no_leftovers):
+    out = io.StringIO()
+    code = run_bench("fanout", targets=["groupchat", "relay"], out=out, err=io.StringIO(),
+                     clients=4, senders=1, messages=50, workers=1, timeout=15)
+    text = out.getvalue()
+    assert code == 0
+    assert re.search(r"^groupchat round 1/1: 150 lines in .* ok$", text, re.MULTILINE)
+    assert re.search(r"^relay +round 1/1: 150 lines in .* ok$", text, re.MULTILINE)
+    assert re.search(r"^lines delivered/s +[\d,]+ \(x[\d.]+\) +[\d,]+$", text, re.MULTILINE)
+
+
+def test_a_running_server_given_by_address_is_benchmarked(server_process, no_leftovers):
+    server = server_process("--rate", "0")
+    code, report = run_json("fanout", host="127.0.0.1", port=server.port, **SMALL)
+    assert code == 0
+    (result,) = report["rounds"]
+    assert result["ok"] and result["delivered"] == 2000
+    assert result["server_cpu"] is None and result["server_peak_rss_mb"] is None
+    server.kill()
+
+
+def test_a_server_option_the_server_does_not_know_is_one_clear_error(no_leftovers):
+    with pytest.raises(BenchError, match=r"groupchat server refused its options .*--no-such"):
+        run_bench("fanout", server_args=["--no-such-option"], out=io.StringIO(), **SMALL)
+
+
+# -- a faulty server makes the bench fail -----------------------------------------------------
+
+class FaultyRelay(RelayHandler):
+    """The relay, but its 50th line from each sender is dropped, doubled, swapped with the 51st, or
+    replaced by groupchat's notice that it was dropped."""
+
+    fault = "drop"
+
+    def handle(self) -> None:
+        sock = self.request
+        sock.sendall(b"*** What is your name?\n")
+        name = self.rfile.readline().decode().strip()
+        with self.server.lock:
+            sock.sendall(f"*** Welcome, {name}!\n".encode())
+            self.server.peers.add(sock)
+        held = None
+        for number, raw in enumerate(self.rfile):
+            data = f"<{name}> ".encode() + raw
+            if number == 50:
+                if self.fault in ("drop", "swap"):
+                    held = data if self.fault == "swap" else None
+                    continue
+                if self.fault == "shed":  # as groupchat does for a reader it finds too slow
+                    data = b"[12:00] *** You missed 1 messages while you were not reading; " \
+                           b"/history 1 shows them.\n"
+                else:
+                    data *= 2
+            if held and number == 51:
+                data += held
+            with self.server.lock:
+                for peer in self.server.peers:
+                    if peer is not sock:
+                        try:
+                            peer.sendall(data)
+                        except OSError:
+                            pass
+
+
+@pytest.mark.parametrize("fault, counted", [("drop", "lost"), ("double", "duplicated"),
+                                            ("swap", "out_of_order"), ("shed", "lost")])
+def test_a_line_lost_doubled_or_reordered_fails_the_bench(start_relay, no_leftovers, fault, counted):
+    handler = type("Faulty", (FaultyRelay,), {"fault": fault})
+    relay = start_relay(handler)
+    code, report = run_json("fanout", targets=["relay"], host="127.0.0.1",
+                            port=relay.server_address[1], clients=3, senders=1, messages=100,
+                            workers=1, timeout=5)
+    assert code == 1
+    (result,) = report["rounds"]
+    assert not result["ok"] and not report["ok"]
+    assert result[counted] == 2  # at each of the two receivers
+    others = {"lost", "duplicated", "out_of_order"} - {counted}
+    assert all(result[key] == 0 for key in others)
+    assert result["shed"] == (2 if fault == "shed" else 0)
+    assert not result["timed_out"]  # every sender's last line came: no need to wait for more
