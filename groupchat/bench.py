@@ -76,8 +76,11 @@ DEFAULT_WORKERS = min(4, CPUS)
 # long the bench waits for lines that will never come before it counts them lost.
 DEFAULT_TIMEOUT = 10.0
 # Options given to every ``groupchat serve`` the bench starts, before the caller's own:
-# what protects a public server (flood control, connection caps) would throttle the load.
-DEFAULT_SERVER_ARGS = ("--rate", "0", "--max-clients", "0", "--max-per-address", "0")
+# what protects a public server (flood control, connection caps) would throttle the load,
+# and the load generator, sharing the machine's cores with the server, can read slower
+# than the server sends: a 32 MiB backlog lets a client that keeps reading lose nothing.
+DEFAULT_SERVER_ARGS = ("--rate", "0", "--max-clients", "0", "--max-per-address", "0",
+                       "--max-queue", str(32 << 20))
 # ncat --chat waits with select(): it cannot hold more descriptors than FD_SETSIZE (1024);
 # 1,016 clients work, 1,023 do not.
 NCAT_MAX_CLIENTS = 1016

@@ -167,25 +167,25 @@ class Chat:
         :mod:`groupchat.notices`); one with a reason worth reading (a quit message, a kick,
         a cut-off) is told at once.
         """
-        room = member.room
-        left_behind = self.registry.disconnect(member)
-        if left_behind is None:
+        room = self.registry.disconnect(member)
+        if room is None:
             return
         reason = member.leave_reason or reason
         log.info("%s left from %s%s", member.name, member.address, f" ({reason})" if reason else "")
         if reason.startswith(PLAIN_DISCONNECTS):
-            self._tell_room(left_behind, self.notices.add(room, LEFT, member.name, len(left_behind)))
+            self._tell_room(room, self.notices.add(room, LEFT, member.name, len(room)))
         else:
-            self._send_all(left_behind, self._notice(f"{member.name} left ({reason})"))
+            self._send_all(self.registry.members_in(room), self._notice(f"{member.name} left ({reason})"))
 
     def tell_due_notices(self) -> None:
         """Tell each room the comings and goings that waited for its next notice line."""
         for room, text in self.notices.take_due():
-            self._tell_room(self.registry.members_in(room), text)
+            self._tell_room(room, text)
 
-    def _tell_room(self, members: Iterable[Member], text: Optional[str]) -> None:
+    def _tell_room(self, room: Room, text: Optional[str], besides: Optional[Member] = None) -> None:
         if text is not None:
-            self._send_all(members, self._notice(text))
+            self._send_all((m for m in self.registry.members_in(room) if m is not besides),
+                           self._notice(text))
 
     def announce(self, text: str) -> None:
         """A server notice to every member in every room."""
@@ -225,12 +225,11 @@ class Chat:
         The member's outbox holds live lines while the greeting is made, and history stops
         exactly where live delivery starts, so nothing is shown twice or missed.
         """
-        room_before = member.room
         member.outbox.hold()
-        left_behind, already_there, live_from = self.registry.enter(
+        room_before, room, live_from = self.registry.enter(
             member, room_name, (lambda: self.history.next_id) if self.history else (lambda: 0))
-        room = member.room
-        others = list_names([m.name for m in already_there], MAX_LISTED_NAMES)
+        names, count = self.registry.glimpse(room, member, MAX_LISTED_NAMES)
+        others = list_names(names, MAX_LISTED_NAMES, total=count)
         greeting = [render_welcome(member.name, others) if welcome else self._notice(
             f"You are now in {room.name}. " + (f"Here now: {others}." if others else "Nobody else is here yet."))]
         if room.topic:
@@ -240,8 +239,8 @@ class Chat:
             greeting += played + [self._notice(LIVE_MARKER)]
         member.outbox.release(b"".join(map(encode_line, greeting)))
         if room_before is not None:
-            self._send_all(left_behind, self._notice(f"{member.name} went to {room.name}"))
-        self._tell_room(already_there, self.notices.add(room, JOINED, member.name, len(already_there)))
+            self._tell_room(room_before, f"{member.name} went to {room.name}")
+        self._tell_room(room, self.notices.add(room, JOINED, member.name, count), besides=member)
 
     def _replay(self, room: str, count: int, before: Optional[int] = None) -> list[str]:
         """A room's last ``count`` stored lines, as history lines; none if history cannot be read."""

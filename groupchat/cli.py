@@ -21,6 +21,7 @@ from groupchat.settings import (
     HANDSHAKE_TIMEOUT_SECONDS,
     MAX_CLIENTS,
     MAX_PER_ADDRESS,
+    MAX_QUEUED_BYTES,
     PASSWORD_ENV,
     ServerSettings,
     read_secret,
@@ -44,6 +45,10 @@ def cli() -> None:
               help="Lines per second one connection may send on average; 0 turns flood control off.")
 @click.option("--burst", type=click.IntRange(1), default=DEFAULT_BURST, show_default=True,
               help="Lines one connection may send at once before --rate applies.")
+@click.option("--max-queue", "max_queued_bytes", type=click.IntRange(4096), default=MAX_QUEUED_BYTES,
+              show_default=True, metavar="BYTES",
+              help="Outgoing bytes that may wait for one client before its oldest room messages "
+                   "are dropped for it.")
 @click.option("--max-clients", type=click.IntRange(0), default=MAX_CLIENTS, show_default=True,
               help="Most connections at once; 0: no limit.")
 @click.option("--max-per-address", type=click.IntRange(0), default=MAX_PER_ADDRESS,

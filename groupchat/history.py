@@ -42,6 +42,9 @@ MAX_HISTORY = 500  # most messages one recent() returns
 MAX_SEARCH = 50  # most matches one search() returns
 # Messages held in memory while the disk refuses them; past this the oldest are dropped, counted.
 MAX_PENDING = 100_000
+# How long the writer lets messages gather before a commit: at a chat's usual pace this
+# turns a commit (and fsync) per message into one per window, for a crash window this long.
+COMMIT_WINDOW_SECONDS = 0.01
 # Past this many waiting, senders are slowed (see wait_for_room) rather than history lost:
 # only a flood faster than the disk, with flood control off, gets here.
 HIGH_WATER = 2_000
@@ -113,6 +116,7 @@ class HistoryStore:
 
     max_pending = MAX_PENDING
     high_water = HIGH_WATER
+    commit_window = COMMIT_WINDOW_SECONDS
     retry_interval = RETRY_SECONDS
     prune_interval = PRUNE_INTERVAL_SECONDS
 
@@ -313,6 +317,8 @@ class HistoryStore:
                     self._wake.wait_for(lambda: self._closing or self._queue,
                                         None if self.retention is None
                                         else max(0.0, next_prune - time.monotonic()))
+                    if self._queue and not self._closing:  # let a group gather: one commit for it
+                        self._wake.wait_for(lambda: self._closing, self.commit_window)
                 rows = list(self._queue)
                 self._queue.clear()
                 closing = self._closing

@@ -283,16 +283,17 @@ def render_welcome(name: str, others: str) -> str:
     return f"{WELCOME_PREFIX}{name}! Here now: {others}."
 
 
-def list_names(names: list[str], cap: int) -> str:
-    """Names for a line, at most ``cap`` of them, so a crowd costs a bounded number of bytes.
+def list_names(names: list[str], cap: int, total: Optional[int] = None) -> str:
+    """Names for a line, at most ``cap`` of them, so a crowd costs a bounded number of bytes;
+    ``total`` counts those not passed in too.
 
     >>> list_names(["a", "b", "c"], 2)
     'a, b and 1 other'
-    >>> list_names(["a"] * 10002, 2)
-    'a, a and 10,000 others'
+    >>> list_names(["a", "b"], 2, total=10002)
+    'a, b and 10,000 others'
     """
     shown = ", ".join(names[:cap])
-    more = len(names) - cap
+    more = (len(names) if total is None else total) - min(cap, len(names))
     if more <= 0:
         return shown
     return f"{shown} and {more:,} other{'s' if more > 1 else ''}"

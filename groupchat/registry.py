@@ -7,6 +7,7 @@ fan-out elsewhere.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
@@ -38,12 +39,38 @@ class Member:
 
 
 class Room:
-    """A room: its members as a snapshot tuple (replaced, never changed) and its topic."""
+    """A room: its members and its topic.  Only the :class:`Registry` changes it, under its lock.
+
+    Members are kept in insertion order with O(1) joins and leaves; :attr:`members` is a
+    snapshot tuple rebuilt on the first read after a change, so a crowd arriving costs no
+    copying until someone speaks.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.members: tuple[Member, ...] = ()
         self.topic = ""
+        self._members: dict[Member, None] = {}
+        self._snapshot: Optional[tuple[Member, ...]] = ()
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        if self._snapshot is None:
+            self._snapshot = tuple(self._members)
+        return self._snapshot
+
+    def add(self, member: Member) -> None:
+        self._members[member] = None
+        self._snapshot = None
+
+    def discard(self, member: Member) -> None:
+        self._members.pop(member, None)
+        self._snapshot = None
+
+    def first_names(self, count: int, besides: Member) -> list[str]:
+        return [m.name for m in itertools.islice(self._members, count + 1) if m is not besides][:count]
+
+    def __len__(self) -> int:
+        return len(self._members)
 
 
 class RoomInfo(NamedTuple):
@@ -89,45 +116,47 @@ class Registry:
             return old
 
     def enter(self, member: Member, room_name: str, mark: Callable[[], int] = lambda: 0,
-              ) -> tuple[tuple[Member, ...], tuple[Member, ...], int]:
-        """Move a named member into a room (made if new).
+              ) -> tuple[Optional[Room], Room, int]:
+        """Move a named member into a room (made if new): O(1), however full the room.
 
-        Return who stays behind, who was there, and ``mark()`` taken at the moment of entering:
-        with :meth:`roommates`' ``record`` this tells what the member gets live from what
-        was said before it came.
+        Return the room it left (if any), the room it is in, and ``mark()`` taken at the
+        moment of entering: with :meth:`roommates`' ``record`` this tells what the member
+        gets live from what was said before it came.
         """
         key = name_key(room_name)
         with self._lock:
-            if member not in self._connections:
-                return (), (), mark()
-            left_behind = self._remove_from_room(member)
+            left = self._remove_from_room(member)
+            if member not in self._connections:  # gone meanwhile: a room of its own, shared by none
+                return left, Room(room_name), mark()
             room = self._rooms.get(key)
             if room is None:
                 room = self._rooms[key] = Room(room_name)
-            already_there = room.members
-            room.members = already_there + (member,)
+            room.add(member)
             member.room = room
-            return left_behind, already_there, mark()
+            return left, room, mark()
 
-    def disconnect(self, member: Member) -> Optional[tuple[Member, ...]]:
-        """Forget a connection; if it was in a room, return who is left there (to hear it left)."""
+    def disconnect(self, member: Member) -> Optional[Room]:
+        """Forget a connection; return the room it was in, if any (so that room hears it left)."""
         with self._lock:
             self._connections.discard(member)
             if member.name is not None and self._names.get(name_key(member.name)) is member:
                 del self._names[name_key(member.name)]
-            if member.room is None:
-                return None
             return self._remove_from_room(member)
 
-    def _remove_from_room(self, member: Member) -> tuple[Member, ...]:
+    def _remove_from_room(self, member: Member) -> Optional[Room]:
         room = member.room
         if room is None:
-            return ()
-        room.members = tuple(m for m in room.members if m is not member)
-        if not room.members:
+            return None
+        room.discard(member)
+        if not room:
             del self._rooms[name_key(room.name)]
         member.room = None
-        return room.members
+        return room
+
+    def glimpse(self, room: Room, besides: Member, count: int) -> tuple[list[str], int]:
+        """The first ``count`` names in a room and how many are there, ``besides`` not counted."""
+        with self._lock:
+            return room.first_names(count, besides), len(room) - (besides.room is room)
 
     def roommates(self, member: Member, record: Optional[Callable[[Room], object]] = None,
                   ) -> tuple[Member, ...]:
@@ -161,7 +190,7 @@ class Registry:
     def rooms(self) -> list[RoomInfo]:
         """Every room with its member count and topic, largest first."""
         with self._lock:
-            infos = [RoomInfo(r.name, len(r.members), r.topic) for r in self._rooms.values()]
+            infos = [RoomInfo(r.name, len(r), r.topic) for r in self._rooms.values()]
         return sorted(infos, key=lambda info: (-info.count, name_key(info.name)))
 
     def named(self) -> list[Member]:

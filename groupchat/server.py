@@ -34,7 +34,7 @@ from groupchat.tls import TLSConnection, describe_tls_error, server_context
 
 log = logging.getLogger(__name__)
 
-RECV_BYTES = 64 * 1024
+RECV_BYTES = 16 * 1024  # a blocked recv holds this much per connection
 # Handler and writer threads need little stack; small stacks let thousands of them fit.
 THREAD_STACK_BYTES = 256 * 1024
 SEND_BUFFER_BYTES = 256 * 1024  # plenty for a LAN's bandwidth times its delay
