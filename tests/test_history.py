@@ -547,10 +547,6 @@ def measure() -> None:
                   f"{count / saved:,.0f}/s")
 
 
-if __name__ == "__main__":
-    measure()
-
-
 def test_append_gives_increasing_ids_that_survive_a_restart_and_bound_recent(db_path):
     with HistoryStore.open(db_path) as store:
         first = store.append("lobby", "alice", "message", "one")
@@ -559,3 +555,7 @@ def test_append_gives_increasing_ids_that_survive_a_restart_and_bound_recent(db_
         assert texts(store.recent("lobby", before=second)) == ["one"]
     with HistoryStore.open(db_path) as store:
         assert store.append("lobby", "bob", "message", "three") == second + 1
+
+
+if __name__ == "__main__":
+    measure()
