@@ -45,6 +45,7 @@ MAX_PENDING = 100_000
 # How long the writer lets messages gather before a commit: at a chat's usual pace this
 # turns a commit (and fsync) per message into one per window, for a crash window this long.
 COMMIT_WINDOW_SECONDS = 0.01
+READERS = 4  # read-only connections kept open for replays and searches
 # Past this many waiting, senders are slowed (see wait_for_room) rather than history lost:
 # only a flood faster than the disk, with flood control off, gets here.
 HIGH_WATER = 2_000
@@ -139,6 +140,9 @@ class HistoryStore:
         self._dropped = 0
         self._failing = False
         self._closing = False
+        self._readers_free = threading.Condition()  # guards the two below
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._readers_open = 0
         self._writer = threading.Thread(target=self._write_until_closed, name="history-writer",
                                         daemon=True)
         self._writer.start()
@@ -243,6 +247,10 @@ class HistoryStore:
             log.error("history: %s did not finish saving within %gs", self.path, timeout)
             return False
         self._db.close()
+        with self._readers_free:
+            for reader in self._idle_readers:
+                reader.close()
+            self._idle_readers.clear()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
@@ -284,18 +292,30 @@ class HistoryStore:
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
-        """A connection to read on: a file's own read-only one (WAL lets it run beside the writer),
-        or the one in-memory database, taken in turn with the writer."""
+        """A connection to read on: one of a few read-only ones kept for the file (WAL lets
+        them run beside the writer), or the one in-memory database, taken in turn with the
+        writer.  Keeping a few, rather than one per read, bounds the memory and the cost of
+        a crowd joining at once."""
         if self.path is None:
             with self._db_lock:
                 yield self._db
             return
-        db = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
-        try:
+        with self._readers_free:
+            db = self._idle_readers.pop() if self._idle_readers else None
+            if db is None and self._readers_open < READERS:
+                self._readers_open += 1
+            elif db is None:
+                self._readers_free.wait_for(lambda: self._idle_readers)
+                db = self._idle_readers.pop()
+        if db is None:
+            db = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, check_same_thread=False)
             _add_functions(db)
+        try:
             yield db
         finally:
-            db.close()
+            with self._readers_free:
+                self._idle_readers.append(db)
+                self._readers_free.notify()
 
     def _wait_for_writer(self, timeout: float) -> bool:
         with self._lock:
