@@ -96,7 +96,7 @@ def test_disconnect_is_announced_and_leaves_nothing_behind(server, connect):
     bob.close()
     alice.expect(f"^{STAMP}\\*\\*\\* bob left")
     wait_for(lambda: len(server.registry) == 1, what="bob to be unregistered")
-    wait_for(lambda: threading.active_count() == threads_before, what="bob's threads to end")
+    wait_for(lambda: threading.active_count() <= threads_before, what="bob's threads to end")
 
 
 @pytest.mark.parametrize("how", ["reset", "half-close", "close"])
@@ -115,7 +115,7 @@ def test_abrupt_disconnects_leave_registry_and_threads_as_they_were(server, conn
             peer.close()
         alice.expect(f"p{i} left")
     wait_for(lambda: len(server.registry) == 1, what="the registry to be back to alice alone")
-    wait_for(lambda: threading.active_count() == threads_before, what="the thread count to return")
+    wait_for(lambda: threading.active_count() <= threads_before, what="the thread count to return")
     connect("bob")
     alice.expect("bob joined")
 
