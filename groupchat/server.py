@@ -35,6 +35,7 @@ from groupchat.tls import TLSConnection, describe_tls_error, server_context
 log = logging.getLogger(__name__)
 
 RECV_BYTES = 16 * 1024  # a blocked recv holds this much per connection
+TLS_HANDSHAKE_RECORD = b"\x16\x03"  # how a TLS client's first bytes start: not a name
 # Handler and writer threads need little stack; small stacks let thousands of them fit.
 THREAD_STACK_BYTES = 256 * 1024
 SEND_BUFFER_BYTES = 256 * 1024  # plenty for a LAN's bandwidth times its delay
@@ -93,16 +94,19 @@ class ChatHandler(socketserver.BaseRequestHandler):
         bucket = TokenBucket(settings.rate, settings.burst)
         handshake_ends = time.monotonic() + settings.handshake_timeout
         named = False
-        while data := self.sock.recv(RECV_BYTES):
+        data = self.sock.recv(RECV_BYTES)
+        if self.server.tls is None and data.startswith(TLS_HANDSHAKE_RECORD):
+            self._hang_up("this server does not speak TLS (connect without --tls)")
+            return
+        while data:
             for run in paced(lines.feed(data), bucket):
                 receive(self.member, run)
-            if named:
-                continue
-            if self.member.name is not None:
+            if not named and self.member.name is not None:
                 named = True
                 set_receive_timeout(self.request, settings.idle_timeout)
-            else:  # the handshake has one deadline, however slowly its bytes trickle in
+            elif not named:  # the handshake has one deadline, however slowly its bytes trickle in
                 set_receive_timeout(self.request, max(0.001, handshake_ends - time.monotonic()))
+            data = self.sock.recv(RECV_BYTES)
 
     def _start_tls(self) -> bool:
         """The TLS handshake, in this connection's own thread, bounded by the handshake timeout."""

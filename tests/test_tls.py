@@ -139,3 +139,20 @@ def assert_closed(sock: socket.socket) -> None:
             pass
     except ConnectionResetError:  # closed with our plain text unread: RST, which is closed too
         pass
+
+
+def test_a_tls_client_on_a_plain_port_is_told_in_one_line_and_never_named(server):
+    context = ssl.create_default_context(cafile=None)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(server.server_address[:2], timeout=WAIT_SECONDS) as raw:
+        with pytest.raises(ssl.SSLError):  # the server answers in plain text, not TLS
+            context.wrap_socket(raw, server_hostname="127.0.0.1")
+    assert len(server.registry.named()) == 0
+    plain = Peer(server.server_address)
+    raw_hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32)) + b"\n"
+    assert plain.next_line() == "*** What is your name?"
+    plain.send(raw_hello)
+    assert plain.expect_eof() == [
+        "*** Sorry, this server does not speak TLS (connect without --tls); goodbye."]
+    plain.close()
