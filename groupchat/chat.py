@@ -229,6 +229,11 @@ class Chat:
         room_before, room, live_from = self.registry.enter(
             member, room_name, (lambda: self.history.next_id) if self.history else (lambda: 0))
         names, count = self.registry.glimpse(room, member, MAX_LISTED_NAMES)
+        # The rooms hear of it before the member hears its welcome, so anything that follows
+        # the welcome (its first line, the next person to come) comes after the notice too.
+        if room_before is not None:
+            self._tell_room(room_before, f"{member.name} went to {room.name}")
+        self._tell_room(room, self.notices.add(room, JOINED, member.name, count), besides=member)
         others = list_names(names, MAX_LISTED_NAMES, total=count)
         greeting = [render_welcome(member.name, others) if welcome else self._notice(
             f"You are now in {room.name}. " + (f"Here now: {others}." if others else "Nobody else is here yet."))]
@@ -238,9 +243,6 @@ class Chat:
         if played:
             greeting += played + [self._notice(LIVE_MARKER)]
         member.outbox.release(b"".join(map(encode_line, greeting)))
-        if room_before is not None:
-            self._tell_room(room_before, f"{member.name} went to {room.name}")
-        self._tell_room(room, self.notices.add(room, JOINED, member.name, count), besides=member)
 
     def _replay(self, room: str, count: int, before: Optional[int] = None) -> list[str]:
         """A room's last ``count`` stored lines, as history lines; none if history cannot be read."""
