@@ -58,6 +58,7 @@ class Outbox:
         self._sending = False
         self._ending = False
         self._held = False  # queue everything until release(): see hold()
+        self._partial_head = False  # the queue starts with the rest of a half-sent line
         self._held_at = 0
         # A TLS connection takes no flags: everything goes through the writer there.
         self._direct = _DONTWAIT is not None and type(sock) is socket.socket
@@ -109,6 +110,7 @@ class Outbox:
                 return
             if sent:  # the rest of a line already half on the wire must follow it
                 data, droppable = data[sent:], False
+                self._partial_head = True  # (the queue was empty: this is its head)
         self._queue_locked(data, droppable)
         if self.closed or self._held:
             return
@@ -195,10 +197,12 @@ class Outbox:
                     self._writer = None
                     self._changed.notify_all()
                     return
-                data = b"".join(data for data, _ in self._queue)
-                if self._missed:
-                    data = self._missed_line(self._missed) + data
+                chunks = [data for data, _ in self._queue]
+                if self._missed:  # in place of what was shed, but never inside a line
+                    chunks.insert(1 if self._partial_head else 0, self._missed_line(self._missed))
                     self._missed = 0
+                self._partial_head = False
+                data = b"".join(chunks)
                 self._queue.clear()
                 self._queued = 0
                 self._sending = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 
@@ -78,3 +79,33 @@ def test_a_writer_that_goes_idle_ends_its_thread(pair, monkeypatch):
     wait_for(lambda: not writer_running("idle-test"), what="the idle writer to end")
     outbox.put(b"direct again\n")
     assert read_exactly(theirs, 13) == b"direct again\n"
+
+
+def test_the_missed_notice_never_lands_inside_a_half_sent_line(pair, monkeypatch):
+    """The writer thread is made to start late, as on a busy machine, so that lines are shed
+    while the rest of a half-sent line still heads the queue."""
+    gate = threading.Event()
+
+    class LateThread(threading.Thread):
+        def run(self) -> None:
+            gate.wait(10)
+            super().run()
+
+    monkeypatch.setattr("groupchat.outbox.threading.Thread", LateThread)
+    ours, theirs = pair
+    outbox = Outbox(ours, limit=1_500_000, missed=lambda n: b"*** missed %d\n" % n)
+    big = b"B" * 1_000_000 + b"\n"  # far more than the socket takes: its rest waits half-sent
+    line = b" " + b"x" * 90 + b"\n"
+    outbox.put(big)
+    for n in range(20_000):  # 2 MB of room messages, past the limit: the oldest are shed
+        outbox.put(b"m %d" % n + line, droppable=True)
+    assert outbox.missed_total > 0 and not outbox.overflowed
+    gate.set()
+    theirs.settimeout(10)
+    received = b""
+    while not received.endswith(b"m 19999" + line):
+        received += theirs.recv(1 << 20)
+    lines = received.split(b"\n")[:-1]
+    assert lines[0] == big[:-1], "the half-sent line was cut"
+    assert lines[1] == b"*** missed %d" % outbox.missed_total
+    assert all(re.fullmatch(rb"m \d+ x{90}", other) for other in lines[2:])
