@@ -71,6 +71,8 @@ def test_no_replay_and_no_marker_in_an_empty_room_or_with_replay_0(start_server)
     alice = Peer(server.server_address)
     alice.join("alice")
     alice.say("said before bob came")
+    alice.say("/who")  # once answered, the line before it has been handled
+    alice.expect("In lobby")
     bob = Peer(server.server_address)
     bob.join("bob")
     alice.say("live")
