@@ -131,7 +131,6 @@ class ChatHandler(socketserver.BaseRequestHandler):
             self.server.chat.leave(self.member, self.reason)
 
 
-
 class ChatServer(socketserver.ThreadingTCPServer):
     """A groupchat server; use :meth:`serve_forever` in one thread and :meth:`stop` from another."""
 
