@@ -128,7 +128,3 @@ class Admission:
             self._per_address[host] -= 1
             if not self._per_address[host]:
                 del self._per_address[host]
-
-    @property
-    def total(self) -> int:
-        return self._total
