@@ -214,10 +214,14 @@ class HistoryStore:
         lock, and the flooder slows instead of history being dropped.  It never waits while
         the disk refuses writes (those messages are held, see :attr:`max_pending`).
         """
-        with self._lock:  # counted: queued, and taken by the writer but not yet committed
-            self._progress.wait_for(
-                lambda: self._appended - self._saved - self._dropped < self.high_water
-                or self._failing or self._closing, timeout)
+        def room() -> bool:  # counted: queued, and taken by the writer but not yet committed
+            return (self._appended - self._saved - self._dropped < self.high_water
+                    or self._failing or self._closing)
+
+        if room():  # the usual case, per message: no lock taken
+            return
+        with self._lock:
+            self._progress.wait_for(room, timeout)
 
     @property
     def next_id(self) -> int:
