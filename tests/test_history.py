@@ -22,7 +22,8 @@ import pytest
 
 from conftest import REPO, WAIT_SECONDS, wait_for
 from groupchat.errors import GroupchatError
-from groupchat.history import MAX_HISTORY, MAX_SEARCH, HistoryStore, default_history_path
+from groupchat.history import (MAX_HISTORY, MAX_SEARCH, ROWS_PER_INSERT, HistoryStore,
+                               default_history_path)
 
 DAY = 24 * 3600.0
 
@@ -92,6 +93,23 @@ def test_private_messages_and_unknown_kinds_are_refused(store):
     for kind in ("private", "shout"):
         with pytest.raises(ValueError, match="history keeps only"):
             store.append("lobby", "alice", kind, "psst")
+
+
+def test_a_batch_is_kept_in_order_with_consecutive_ids_across_many_insert_statements(store):
+    count = ROWS_PER_INSERT * 2 + 3  # whole statements and a shorter last one
+    store.append("lobby", "bob", "message", "before")
+    first = store.extend("Lobby", "alice", [("message", str(n)) for n in range(count)])
+    assert store.next_id == first + count
+    entries = store.recent("lobby", MAX_HISTORY)
+    assert texts(entries) == ["before", *map(str, range(count))]
+    assert [entry.id for entry in entries[1:]] == list(range(first, first + count))
+    assert {(entry.room, entry.sender) for entry in entries[1:]} == {("Lobby", "alice")}
+
+
+def test_a_batch_with_one_unknown_kind_is_refused_whole(store):
+    with pytest.raises(ValueError, match="history keeps only"):
+        store.extend("lobby", "alice", [("message", "fine"), ("private", "psst")])
+    assert store.recent("lobby") == []
 
 
 def test_a_read_finds_what_was_appended_just_before_it(store):
