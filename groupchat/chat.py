@@ -23,6 +23,7 @@ from groupchat.errors import (
     InvalidNameError,
     NameTakenError,
 )
+from groupchat.fanout import Delivery
 from groupchat.history import MAX_HISTORY, MAX_SEARCH, HistoryStore
 from groupchat.notices import JOINED, LEFT, NoticeBatcher
 from groupchat.protocol import (
@@ -451,24 +452,24 @@ class Chat:
         """Send lines to the sender's room, encoded once for all; to the sender only if asked.
 
         ``records`` (kind, text) are kept in the history in the same instant as the room is
-        read (see :meth:`Registry.roommates`), and make the lines droppable: a reader too
-        slow to take them may miss them live and find them with /history.  Notices are never
-        dropped.
+        read (see :meth:`Registry.post`), and make the lines droppable: a reader too slow to
+        take them may miss them live and find them with /history.  Notices are never dropped.
         """
-        keep = None
-        if records and self.history is not None:
+        keep = bool(records) and self.history is not None
+        if keep:
             self.history.wait_for_room()  # a flood faster than the disk slows here, before any lock
-            keep = functools.partial(self._keep, sender, records)
-        members = self.registry.roommates(sender, keep)
-        data = "".join(line + "\n" for line in lines).encode(ENCODING)
-        droppable = bool(records)
-        for member in members:
-            if include_self or member is not sender:
-                member.send(data, droppable)
+        delivery = functools.partial(
+            Delivery, data="".join(line + "\n" for line in lines).encode(ENCODING),
+            droppable=bool(records), besides=None if include_self else sender)
 
-    def _keep(self, sender: Member, records: Sequence[tuple[str, str]], room: Room) -> None:
-        for kind, text in records:
-            self.history.append(room.name, sender.name, kind, text)
+        def post(room: Room) -> None:  # under the registry's lock: one order for both
+            if keep:
+                self.history.extend(room.name, sender.name, records)
+            room.fanout.add(delivery(room.members))
+
+        room = self.registry.post(sender, post)
+        if room is not None:
+            room.fanout.flush()
 
     @staticmethod
     def _send_all(members: Iterable[Member], line: str) -> None:

@@ -12,6 +12,7 @@ import threading
 from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 from groupchat.errors import NameTakenError
+from groupchat.fanout import Fanout
 from groupchat.protocol import name_key
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class Room:
     def __init__(self, name: str) -> None:
         self.name = name
         self.topic = ""
+        self.fanout = Fanout()  # its lines on their way out: see groupchat.fanout
         self._members: dict[Member, None] = {}
         self._snapshot: Optional[tuple[Member, ...]] = ()
 
@@ -120,7 +122,7 @@ class Registry:
         """Move a named member into a room (made if new): O(1), however full the room.
 
         Return the room it left (if any), the room it is in, and ``mark()`` taken at the
-        moment of entering: with :meth:`roommates`' ``record`` this tells what the member
+        moment of entering: with :meth:`post` this tells what the member
         gets live from what was said before it came.
         """
         key = name_key(room_name)
@@ -158,20 +160,24 @@ class Registry:
         with self._lock:
             return room.first_names(count, besides), len(room) - (besides.room is room)
 
-    def roommates(self, member: Member, record: Optional[Callable[[Room], object]] = None,
-                  ) -> tuple[Member, ...]:
-        """A snapshot of everyone in ``member``'s room, ``member`` included (empty if in none).
+    def roommates(self, member: Member) -> tuple[Member, ...]:
+        """A snapshot of everyone in ``member``'s room, ``member`` included (empty if in none)."""
+        with self._lock:
+            return member.room.members if member.room is not None else ()
 
-        ``record(room)`` runs in the same instant (it must be quick and do no I/O: the chat
-        appends to history's in-memory queue), so whoever the snapshot misses entered after it.
+    def post(self, member: Member, post: Callable[[Room], object]) -> Optional[Room]:
+        """Run ``post(room)`` for ``member``'s room in one instant with the joins and leaves;
+        return the room (None, and nothing run, if it is in none).
+
+        ``post`` must be quick and do no I/O: the chat appends to history's in-memory queue
+        and to the room's fan-out queue there, with a snapshot of the members, so whoever
+        the snapshot misses entered after the line (see :meth:`enter`'s ``mark``).
         """
         with self._lock:
             room = member.room
-            if room is None:
-                return ()
-            if record is not None:
-                record(room)
-            return room.members
+            if room is not None:
+                post(room)
+            return room
 
     def members_in(self, room: Room) -> tuple[Member, ...]:
         """A snapshot of a room's members (empty once the room is gone)."""

@@ -1,0 +1,78 @@
+"""A room's fan-out: its lines go out from one handler at a time, which takes the others' along.
+
+Each handler fans its own lines out to the room.  When several people talk at once, their
+handlers would each make one send per member and take turns with the interpreter lock at
+every send.  Instead a handler queues its lines (:meth:`Fanout.add`) and takes the room's
+turn (:meth:`Fanout.flush`); whoever has the turn sends everything queued so far, merged
+into one send per member.  A handler that finds its lines already sent by another simply
+returns.  So a busy room costs one send per member per turn, however many are talking.
+
+Every flush returns only once the lines added before it are in the members' outboxes, so
+what a handler does next (a notice, leaving) still follows its lines.  Sends never block
+(see :mod:`groupchat.outbox`), so a turn is never held up by a slow member.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
+
+if TYPE_CHECKING:
+    from groupchat.registry import Member
+
+
+class Delivery(NamedTuple):
+    """Bytes for a snapshot of a room's members, ``besides`` (the sender, usually) left out."""
+
+    members: tuple[Member, ...]
+    data: bytes
+    droppable: bool  # see Outbox.put
+    besides: Optional[Member]
+
+
+class Fanout:
+    """One room's queue of deliveries and the turn to send them."""
+
+    def __init__(self) -> None:
+        self._queue: collections.deque[Delivery] = collections.deque()  # append/popleft are atomic
+        self._turn = threading.Lock()
+
+    def add(self, delivery: Delivery) -> None:
+        """Queue a delivery: quick and without I/O, so it can be done under the registry's lock,
+        which then fixes one order for the room's lines, the same as the history's."""
+        self._queue.append(delivery)
+
+    def flush(self) -> None:
+        """Send what is queued (others' too); return once what was added before is handed over."""
+        with self._turn:
+            # What is added meanwhile waits for its own flush: a turn never grows without end.
+            taken = [self._queue.popleft() for _ in range(len(self._queue))]
+            for group in _groups(taken):
+                _send(group)
+
+
+def _groups(deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
+    """Consecutive deliveries to the same snapshot of members and equally droppable, which can
+    be merged; a join or a leave in between starts a new group, so nobody gets a line from
+    before they came."""
+    groups: list[list[Delivery]] = []
+    for delivery in deliveries:
+        if groups and groups[-1][0].members is delivery.members \
+                and groups[-1][0].droppable == delivery.droppable:
+            groups[-1].append(delivery)
+        else:
+            groups.append([delivery])
+    return groups
+
+
+def _send(group: list[Delivery]) -> None:
+    """One send per member for the whole group, each member's own lines left out."""
+    first = group[0]
+    everything = b"".join(d.data for d in group)
+    own = {d.besides: b"".join(o.data for o in group if o.besides is not d.besides)
+           for d in group if d.besides is not None}
+    for member in first.members:
+        data = own.get(member, everything)
+        if data:
+            member.send(data, first.droppable)
