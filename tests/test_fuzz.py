@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from groupchat.errors import InvalidNameError, NoNewlineError
-from groupchat.protocol import LineBuffer, LineTooLong, check_name, clean_text, parse_line
+from groupchat.protocol import (LineBuffer, LineTooLong, check_name, clean_text, decode_line,
+                                parse_line)
 
 MAX_LINE = 64
 
@@ -42,6 +43,7 @@ def test_line_buffer_takes_any_bytes_in_any_chunks(chunks):
             assert len(raw.rstrip(b"\r")) > MAX_LINE
         else:
             assert len(raw.rstrip(b"\r")) <= MAX_LINE and is_safe(line)
+            assert line == decode_line(raw[:-1] if raw.endswith(b"\r") else raw)
 
 
 @given(st.text())
