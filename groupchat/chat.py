@@ -159,7 +159,7 @@ class Chat:
         for start in range(0, len(texts), MAX_BATCH_LINES):
             run = texts[start:start + MAX_BATCH_LINES]
             self._to_room(member, [render_message(stamp, member.name, text) for text in run],
-                          records=[(LINE_MESSAGE, text) for text in run])
+                          record=(LINE_MESSAGE, run))
 
     def leave(self, member: Member, reason: str = "") -> None:
         """Forget a connection; if it was in a room, tell the others there it left (and why).
@@ -345,7 +345,7 @@ class Chat:
         if not rest:
             raise usage_error(self.cmd_me)
         self._to_room(member, [render_action(self.clock.stamp(), member.name, rest)],
-                      records=[(LINE_ACTION, rest)])
+                      record=(LINE_ACTION, [rest]))
 
     @command("NAME TEXT", "a private message only NAME sees")
     def cmd_msg(self, member: Member, rest: str) -> None:
@@ -385,7 +385,7 @@ class Chat:
             raise CommandError("setting the topic is for operators only")
         self.registry.set_topic(room, rest)
         text = f"{member.name} set the topic: {rest}"
-        self._to_room(member, [self._notice(text)], include_self=True, records=[(LINE_NOTICE, text)])
+        self._to_room(member, [self._notice(text)], include_self=True, record=(LINE_NOTICE, [text]))
 
     @command("[N]", f"show the last N messages of your room (default {DEFAULT_HISTORY_LINES}, "
                     f"at most {MAX_HISTORY})")
@@ -448,23 +448,23 @@ class Chat:
         return render_notice(self.clock.stamp(), text)
 
     def _to_room(self, sender: Member, lines: list[str], include_self: bool = False,
-                 records: Sequence[tuple[str, str]] = ()) -> None:
+                 record: Optional[tuple[str, list[str]]] = None) -> None:
         """Send lines to the sender's room, encoded once for all; to the sender only if asked.
 
-        ``records`` (kind, text) are kept in the history in the same instant as the room is
+        ``record`` (kind, texts) is kept in the history in the same instant as the room is
         read (see :meth:`Registry.post`), and make the lines droppable: a reader too slow to
         take them may miss them live and find them with /history.  Notices are never dropped.
         """
-        keep = bool(records) and self.history is not None
+        keep = record is not None and self.history is not None
         if keep:
             self.history.wait_for_room()  # a flood faster than the disk slows here, before any lock
         delivery = functools.partial(
             Delivery, data="".join(line + "\n" for line in lines).encode(ENCODING),
-            droppable=bool(records), besides=None if include_self else sender)
+            droppable=record is not None, besides=None if include_self else sender)
 
         def post(room: Room) -> None:  # under the registry's lock: one order for both
             if keep:
-                self.history.extend(room.name, sender.name, records)
+                self.history.extend(room.name, sender.name, *record)
             room.fanout.add(delivery(room.members))
 
         room = self.registry.post(sender, post)

@@ -8,6 +8,11 @@ was appended during the last commit or two (``PYTHONPATH=. python tests/test_his
 measures it).  Commits use ``synchronous=FULL`` in WAL mode, so what is committed survives a
 power cut too; the fsync is paid by the writer thread, never by a sender.
 
+The lines a sender's one read brings (a busy sender's hundreds) are one row: their texts
+joined by newlines, which no message holds, with consecutive ids from the row's.  A row costs
+SQLite the same whether it holds one message or hundreds, so a flood costs history almost
+nothing; reads take rows apart into messages again.
+
 Private messages are never stored: callers pass room lines only, and :meth:`HistoryStore.append`
 refuses every kind but "message", "action" (``/me``) and "notice".
 
@@ -60,7 +65,7 @@ CLOSE_SECONDS = 10.0
 # Less free space than this at open counts as a full disk: the server would fail on its first commit.
 MIN_FREE_BYTES = 1 << 20
 
-SCHEMA_VERSION = 1  # PRAGMA user_version; a later schema migrates from the number it finds
+SCHEMA_VERSION = 2  # PRAGMA user_version; a later schema migrates from the number it finds
 APPLICATION_ID = 0x67636874  # "gcht" in PRAGMA application_id: this file is groupchat history
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SCHEMA = f"""
@@ -71,21 +76,27 @@ CREATE TABLE messages (
     time REAL NOT NULL,
     sender TEXT NOT NULL,
     kind TEXT NOT NULL,
-    text TEXT NOT NULL
+    text TEXT NOT NULL,  -- one message per line
+    lines INTEGER NOT NULL DEFAULT 1  -- messages in the row: ids id .. id + lines - 1
 );
 CREATE INDEX messages_by_room ON messages (room_key, id);
 CREATE INDEX messages_by_time ON messages (time);
 PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {SCHEMA_VERSION};
 """
-_INSERT = "INSERT INTO messages (id, room_key, room, time, sender, kind, text) VALUES "
+# Schema 1 kept one message per row, each with lines = 1 in schema 2's terms.
+_MIGRATE_FROM_1 = f"""
+ALTER TABLE messages ADD COLUMN lines INTEGER NOT NULL DEFAULT 1;
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+_INSERT = "INSERT INTO messages (id, room_key, room, time, sender, kind, text, lines) VALUES "
 # Rows per INSERT statement: one statement for many rows costs far less per row than
-# executemany's one per row, and 7 x 128 parameters stay under old SQLite's limit of 999.
-ROWS_PER_INSERT = 128
-_COLUMNS = "id, room, time, sender, kind, text"
+# executemany's one per row, and 8 x 120 parameters stay under old SQLite's limit of 999.
+ROWS_PER_INSERT = 120
+_COLUMNS = "id, room, time, sender, kind, text, lines"
 _DAMAGED = "refusing to touch it; move it away or choose --history PATH"
 
-_Row = tuple[int, str, str, float, str, str, str]
+_Row = tuple[int, str, str, float, str, str, str, int]  # as _INSERT has them
 
 
 class Entry(NamedTuple):
@@ -137,6 +148,7 @@ class HistoryStore:
         self._wake = threading.Condition(self._lock)  # the writer waits for work
         self._progress = threading.Condition(self._lock)  # flushes and reads wait for commits
         self._queue: collections.deque[_Row] = collections.deque()
+        self._queued = 0  # messages in the queue's rows
         self._next_id = _last_id(db) + 1  # given out by append, so callers know it at once
         self._appended = 0
         self._saved = 0
@@ -193,33 +205,34 @@ class HistoryStore:
         the calls, so each sender's messages come back in the order it said them, and a
         caller can tell what was appended before a point (see :attr:`next_id`).
         """
-        return self.extend(room, sender, [(kind, text)], when)
+        return self.extend(room, sender, kind, [text], when)
 
-    def extend(self, room: str, sender: str, records: Sequence[tuple[str, str]],
+    def extend(self, room: str, sender: str, kind: str, texts: Sequence[str],
                when: Optional[float] = None) -> Optional[int]:
-        """:meth:`append` each ``(kind, text)`` of one sender at once; return the first id.
+        """:meth:`append` several messages of one sender and kind at once; return the first id.
 
-        One lock and one clock reading for a whole batch: a busy room's lines come in batches.
+        They become one row, for one lock and one insert: a busy room's lines come in batches.
         """
-        for kind, _ in records:
-            if kind not in KINDS:
-                raise ValueError(f"history keeps only {sorted(KINDS)} lines, not {kind!r}")
-        key = name_key(room)
-        when = time.time() if when is None else when
+        if kind not in KINDS:
+            raise ValueError(f"history keeps only {sorted(KINDS)} lines, not {kind!r}")
+        if not texts:
+            raise ValueError("no messages to keep")
+        text = "\n".join(texts)
+        if text.count("\n") != len(texts) - 1:
+            raise ValueError("history keeps one line per message")
+        row_time = time.time() if when is None else when
         with self._lock:
             if self._closing:
                 return None
             first = self._next_id
-            self._next_id += len(records)
-            was_empty = not self._queue
-            self._queue.extend((message_id, key, room, when, sender, kind, text)
-                               for message_id, (kind, text) in enumerate(records, first))
-            self._appended += len(records)
-            excess = len(self._queue) - self.max_pending
-            for _ in range(excess):
-                self._queue.popleft()
-            self._dropped += max(0, excess)
-            if was_empty:  # the writer sleeps only when the queue is empty
+            self._next_id += len(texts)
+            self._queue.append((first, name_key(room), room, row_time, sender, kind, text, len(texts)))
+            self._appended += len(texts)
+            self._queued += len(texts)
+            while self._queued > self.max_pending:
+                self._dropped += self._queue[0][-1]
+                self._queued -= self._queue.popleft()[-1]
+            if len(self._queue) == 1:  # the writer sleeps only when the queue is empty
                 self._wake.notify()
         return first
 
@@ -286,9 +299,12 @@ class HistoryStore:
     def recent(self, room: str, limit: int = MAX_HISTORY, before: Optional[int] = None) -> list[Entry]:
         """The last ``limit`` (at most ``MAX_HISTORY``) messages in ``room``, oldest first;
         with ``before``, only those with a smaller id."""
-        newest_first = self._read(
+        limit = _cap(limit, MAX_HISTORY)
+        before = sys.maxsize if before is None else before
+        rows = self._read(  # each row holds at least one message, so ``limit`` rows are enough
             f"SELECT {_COLUMNS} FROM messages WHERE room_key = ? AND id < ? ORDER BY id DESC LIMIT ?",
-            (name_key(room), sys.maxsize if before is None else before, _cap(limit, MAX_HISTORY)))
+            (name_key(room), before, limit))
+        newest_first = [entry for entry in _newest_first(rows) if entry.id < before][:limit]
         return newest_first[::-1]
 
     def search(self, room: str, text: str, limit: int = MAX_SEARCH) -> list[Entry]:
@@ -297,16 +313,19 @@ class HistoryStore:
         ``text`` is plain text: "%", "_" and "\\" match only themselves.  Case is ignored the
         Unicode way (``str.casefold``: "STRASSE" finds "Straße"), so this scans the room.
         """
-        return self._read(
+        needle = text.casefold()
+        limit = _cap(limit, MAX_SEARCH)
+        rows = self._read(  # a row that matches holds at least one message that does
             f"SELECT {_COLUMNS} FROM messages WHERE room_key = ? AND instr(casefold(text), ?) > 0"
             " ORDER BY id DESC LIMIT ?",
-            (name_key(room), text.casefold(), _cap(limit, MAX_SEARCH)))
+            (name_key(room), needle, limit))
+        return [entry for entry in _newest_first(rows) if needle in entry.text.casefold()][:limit]
 
-    def _read(self, sql: str, args: tuple) -> list[Entry]:
+    def _read(self, sql: str, args: tuple) -> list[tuple]:
         self._wait_for_writer(READ_WAIT_SECONDS)  # a line the reader just saw is found
         try:
             with self._reader() as db:
-                return list(map(Entry._make, db.execute(sql, args)))
+                return db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise HistoryError(f"cannot read history database {self.path}: {exc}") from exc
 
@@ -361,6 +380,7 @@ class HistoryStore:
                         self._wake.wait_for(lambda: self._closing, self.commit_window)
                 rows = list(self._queue)
                 self._queue.clear()
+                self._queued = 0
                 closing = self._closing
             if rows:
                 self._save(rows, final=closing)
@@ -380,9 +400,14 @@ class HistoryStore:
                 try:
                     self._db.execute("BEGIN IMMEDIATE")
                     _insert(self._db, rows)
+                    # AUTOINCREMENT remembers the largest row id; remember the largest message
+                    # id, so that ids never go back even once that row is pruned.
+                    self._db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'messages'",
+                                     (max(row[0] + row[-1] - 1 for row in rows),))
                     if self._keep_at_most is not None:
-                        self._db.execute("DELETE FROM messages WHERE id <= "
-                                         "(SELECT max(id) FROM messages) - ?", (self._keep_at_most,))
+                        self._db.execute("DELETE FROM messages WHERE id + lines <= "
+                                         "(SELECT max(id + lines) FROM messages) - ?",
+                                         (self._keep_at_most,))
                     self._db.execute("COMMIT")
                 except sqlite3.Error:
                     if self._db.in_transaction:
@@ -392,7 +417,7 @@ class HistoryStore:
             self._hold(rows, exc, final)
             return
         with self._lock:
-            self._saved += len(rows)
+            self._saved += _messages(rows)
             recovered, self._failing = self._failing, False
             dropped = self._dropped
             self._progress.notify_all()
@@ -404,16 +429,18 @@ class HistoryStore:
         the last try, count them lost.  Logged once per failure, not once per retry."""
         with self._lock:
             if final:
-                self._dropped += len(rows)
+                self._dropped += _messages(rows)
             else:
                 self._queue.extendleft(reversed(rows))
-                while len(self._queue) > self.max_pending:
-                    self._queue.popleft()
-                    self._dropped += 1
+                self._queued += _messages(rows)
+                while self._queued > self.max_pending:
+                    self._dropped += self._queue[0][-1]
+                    self._queued -= self._queue.popleft()[-1]
             first, self._failing = not self._failing, True
             self._progress.notify_all()
         if final:
-            log.error("history: %d messages could not be saved to %s: %s", len(rows), self.path, exc)
+            log.error("history: %d messages could not be saved to %s: %s", _messages(rows), self.path,
+                      exc)
         elif first:
             log.error("history: cannot save to %s: %s; holding up to %d messages in memory and "
                       "retrying every %gs", self.path, exc, self.max_pending, self.retry_interval)
@@ -523,6 +550,9 @@ def _prepare(db: sqlite3.Connection, path: Optional[Path]) -> None:
         db.execute("PRAGMA synchronous = FULL")
     if not tables:
         db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+    elif version == 1:
+        db.executescript(f"BEGIN IMMEDIATE; {_MIGRATE_FROM_1} COMMIT;")
+        log.info("history: %s upgraded to schema %d", path, SCHEMA_VERSION)
 
 
 def _probe(db: sqlite3.Connection) -> None:
@@ -536,8 +566,8 @@ def _probe(db: sqlite3.Connection) -> None:
 
 
 def _last_id(db: sqlite3.Connection) -> int:
-    """The largest id ever given, pruned or not (AUTOINCREMENT keeps it in sqlite_sequence)."""
-    largest = db.execute("SELECT max(id) FROM messages").fetchone()[0] or 0
+    """The largest id ever given, pruned or not (kept in sqlite_sequence, see _save)."""
+    largest = db.execute("SELECT max(id + lines - 1) FROM messages").fetchone()[0] or 0
     row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
     return max(largest, row[0] if row else 0)
 
@@ -545,8 +575,20 @@ def _last_id(db: sqlite3.Connection) -> int:
 def _insert(db: sqlite3.Connection, rows: Sequence[_Row]) -> None:
     for start in range(0, len(rows), ROWS_PER_INSERT):
         chunk = rows[start:start + ROWS_PER_INSERT]
-        db.execute(_INSERT + ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+        db.execute(_INSERT + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
                    list(itertools.chain.from_iterable(chunk)))
+
+
+def _newest_first(rows: Sequence[tuple]) -> Iterator[Entry]:
+    """The messages in rows that come newest first (as ``_COLUMNS`` has them)."""
+    for first, room, when, sender, kind, text, _ in rows:
+        texts = text.split("\n")
+        for offset in range(len(texts) - 1, -1, -1):
+            yield Entry(first + offset, room, when, sender, kind, texts[offset])
+
+
+def _messages(rows: Sequence[_Row]) -> int:
+    return sum(row[-1] for row in rows)
 
 
 def _add_functions(db: sqlite3.Connection) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -31,6 +33,14 @@ def wait_for(predicate: Callable[[], object], timeout: float = WAIT_SECONDS, wha
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
     return result
+
+
+def stored_messages(path: Path) -> list[tuple[str, str]]:
+    """(sender, text) of every message in a history file, in order, read with plain sqlite3
+    as anyone could: a row holds one message per line of its text."""
+    with contextlib.closing(sqlite3.connect(f"{Path(path).as_uri()}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT sender, text FROM messages ORDER BY id").fetchall()
+    return [(sender, line) for sender, text in rows for line in text.split("\n")]
 
 
 class Peer:

@@ -20,9 +20,9 @@ from typing import Callable, Iterator, NamedTuple, Optional
 
 import pytest
 
-from conftest import REPO, WAIT_SECONDS, wait_for
+from conftest import REPO, WAIT_SECONDS, stored_messages, wait_for
 from groupchat.errors import GroupchatError
-from groupchat.history import (MAX_HISTORY, MAX_SEARCH, ROWS_PER_INSERT, HistoryStore,
+from groupchat.history import (APPLICATION_ID, MAX_HISTORY, MAX_SEARCH, ROWS_PER_INSERT, HistoryStore,
                                default_history_path)
 
 DAY = 24 * 3600.0
@@ -52,12 +52,6 @@ def store(open_store) -> HistoryStore:
 @pytest.fixture
 def db_path(tmp_path) -> Path:
     return tmp_path / "history.db"
-
-
-def stored(path: Path) -> list[tuple[str, str]]:
-    """Every message in a history file, read with plain sqlite3: (sender, text) in order."""
-    with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
-        return db.execute("SELECT sender, text FROM messages ORDER BY id").fetchall()
 
 
 def texts(entries) -> list[str]:
@@ -95,21 +89,76 @@ def test_private_messages_and_unknown_kinds_are_refused(store):
             store.append("lobby", "alice", kind, "psst")
 
 
-def test_a_batch_is_kept_in_order_with_consecutive_ids_across_many_insert_statements(store):
+def test_many_rows_in_one_commit_are_kept_in_order_across_insert_statements(open_store):
+    class SlowCommits(HistoryStore):
+        commit_window = 0.5  # all the appends below gather into one commit
+
+    store = open_store(SlowCommits)
     count = ROWS_PER_INSERT * 2 + 3  # whole statements and a shorter last one
-    store.append("lobby", "bob", "message", "before")
-    first = store.extend("Lobby", "alice", [("message", str(n)) for n in range(count)])
-    assert store.next_id == first + count
+    first = store.append("lobby", "bob", "message", "first")
+    for n in range(count):
+        store.append("Lobby", "alice", "message", str(n))
+    assert store.next_id == first + count + 1
     entries = store.recent("lobby", MAX_HISTORY)
-    assert texts(entries) == ["before", *map(str, range(count))]
-    assert [entry.id for entry in entries[1:]] == list(range(first, first + count))
+    assert texts(entries) == ["first", *map(str, range(count))]
+    assert [entry.id for entry in entries] == list(range(first, first + count + 1))
     assert {(entry.room, entry.sender) for entry in entries[1:]} == {("Lobby", "alice")}
 
 
-def test_a_batch_with_one_unknown_kind_is_refused_whole(store):
-    with pytest.raises(ValueError, match="history keeps only"):
-        store.extend("lobby", "alice", [("message", "fine"), ("private", "psst")])
+def test_a_message_holding_a_newline_is_refused(store):
+    with pytest.raises(ValueError, match="one line per message"):
+        store.extend("lobby", "alice", "message", ["fine", "two\nlines"])
     assert store.recent("lobby") == []
+
+
+def test_a_batch_is_one_row_and_reads_back_message_by_message(db_path):
+    with HistoryStore.open(db_path) as store:
+        first = store.extend("lobby", "alice", "message", [f"line {n}" for n in range(300)])
+        store.extend("lobby", "alice", "action", ["waves"])
+        store.append("lobby", "alice", "message", "last")
+        assert texts(store.recent("lobby", 2, before=first + 3)) == ["line 1", "line 2"]
+        assert [e.id for e in store.recent("lobby", 3)] == [first + 299, first + 300, first + 301]
+        assert [(e.kind, e.text) for e in store.recent("lobby", 2)] == [("action", "waves"),
+                                                                        ("message", "last")]
+        assert texts(store.search("lobby", "LINE 29", 3)) == ["line 299", "line 298", "line 297"]
+        assert [e.id for e in store.search("lobby", "line 7", 1)] == [first + 79]
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        assert db.execute("SELECT kind, lines FROM messages ORDER BY id").fetchall() == [
+            ("message", 300), ("action", 1), ("message", 1)]
+    assert stored_messages(db_path)[:2] == [("alice", "line 0"), ("alice", "line 1")]
+
+
+def test_a_schema_1_file_is_upgraded_in_place_and_keeps_its_messages(db_path):
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        db.executescript(SCHEMA_1)
+        db.executemany("INSERT INTO messages (room_key, room, time, sender, kind, text)"
+                       " VALUES ('lobby', 'Lobby', 1000, 'alice', 'message', ?)", [("a",), ("b",)])
+        db.commit()
+    with HistoryStore.open(db_path) as store:
+        assert [(e.id, e.text) for e in store.recent("lobby")] == [(1, "a"), (2, "b")]
+        assert store.append("lobby", "bob", "message", "c") == 3
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert stored_messages(db_path) == [("alice", "a"), ("alice", "b"), ("bob", "c")]
+
+
+def test_ids_never_go_back_even_once_every_row_is_pruned(db_path):
+    with HistoryStore.open(db_path) as store:
+        first = store.extend("lobby", "alice", "message", ["a", "b", "c"], when=time.time() - 2 * DAY)
+    with HistoryStore.open(db_path, retention=DAY) as store:
+        assert store.recent("lobby") == []
+        assert store.append("lobby", "bob", "message", "d") == first + 3
+
+
+SCHEMA_1 = f"""
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, room_key TEXT NOT NULL, room TEXT NOT NULL,
+    time REAL NOT NULL, sender TEXT NOT NULL, kind TEXT NOT NULL, text TEXT NOT NULL);
+CREATE INDEX messages_by_room ON messages (room_key, id);
+CREATE INDEX messages_by_time ON messages (time);
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = 1;
+"""
 
 
 def test_a_read_finds_what_was_appended_just_before_it(store):
@@ -203,7 +252,7 @@ def test_ten_senders_in_ten_threads_are_all_stored_each_in_order(db_path):
             thread.start()
         for thread in threads:
             thread.join(WAIT_SECONDS)
-    rows = stored(db_path)
+    rows = stored_messages(db_path)
     assert len(rows) == senders * each
     for k in range(senders):
         assert [int(text) for sender, text in rows if sender == f"s{k}"] == list(range(each))
@@ -228,7 +277,7 @@ def test_close_under_load_loses_nothing_that_was_accepted(db_path):
     for thread in threads:
         thread.join(WAIT_SECONDS)
     assert any(count < most for count in accepted.values()), "close() came after the load"
-    rows = stored(db_path)
+    rows = stored_messages(db_path)
     for name, count in accepted.items():
         assert [int(text) for sender, text in rows if sender == name] == list(range(count))
 
@@ -246,7 +295,7 @@ def test_appends_never_wait_for_a_blocked_disk_and_are_saved_once_it_frees(db_pa
     finally:
         blocker.close()
         store.close()
-    assert [text for _, text in stored(db_path)] == [str(n) for n in range(10_000)]
+    assert [text for _, text in stored_messages(db_path)] == [str(n) for n in range(10_000)]
 
 
 def test_past_its_bound_a_store_drops_the_oldest_waiting_messages_and_counts_them(db_path):
@@ -264,7 +313,7 @@ def test_past_its_bound_a_store_drops_the_oldest_waiting_messages_and_counts_the
     finally:
         blocker.close()
         store.close()
-    saved = [int(text) for _, text in stored(db_path)]
+    saved = [int(text) for _, text in stored_messages(db_path)]
     assert saved == sorted(saved) and saved[-100:] == list(range(900, 1000))
     assert store.dropped == 1000 - len(saved) >= 800
 
@@ -299,7 +348,7 @@ def kill_while_appending(path: Path, rate: float, saved_first: int) -> KillResul
                             stdout=subprocess.PIPE, text=True)
     try:
         start = float(proc.stdout.readline())
-        wait_for(lambda: path.exists() and len(stored(path)) >= saved_first,
+        wait_for(lambda: path.exists() and len(stored_messages(path)) >= saved_first,
                  what=f"{saved_first} messages on disk")
         killed_at = time.time()
     finally:
@@ -385,7 +434,7 @@ def make_newer(path: Path) -> None:
     (make_truncated, "is damaged (database disk image is malformed): refusing to touch it"),
     (make_header_only, "is damaged (database disk image is malformed): refusing to touch it"),
     (make_foreign, "is a SQLite database but not groupchat history: refusing to touch it"),
-    (make_newer, "was written by a newer groupchat (schema 99; this one knows 1): upgrade groupchat"),
+    (make_newer, "was written by a newer groupchat (schema 99; this one knows 2): upgrade groupchat"),
 ])
 def test_a_bad_database_is_refused_in_one_line_and_left_untouched(db_path, make, message):
     make(db_path)

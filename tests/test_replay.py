@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import signal
-import sqlite3
 import subprocess
 import threading
 
 import pytest
 
-from conftest import GROUPCHAT, REPO, UNLIMITED, WAIT_SECONDS, Peer, wait_for
+from conftest import GROUPCHAT, REPO, UNLIMITED, WAIT_SECONDS, Peer, stored_messages, wait_for
 from groupchat.history import HistoryStore
 from groupchat.protocol import LIVE_MARKER
 
@@ -159,17 +157,11 @@ def test_ten_senders_times_a_thousand_all_stored_each_in_order(start_server, tmp
     for _ in range(10 * 1000):
         listener.expect(r"<s\d> m \d+$")
     server.stop()
-    rows = stored_rows(path)
+    rows = stored_messages(path)
     for n in range(10):
         assert [text for sender, text in rows if sender == f"s{n}"] == [f"m {i}" for i in range(1000)]
     for peer in senders + [listener]:
         peer.close()
-
-
-def stored_rows(path) -> list[tuple[str, str]]:
-    """(sender, text) of every stored message, in id order, read with plain sqlite3."""
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        return db.execute("SELECT sender, text FROM messages ORDER BY id").fetchall()
 
 
 def serve_with_history(path, *extra: str) -> subprocess.Popen:
@@ -248,7 +240,7 @@ def load_then_stop(path, how: int) -> tuple[list[str], list[str]]:
         peer.close()
     proc.communicate(timeout=WAIT_SECONDS)
     HistoryStore.open(path).close()  # opens cleanly, whatever the stop left
-    return relayed, [text for _, text in stored_rows(path)]
+    return relayed, [text for _, text in stored_messages(path)]
 
 
 def test_a_clean_stop_under_load_loses_nothing_relayed(tmp_path):
