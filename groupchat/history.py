@@ -55,7 +55,7 @@ READERS = 4  # read-only connections kept open for replays and searches
 # Past this many waiting, senders are slowed (see wait_for_room) rather than history lost:
 # only a flood faster than the disk, with flood control off, gets here.
 HIGH_WATER = 2_000
-MAX_MEMORY_MESSAGES = 100_000  # an in-memory store keeps the newest this many
+MAX_MEMORY_MESSAGES = 100_000  # an in-memory store keeps about the newest this many (whole rows)
 RETRY_SECONDS = 1.0  # how often a refused write is tried again
 PRUNE_INTERVAL_SECONDS = 3600.0
 # A read waits at most this long for earlier appends to be committed, so a line just seen is found.
@@ -183,7 +183,8 @@ class HistoryStore:
     @classmethod
     def in_memory(cls, retention: Optional[float] = None,
                   keep_at_most: int = MAX_MEMORY_MESSAGES) -> HistoryStore:
-        """A store that writes nothing to disk (``--no-history``) and keeps the newest ``keep_at_most``."""
+        """A store that writes nothing to disk (``--no-history``) and keeps about the newest
+        ``keep_at_most`` (whole rows, so up to a batch more or fewer)."""
         db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         _prepare(db, None)
         return cls(db, None, None, retention, keep_at_most)
@@ -405,9 +406,8 @@ class HistoryStore:
                     self._db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'messages'",
                                      (max(row[0] + row[-1] - 1 for row in rows),))
                     if self._keep_at_most is not None:
-                        self._db.execute("DELETE FROM messages WHERE id + lines <= "
-                                         "(SELECT max(id + lines) FROM messages) - ?",
-                                         (self._keep_at_most,))
+                        self._db.execute("DELETE FROM messages WHERE id <= "  # by rowid: no scan
+                                         "(SELECT max(id) FROM messages) - ?", (self._keep_at_most,))
                     self._db.execute("COMMIT")
                 except sqlite3.Error:
                     if self._db.in_transaction:
@@ -567,7 +567,8 @@ def _probe(db: sqlite3.Connection) -> None:
 
 def _last_id(db: sqlite3.Connection) -> int:
     """The largest id ever given, pruned or not (kept in sqlite_sequence, see _save)."""
-    largest = db.execute("SELECT max(id + lines - 1) FROM messages").fetchone()[0] or 0
+    newest = db.execute("SELECT id + lines - 1 FROM messages ORDER BY id DESC LIMIT 1").fetchone()
+    largest = newest[0] if newest else 0
     row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
     return max(largest, row[0] if row else 0)
 
