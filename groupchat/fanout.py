@@ -69,6 +69,11 @@ def _groups(deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
 def _send(group: list[Delivery]) -> None:
     """One send per member for the whole group, each member's own lines left out."""
     first = group[0]
+    if len(group) == 1:  # the usual case, in a room that is not busy
+        for member in first.members:
+            if member is not first.besides:
+                member.send(first.data, first.droppable)
+        return
     everything = b"".join(d.data for d in group)
     own = {d.besides: b"".join(o.data for o in group if o.besides is not d.besides)
            for d in group if d.besides is not None}
