@@ -401,10 +401,6 @@ class HistoryStore:
                 try:
                     self._db.execute("BEGIN IMMEDIATE")
                     _insert(self._db, rows)
-                    # AUTOINCREMENT remembers the largest row id; remember the largest message
-                    # id, so that ids never go back even once that row is pruned.
-                    self._db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'messages'",
-                                     (max(row[0] + row[-1] - 1 for row in rows),))
                     if self._keep_at_most is not None:
                         self._db.execute("DELETE FROM messages WHERE id <= "  # by rowid: no scan
                                          "(SELECT max(id) FROM messages) - ?", (self._keep_at_most,))
@@ -566,7 +562,7 @@ def _probe(db: sqlite3.Connection) -> None:
 
 
 def _last_id(db: sqlite3.Connection) -> int:
-    """The largest id ever given, pruned or not (kept in sqlite_sequence, see _save)."""
+    """The largest id ever given, pruned or not (kept in sqlite_sequence, see _prune)."""
     newest = db.execute("SELECT id + lines - 1 FROM messages ORDER BY id DESC LIMIT 1").fetchone()
     largest = newest[0] if newest else 0
     row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
@@ -597,7 +593,22 @@ def _add_functions(db: sqlite3.Connection) -> None:
 
 
 def _prune(db: sqlite3.Connection, before: float) -> None:
-    db.execute("DELETE FROM messages WHERE time < ?", (before,))
+    """Delete the messages older than ``before``.
+
+    AUTOINCREMENT keeps the largest row id in sqlite_sequence; the largest message id is
+    its row's last, so that is kept first: ids never go back, even once every row is gone.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("UPDATE sqlite_sequence SET seq = max(seq, coalesce("
+                   "(SELECT id + lines - 1 FROM messages ORDER BY id DESC LIMIT 1), 0))"
+                   " WHERE name = 'messages'")
+        db.execute("DELETE FROM messages WHERE time < ?", (before,))
+        db.execute("COMMIT")
+    except sqlite3.Error:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _explain(path: Path, exc: sqlite3.Error) -> HistoryError:
