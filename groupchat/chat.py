@@ -452,7 +452,7 @@ class Chat:
         """Send lines to the sender's room, encoded once for all; to the sender only if asked.
 
         ``record`` (kind, texts) is kept in the history in the same instant as the room is
-        read (see :meth:`Registry.post`), and make the lines droppable: a reader too slow to
+        read (see :meth:`Registry.post`), and makes the lines droppable: a reader too slow to
         take them may miss them live and find them with /history.  Notices are never dropped.
         """
         keep = record is not None and self.history is not None
