@@ -16,6 +16,7 @@ from __future__ import annotations
 import socket
 import socketserver
 import threading
+from typing import Optional
 
 import click
 
@@ -35,25 +36,24 @@ class RelayHandler(socketserver.StreamRequestHandler):
             pass
 
     def _relay(self) -> None:
+        prefix = self.welcome()
+        if prefix is None:
+            return
+        for raw in self.rfile:
+            self.server.broadcast(self.request, prefix + raw.rstrip(b"\r\n") + b"\n")
+
+    def welcome(self) -> Optional[bytes]:
+        """Ask the name and welcome it; return the prefix its lines are relayed with (None: no name)."""
         sock: socket.socket = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(encode_line(NAME_PROMPT))
         name = self.rfile.readline().decode("utf-8", "replace").strip()
         if not name:
-            return
-        prefix = f"<{name}> ".encode()
+            return None
         with self.server.lock:  # in the room before it hears it is, and nothing before the welcome
             sock.sendall(encode_line(f"{WELCOME_PREFIX}{name}!"))
             self.server.peers.add(sock)
-        for raw in self.rfile:
-            data = prefix + raw.rstrip(b"\r\n") + b"\n"
-            with self.server.lock:
-                for peer in self.server.peers:
-                    if peer is not sock:
-                        try:
-                            peer.sendall(data)
-                        except OSError:
-                            pass  # its own handler sees the error and removes it
+        return f"<{name}> ".encode()
 
     def finish(self) -> None:
         with self.server.lock:
@@ -74,6 +74,16 @@ class NaiveRelay(socketserver.ThreadingTCPServer):
         self.peers: set[socket.socket] = set()
         self.address_family = address_family(address[0])
         super().__init__(address, RelayHandler)
+
+    def broadcast(self, sender: socket.socket, data: bytes) -> None:
+        """``sendall`` ``data`` to every peer but ``sender``, all under the one lock."""
+        with self.lock:
+            for peer in self.peers:
+                if peer is not sender:
+                    try:
+                        peer.sendall(data)
+                    except OSError:
+                        pass  # its own handler sees the error and removes it
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -391,16 +391,11 @@ class FaultyRelay(RelayHandler):
 
     fault = "drop"
 
-    def handle(self) -> None:
-        sock = self.request
-        sock.sendall(b"*** What is your name?\n")
-        name = self.rfile.readline().decode().strip()
-        with self.server.lock:
-            sock.sendall(f"*** Welcome, {name}!\n".encode())
-            self.server.peers.add(sock)
+    def _relay(self) -> None:
+        prefix = self.welcome()
         held = None
         for number, raw in enumerate(self.rfile):
-            data = f"<{name}> ".encode() + raw
+            data = prefix + raw
             if number == 50:
                 if self.fault in ("drop", "swap"):
                     held = data if self.fault == "swap" else None
@@ -412,13 +407,7 @@ class FaultyRelay(RelayHandler):
                     data *= 2
             if held and number == 51:
                 data += held
-            with self.server.lock:
-                for peer in self.server.peers:
-                    if peer is not sock:
-                        try:
-                            peer.sendall(data)
-                        except OSError:
-                            pass
+            self.server.broadcast(self.request, data)
 
 
 @pytest.mark.parametrize("fault, counted", [("drop", "lost"), ("double", "duplicated"),
