@@ -7,6 +7,7 @@ import os
 import queue
 import re
 import socket
+import socketserver
 import sqlite3
 import subprocess
 import sys
@@ -41,6 +42,13 @@ def stored_messages(path: Path) -> list[tuple[str, str]]:
     with contextlib.closing(sqlite3.connect(f"{Path(path).as_uri()}?mode=ro", uri=True)) as db:
         rows = db.execute("SELECT sender, text FROM messages ORDER BY id").fetchall()
     return [(sender, line) for sender, text in rows for line in text.split("\n")]
+
+
+def serve_in_thread(server: socketserver.BaseServer) -> threading.Thread:
+    """Run ``server`` in a thread of its own, polling often so that stopping it is quick."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
+    thread.start()
+    return thread
 
 
 class Peer:
@@ -130,9 +138,7 @@ def start_server() -> Iterator[Callable[..., ChatServer]]:
 
     def start(**settings) -> ChatServer:
         server = ChatServer(("127.0.0.1", 0), ServerSettings(**settings))
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
-        thread.start()
-        servers.append((server, thread))
+        servers.append((server, serve_in_thread(server)))
         return server
 
     yield start

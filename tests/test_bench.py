@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from conftest import Peer
+from conftest import Peer, serve_in_thread
 from groupchat import bench
 from groupchat.bench import BenchError, make_plan, percentile, run_bench, summarize
 from groupchat.loadgen import NcatDemux, SequenceChecker, make_line, scan_lines
@@ -249,9 +249,7 @@ def start_relay() -> Iterator[Callable[..., NaiveRelay]]:
     def start(handler: type = RelayHandler) -> NaiveRelay:
         relay = NaiveRelay(("127.0.0.1", 0))
         relay.RequestHandlerClass = handler
-        thread = threading.Thread(target=relay.serve_forever, kwargs={"poll_interval": 0.01})
-        thread.start()
-        relays.append((relay, thread))
+        relays.append((relay, serve_in_thread(relay)))
         return relay
 
     yield start

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import UNLIMITED, Peer, wait_for
+from conftest import UNLIMITED, Peer, serve_in_thread, wait_for
 from groupchat.errors import ServerStartError
 from groupchat.protocol import NAME_PROMPT
 from groupchat.server import ChatServer
@@ -237,8 +237,7 @@ def test_ipv6_loopback(start_server):
         server = ChatServer(("::1", 0))
     except ServerStartError as exc:
         pytest.skip(f"no IPv6 loopback here: {exc}")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
-    thread.start()
+    thread = serve_in_thread(server)
     try:
         alice, bob = Peer(server.server_address), Peer(server.server_address)
         alice.join("alice")
