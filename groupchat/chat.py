@@ -24,7 +24,7 @@ from groupchat.errors import (
     NameTakenError,
 )
 from groupchat.fanout import Delivery
-from groupchat.history import MAX_HISTORY, MAX_SEARCH, HistoryStore
+from groupchat.history import MAX_HISTORY, MAX_SEARCH, Batch, HistoryStore
 from groupchat.notices import JOINED, LEFT, NoticeBatcher
 from groupchat.protocol import (
     ENCODING,
@@ -455,16 +455,17 @@ class Chat:
         read (see :meth:`Registry.post`), and makes the lines droppable: a reader too slow to
         take them may miss them live and find them with /history.  Notices are never dropped.
         """
-        keep = record is not None and self.history is not None
-        if keep:
+        kept = None
+        if record is not None and self.history is not None:
             self.history.wait_for_room()  # a flood faster than the disk slows here, before any lock
+            kept = Batch.of(*record)
         delivery = functools.partial(
             Delivery, data="".join(line + "\n" for line in lines).encode(ENCODING),
             droppable=record is not None, besides=None if include_self else sender)
 
         def post(room: Room) -> None:  # under the registry's lock: one order for both
-            if keep:
-                self.history.extend(room.name, sender.name, *record)
+            if kept is not None:
+                self.history.add(room.name, sender.name, kept)
             room.fanout.add(delivery(room.members))
 
         room = self.registry.post(sender, post)

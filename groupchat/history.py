@@ -110,6 +110,26 @@ class Entry(NamedTuple):
     text: str
 
 
+class Batch(NamedTuple):
+    """Messages of one sender and kind, checked and joined into one row's text."""
+
+    kind: str
+    text: str  # one message per line
+    count: int
+
+    @classmethod
+    def of(cls, kind: str, texts: Sequence[str]) -> Batch:
+        """Check and join ``texts``; ValueError for a kind never kept, none at all, or a newline."""
+        if kind not in KINDS:
+            raise ValueError(f"history keeps only {sorted(KINDS)} lines, not {kind!r}")
+        if not texts:
+            raise ValueError("no messages to keep")
+        text = "\n".join(texts)
+        if text.count("\n") != len(texts) - 1:
+            raise ValueError("history keeps one line per message")
+        return cls(kind, text, len(texts))
+
+
 def default_history_path() -> Path:
     """Where history lives unless told otherwise: ``$XDG_DATA_HOME/groupchat/history.db``.
 
@@ -214,22 +234,21 @@ class HistoryStore:
 
         They become one row, for one lock and one insert: a busy room's lines come in batches.
         """
-        if kind not in KINDS:
-            raise ValueError(f"history keeps only {sorted(KINDS)} lines, not {kind!r}")
-        if not texts:
-            raise ValueError("no messages to keep")
-        text = "\n".join(texts)
-        if text.count("\n") != len(texts) - 1:
-            raise ValueError("history keeps one line per message")
+        return self.add(room, sender, Batch.of(kind, texts), when)
+
+    def add(self, room: str, sender: str, batch: Batch, when: Optional[float] = None) -> Optional[int]:
+        """:meth:`extend` with a batch made beforehand, so that a caller holding a lock of its
+        own (the chat holds the registry's) does only this quick part under it."""
+        key = name_key(room)
         row_time = time.time() if when is None else when
         with self._lock:
             if self._closing:
                 return None
             first = self._next_id
-            self._next_id += len(texts)
-            self._queue.append((first, name_key(room), room, row_time, sender, kind, text, len(texts)))
-            self._appended += len(texts)
-            self._queued += len(texts)
+            self._next_id += batch.count
+            self._queue.append((first, key, room, row_time, sender, batch.kind, batch.text, batch.count))
+            self._appended += batch.count
+            self._queued += batch.count
             while self._queued > self.max_pending:
                 self._dropped += self._queue[0][-1]
                 self._queued -= self._queue.popleft()[-1]
