@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import logging
-import os
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -13,18 +12,17 @@ import click
 
 from groupchat import __version__
 from groupchat.errors import GroupchatError
-from groupchat.flood import DEFAULT_BURST, DEFAULT_RATE
+from groupchat.passwords import chat_password, read_secret
+from groupchat.server.flood import DEFAULT_BURST, DEFAULT_RATE
 from groupchat.protocol import DEFAULT_PORT, MAX_LINE_BYTES
-from groupchat.history import MAX_HISTORY, default_history_path
-from groupchat.settings import (
+from groupchat.server.history import MAX_HISTORY, default_history_path
+from groupchat.server.settings import (
     DEFAULT_REPLAY,
     HANDSHAKE_TIMEOUT_SECONDS,
     MAX_CLIENTS,
     MAX_PER_ADDRESS,
     MAX_QUEUED_BYTES,
-    PASSWORD_ENV,
     ServerSettings,
-    read_secret,
 )
 
 
@@ -82,7 +80,7 @@ def cli() -> None:
 def serve(host: str, port: int, password_file: str | None, op_password_file: str | None,
           history_path: str | None, no_history: bool, **limits) -> None:
     """Run a chat server until Ctrl-D on its terminal, SIGINT or SIGTERM."""
-    from groupchat.server import serve as run_server
+    from groupchat.server.tcp import serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     with _errors_as_one_line():
@@ -91,8 +89,7 @@ def serve(host: str, port: int, password_file: str | None, op_password_file: str
         if no_history and history_path:
             raise GroupchatError("--history and --no-history contradict each other")
         settings = ServerSettings(
-            password=read_secret(password_file, "password") if password_file
-            else os.environ.get(PASSWORD_ENV) or None,
+            password=chat_password(password_file),
             op_password=read_secret(op_password_file, "operator password") if op_password_file else None,
             history_path=None if no_history else str(history_path or default_history_path()),
             **limits)
@@ -116,14 +113,13 @@ def serve(host: str, port: int, password_file: str | None, op_password_file: str
 def join(host: str, port: int, name: str | None, tls: bool, cafile: str | None, insecure: bool,
          password_file: str | None, no_bell: bool) -> None:
     """Join the chat served at HOST PORT."""
-    from groupchat.client import run_client
+    from groupchat.client.terminal import run_client
     from groupchat.tls import client_context
 
     with _errors_as_one_line():
         if (cafile or insecure) and not tls:
             raise GroupchatError("--cafile and --insecure need --tls")
-        password = (read_secret(password_file, "password") if password_file
-                    else os.environ.get(PASSWORD_ENV) or None)
+        password = chat_password(password_file)
         sys.exit(run_client(host=host, port=port, name=name or _login_name(), password=password,
                             tls=client_context(cafile, insecure) if tls else None, bell=not no_bell))
 
@@ -166,7 +162,7 @@ def bench(scenario: str, target: str, compare: str | None, rounds: int, host: st
           timeout: float, json_output: bool) -> None:
     """Measure a server under load: SCENARIO is fanout, latency or scale.  Exits 1 if any line
     was lost, duplicated or reordered."""
-    from groupchat.bench import DEFAULT_WORKERS, run_bench
+    from groupchat.bench.runner import DEFAULT_WORKERS, run_bench
 
     targets = [t.strip() for t in compare.split(",") if t.strip()] if compare else [target]
     with _errors_as_one_line():

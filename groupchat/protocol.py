@@ -373,12 +373,3 @@ def message_text(line: str) -> str:
     """The text of a message line: a leading "//" stands for "/"."""
     return line[1:] if line.startswith("//") else line
 
-
-def format_address(address: tuple) -> str:
-    """``host:port``, with brackets around an IPv6 host.
-
-    >>> format_address(("::1", 7111, 0, 0))
-    '[::1]:7111'
-    """
-    host, port = address[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -19,8 +19,8 @@ from typing import Callable, Iterator
 import pytest
 
 from groupchat.protocol import NAME_PROMPT, LineBuffer, is_welcome
-from groupchat.server import ChatServer
-from groupchat.settings import ServerSettings
+from groupchat.server.tcp import ChatServer
+from groupchat.server.settings import ServerSettings
 
 WAIT_SECONDS = 10.0
 REPO = Path(__file__).resolve().parent.parent

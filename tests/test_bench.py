@@ -20,10 +20,10 @@ from typing import Callable, Iterator
 import pytest
 
 from conftest import Peer, serve_in_thread
-from groupchat import bench
-from groupchat.bench import BenchError, make_plan, percentile, run_bench, summarize
-from groupchat.loadgen import NcatDemux, SequenceChecker, make_line, scan_lines
-from groupchat.relay import NaiveRelay, RelayHandler
+from groupchat.bench import runner as bench
+from groupchat.bench.runner import BenchError, make_plan, percentile, run_bench, summarize
+from groupchat.bench.loadgen import NcatDemux, SequenceChecker, make_line, scan_lines
+from groupchat.bench.relay import NaiveRelay, RelayHandler
 
 SMALL = dict(clients=6, senders=2, messages=200, workers=2, timeout=15)
 

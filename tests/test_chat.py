@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from groupchat.chat import Chat, Clock
+from groupchat.server.chat import Chat, Clock
 from groupchat.protocol import NAME_PROMPT, LineTooLong
-from groupchat.registry import Member, Registry
+from groupchat.server.registry import Member, Registry
 
 
 class RecordingOutbox:

@@ -28,8 +28,8 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from conftest import GROUPCHAT, REPO, UNLIMITED, WAIT_SECONDS, Peer, ServerProcess, wait_for
-from groupchat import client
-from groupchat.client import Handshake, LineReader, Me, Step, connect, outgoing_lines, run_client
+from groupchat.client import terminal as client
+from groupchat.client.terminal import Handshake, LineReader, Me, Step, connect, outgoing_lines, run_client
 from groupchat.errors import ConnectError, ConnectionLostError
 from groupchat.protocol import (
     NAME_PROMPT,

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import REPO, WAIT_SECONDS
-from groupchat.colours import (
+from groupchat.client.colours import (
     BELL,
     BOLD,
     HIGHLIGHT_STAMP_STYLE,
@@ -40,7 +40,7 @@ LINES = [
 
 
 def test_a_name_has_the_same_colour_whatever_its_case_and_in_every_run():
-    script = "from groupchat.colours import name_colour; print(name_colour('alice'), name_colour('bob'))"
+    script = "from groupchat.client.colours import name_colour; print(name_colour('alice'), name_colour('bob'))"
     runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
                            env=dict(os.environ, PYTHONHASHSEED=seed), timeout=WAIT_SECONDS).stdout
             for seed in ("1", "2")}

@@ -6,9 +6,9 @@ import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from groupchat.chat import Chat
-from groupchat.completion import CHAT_COMMANDS, ChatCompleter, KnownNames
-from groupchat.notices import MAX_NOTICE_NAMES, describe
+from groupchat.server.chat import Chat
+from groupchat.client.completion import CHAT_COMMANDS, ChatCompleter, KnownNames
+from groupchat.server.notices import MAX_NOTICE_NAMES, describe
 from groupchat.protocol import render_notice
 from test_chat import make_chat, named, newcomer
 

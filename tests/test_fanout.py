@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from groupchat.fanout import Delivery, Fanout
+from groupchat.server.fanout import Delivery, Fanout
 
 
 class Recorder:

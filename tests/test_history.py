@@ -22,7 +22,7 @@ import pytest
 
 from conftest import REPO, WAIT_SECONDS, stored_messages, wait_for
 from groupchat.errors import GroupchatError
-from groupchat.history import (APPLICATION_ID, MAX_HISTORY, MAX_SEARCH, ROWS_PER_INSERT, HistoryStore,
+from groupchat.server.history import (APPLICATION_ID, MAX_HISTORY, MAX_SEARCH, ROWS_PER_INSERT, HistoryStore,
                                default_history_path)
 
 DAY = 24 * 3600.0
@@ -320,7 +320,7 @@ def test_past_its_bound_a_store_drops_the_oldest_waiting_messages_and_counts_the
 
 APPENDER = """
 import sys, time
-from groupchat.history import HistoryStore
+from groupchat.server.history import HistoryStore
 store = HistoryStore.open(sys.argv[1])
 rate = float(sys.argv[2])
 start = time.time()
@@ -374,7 +374,7 @@ def test_kill_9_leaves_a_database_that_opens_with_only_the_tail_missing(db_path)
 
 HOLDER = """
 import sys
-from groupchat.history import HistoryStore
+from groupchat.server.history import HistoryStore
 with HistoryStore.open(sys.argv[1]):
     print("open", flush=True)
     sys.stdin.read()
@@ -450,7 +450,7 @@ def test_a_bad_database_is_refused_in_one_line_and_left_untouched(db_path, make,
 OPENER = """
 import sys
 from groupchat.errors import GroupchatError
-from groupchat.history import HistoryStore
+from groupchat.server.history import HistoryStore
 try:
     HistoryStore.open(sys.argv[1]).close()
 except GroupchatError as exc:
@@ -534,7 +534,7 @@ def test_a_full_disk_is_refused_at_open(on_small_disk, tmp_path):
 
 
 def test_a_read_only_file_system_is_refused(on_small_disk, tmp_path):
-    make = "import sys\nfrom groupchat.history import HistoryStore\nHistoryStore.open(sys.argv[1]).close()"
+    make = "import sys\nfrom groupchat.server.history import HistoryStore\nHistoryStore.open(sys.argv[1]).close()"
     result = on_small_disk('"$PY" -c "$MAKE" "$DISK/h.db" && mount -o remount,ro "$DISK" && '
                            '"$PY" -c "$OPENER" "$DISK/h.db"', MAKE=make, OPENER=OPENER)
     assert result.stderr.strip() == (f"history directory {tmp_path / 'disk'} is read-only (the lock file "
@@ -543,7 +543,7 @@ def test_a_read_only_file_system_is_refused(on_small_disk, tmp_path):
 
 FILL_THE_DISK = """
 import json, logging, os, sys
-from groupchat.history import HistoryStore
+from groupchat.server.history import HistoryStore
 logging.basicConfig(format="%(levelname)s %(message)s")
 
 class Small(HistoryStore):

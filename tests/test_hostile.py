@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import Peer, wait_for
-from groupchat.server import ChatServer
+from groupchat.server.tcp import ChatServer
 
 STAMP = r"\[\d\d:\d\d\] "
 

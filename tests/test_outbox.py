@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from conftest import wait_for
-from groupchat.outbox import Outbox
+from groupchat.server.outbox import Outbox
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def writer_running(name: str) -> bool:
 
 
 def test_a_writer_that_goes_idle_ends_its_thread(pair, monkeypatch):
-    monkeypatch.setattr("groupchat.outbox.WRITER_IDLE_SECONDS", 0.05)
+    monkeypatch.setattr("groupchat.server.outbox.WRITER_IDLE_SECONDS", 0.05)
     ours, theirs = pair
     outbox = Outbox(ours, limit=64 << 20, name="idle-test")
     data = b"z" * (8 << 20)
@@ -91,7 +91,7 @@ def test_the_missed_notice_never_lands_inside_a_half_sent_line(pair, monkeypatch
             gate.wait(10)
             super().run()
 
-    monkeypatch.setattr("groupchat.outbox.threading.Thread", LateThread)
+    monkeypatch.setattr("groupchat.server.outbox.threading.Thread", LateThread)
     ours, theirs = pair
     outbox = Outbox(ours, limit=1_500_000, missed=lambda n: b"*** missed %d\n" % n)
     big = b"B" * 1_000_000 + b"\n"  # far more than the socket takes: its rest waits half-sent

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from conftest import GROUPCHAT, REPO, UNLIMITED, WAIT_SECONDS, Peer, stored_messages, wait_for
-from groupchat.history import HistoryStore
+from groupchat.server.history import HistoryStore
 from groupchat.protocol import LIVE_MARKER
 
 STAMP = r"\[\d\d:\d\d\] "

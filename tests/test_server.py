@@ -13,7 +13,7 @@ import pytest
 from conftest import UNLIMITED, Peer, serve_in_thread, wait_for
 from groupchat.errors import ServerStartError
 from groupchat.protocol import NAME_PROMPT
-from groupchat.server import ChatServer
+from groupchat.server.tcp import ChatServer
 
 STAMP = r"\[\d\d:\d\d\] "
 

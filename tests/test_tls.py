@@ -12,8 +12,8 @@ import trustme
 
 from conftest import UNLIMITED, WAIT_SECONDS, Peer
 from groupchat.errors import ServerStartError
-from groupchat.server import ChatServer
-from groupchat.settings import ServerSettings
+from groupchat.server.tcp import ChatServer
+from groupchat.server.settings import ServerSettings
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ returns.  So a busy room costs one send per member per turn, however many are ta
 
 Every flush returns only once the lines added before it are in the members' outboxes, so
 what a handler does next (a notice, leaving) still follows its lines.  Sends never block
-(see :mod:`groupchat.outbox`), so a turn is never held up by a slow member.
+(see :mod:`groupchat.server.outbox`), so a turn is never held up by a slow member.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import threading
 from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 
 if TYPE_CHECKING:
-    from groupchat.registry import Member
+    from groupchat.server.registry import Member
 
 
 class Delivery(NamedTuple):

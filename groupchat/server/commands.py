@@ -1,6 +1,6 @@
 """Slash commands: methods named ``cmd_NAME`` gathered once into a table, with help made from them.
 
-Both the chat (:mod:`groupchat.chat`) and the server console (:mod:`groupchat.console`) keep
+Both the chat (:mod:`groupchat.server.chat`) and the server console (:mod:`groupchat.server.console`) keep
 their commands this way; :meth:`CommandTable.run` is the one place where a mistake becomes
 a one-line answer, so no command can drop a connection or stop the console.
 """

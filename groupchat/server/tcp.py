@@ -1,7 +1,7 @@
 """The chat server: a ThreadingTCPServer whose handlers move bytes between sockets and the chat.
 
-One thread per connection reads and hands lines to :class:`~groupchat.chat.Chat`; what the
-chat sends goes through each connection's :class:`~groupchat.outbox.Outbox`, so no reader
+One thread per connection reads and hands lines to :class:`~groupchat.server.chat.Chat`; what the
+chat sends goes through each connection's :class:`~groupchat.server.outbox.Outbox`, so no reader
 ever waits on somebody else's socket.
 """
 
@@ -20,16 +20,17 @@ import time
 from typing import Optional, TextIO, Union
 
 from groupchat import __version__
-from groupchat.access import Admission, BanList
-from groupchat.chat import Chat
-from groupchat.console import Console
+from groupchat.server.access import Admission, BanList
+from groupchat.server.chat import Chat
+from groupchat.server.console import Console
 from groupchat.errors import NoNewlineError, ServerStartError
-from groupchat.flood import TokenBucket, paced
-from groupchat.history import HistoryStore
-from groupchat.outbox import Outbox
-from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, format_address, render_refusal
-from groupchat.registry import Member, Registry
-from groupchat.settings import ServerSettings
+from groupchat.server.flood import TokenBucket, paced
+from groupchat.server.history import HistoryStore
+from groupchat.server.outbox import Outbox
+from groupchat.net import address_family, format_address, raise_file_limit
+from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, render_refusal
+from groupchat.server.registry import Member, Registry
+from groupchat.server.settings import ServerSettings
 from groupchat.tls import TLSConnection, describe_tls_error, server_context
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ def serve(host: str, port: int, settings: ServerSettings = ServerSettings(),
           console: Optional[TextIO] = None) -> None:
     """Run a server until SIGINT, SIGTERM or end of input on ``console`` (a terminal), then stop it."""
     threading.stack_size(THREAD_STACK_BYTES)
-    raise_file_limit(settings.max_clients)
+    warn_if_file_limit_low(raise_file_limit(), settings.max_clients)
     server = ChatServer((host, port), settings)
     print(f"groupchat {__version__} serving on {format_address(server.server_address)}", flush=True)
     print("Waiting for clients...", flush=True)
@@ -231,20 +232,12 @@ def serve(host: str, port: int, settings: ServerSettings = ServerSettings(),
     server.stop()
 
 
-def raise_file_limit(max_clients: int) -> int:
-    """Raise the open-file limit to its hard maximum; warn when it cannot hold ``max_clients``."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):  # e.g. an infinite hard limit the kernel caps lower
-            pass
+def warn_if_file_limit_low(limit: int, max_clients: int) -> None:
+    """Warn when the open-file limit cannot hold ``max_clients`` connections."""
     needed = max_clients + FILES_IN_RESERVE
-    if max_clients and soft != resource.RLIM_INFINITY and soft < needed:
+    if max_clients and limit != resource.RLIM_INFINITY and limit < needed:
         log.warning("the open-file limit is %d, too low for --max-clients %d: raise it to %d "
-                    "(ulimit -n)", soft, max_clients, needed)
-    return soft
+                    "(ulimit -n)", limit, max_clients, needed)
 
 
 def tune_socket(sock: socket.socket, stall_timeout: float) -> None:
@@ -278,15 +271,6 @@ def timeval(seconds: float) -> bytes:
     """A ``struct timeval`` for SO_RCVTIMEO and SO_SNDTIMEO; 0 means no timeout."""
     whole = int(seconds)
     return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
-
-
-def address_family(host: str) -> socket.AddressFamily:
-    """IPv6 for an IPv6 address or a name that only has one, else IPv4."""
-    try:
-        infos = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ServerStartError(f"cannot listen on {host}: unknown host") from exc
-    return infos[0][0]
 
 
 def describe_bind_error(exc: OSError, host: str, port: int) -> str:

@@ -1,7 +1,7 @@
 """What the server says to whom: the handshake, rooms, messages and the chat's slash commands.
 
-No sockets here: each :class:`~groupchat.registry.Member` carries a ``send(bytes)`` that
-must not block (the server gives it an :class:`~groupchat.outbox.Outbox`), so this logic
+No sockets here: each :class:`~groupchat.server.registry.Member` carries a ``send(bytes)`` that
+must not block (the server gives it an :class:`~groupchat.server.outbox.Outbox`), so this logic
 is tested by calling it with members that record what they are sent.
 """
 
@@ -14,8 +14,8 @@ import math
 import time
 from typing import Callable, Iterable, Optional, Sequence, Union
 
-from groupchat.access import BanList
-from groupchat.commands import CommandTable, command, split_args, usage_error
+from groupchat.server.access import BanList
+from groupchat.server.commands import CommandTable, command, split_args, usage_error
 from groupchat.errors import (
     CommandError,
     HistoryError,
@@ -23,9 +23,9 @@ from groupchat.errors import (
     InvalidNameError,
     NameTakenError,
 )
-from groupchat.fanout import Delivery
-from groupchat.history import MAX_HISTORY, MAX_SEARCH, Batch, HistoryStore
-from groupchat.notices import JOINED, LEFT, NoticeBatcher
+from groupchat.server.fanout import Delivery
+from groupchat.server.history import MAX_HISTORY, MAX_SEARCH, Batch, HistoryStore
+from groupchat.server.notices import JOINED, LEFT, NoticeBatcher
 from groupchat.protocol import (
     ENCODING,
     LINE_ACTION,
@@ -52,7 +52,7 @@ from groupchat.protocol import (
     render_welcome,
     split_command,
 )
-from groupchat.registry import LOBBY, Member, Registry, Room
+from groupchat.server.registry import LOBBY, Member, Registry, Room
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class Chat:
         """Forget a connection; if it was in a room, tell the others there it left (and why).
 
         A plain disconnect is told with the room's other comings and goings (see
-        :mod:`groupchat.notices`); one with a reason worth reading (a quit message, a kick,
+        :mod:`groupchat.server.notices`); one with a reason worth reading (a quit message, a kick,
         a cut-off) is told at once.
         """
         room = self.registry.disconnect(member)

@@ -37,6 +37,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Callable, Iterable, Optional, Sequence
 
 from groupchat.errors import BenchError
+from groupchat.net import raise_file_limit
 from groupchat.protocol import NAME_PROMPT, WELCOME_PREFIX, is_refusal
 
 # How a target greets a client: groupchat and the naive relay ask a name and welcome it;
@@ -243,23 +244,6 @@ class NcatDemux:
             self._tails[self._source] = text[cut:]
 
 
-def raise_fd_limit() -> int:
-    """Raise this process's open-file limit to its hard limit; return the limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        try:
-            hard = int(open("/proc/sys/fs/nr_open").read())
-        except (OSError, ValueError):
-            hard = 1 << 20
-    if soft == resource.RLIM_INFINITY or soft >= hard:
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard if hard else resource.RLIM_INFINITY))
-    except (ValueError, OSError):
-        return soft
-    return hard
-
-
 def cpu_seconds() -> float:
     """User plus system CPU this process has used."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -361,7 +345,7 @@ class Worker:
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> None:
-        limit = raise_fd_limit()
+        limit = raise_file_limit()
         if len(self.clients) + SPARE_FDS > limit:
             self.conn.send(("ready", 0, 0, len(self.clients),
                             [f"a worker can open only {limit} files: use more workers"]))

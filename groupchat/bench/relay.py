@@ -8,7 +8,7 @@ lines, and for each line, under one global lock, ``sendall()``\\ s ``<name> line
 other peer.  No notices, no commands, no limits, no timestamps; one slow reader stalls
 everyone (that is what makes it naive).  Not for real use.
 
-Run it with ``python -m groupchat.relay --port 0``; it prints ``... serving on HOST:PORT``.
+Run it with ``python -m groupchat.bench.relay --port 0``; it prints ``... serving on HOST:PORT``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Optional
 
 import click
 
-from groupchat.protocol import NAME_PROMPT, WELCOME_PREFIX, encode_line, format_address
-from groupchat.server import address_family
+from groupchat.net import address_family, format_address
+from groupchat.protocol import NAME_PROMPT, WELCOME_PREFIX, encode_line
 
 
 class RelayHandler(socketserver.StreamRequestHandler):
@@ -107,4 +107,4 @@ def main(host: str, port: int) -> None:
 
 
 if __name__ == "__main__":
-    main(prog_name="python -m groupchat.relay")
+    main(prog_name="python -m groupchat.bench.relay")

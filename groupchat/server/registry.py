@@ -12,11 +12,11 @@ import threading
 from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 from groupchat.errors import NameTakenError
-from groupchat.fanout import Fanout
+from groupchat.server.fanout import Fanout
 from groupchat.protocol import name_key
 
 if TYPE_CHECKING:
-    from groupchat.outbox import Outbox
+    from groupchat.server.outbox import Outbox
 
 LOBBY = "lobby"
 
@@ -50,7 +50,7 @@ class Room:
     def __init__(self, name: str) -> None:
         self.name = name
         self.topic = ""
-        self.fanout = Fanout()  # its lines on their way out: see groupchat.fanout
+        self.fanout = Fanout()  # its lines on their way out: see groupchat.server.fanout
         self._members: dict[Member, None] = {}
         self._snapshot: Optional[tuple[Member, ...]] = ()
 

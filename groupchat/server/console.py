@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional, TextIO
 
-from groupchat.chat import Chat
-from groupchat.commands import CommandTable, command, split_args
+from groupchat.server.chat import Chat
+from groupchat.server.commands import CommandTable, command, split_args
 
 SERVER = "the server"
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Sequence
 
-from groupchat.errors import GroupchatError
-from groupchat.flood import DEFAULT_BURST, DEFAULT_RATE
-from groupchat.notices import NOTICE_INTERVAL_SECONDS
+from groupchat.server.flood import DEFAULT_BURST, DEFAULT_RATE
+from groupchat.server.notices import NOTICE_INTERVAL_SECONDS
 from groupchat.protocol import MAX_LINE_BYTES
 
 HANDSHAKE_TIMEOUT_SECONDS = 30.0  # to complete TLS, give the password and a name
@@ -16,7 +14,6 @@ MAX_CLIENTS = 1000
 MAX_PER_ADDRESS = 16
 WRONG_PASSWORD_DELAY_SECONDS = 2.0
 DEFAULT_REPLAY = 20
-PASSWORD_ENV = "GROUPCHAT_PASSWORD"  # where server and client look when no password file is given
 # Outgoing bytes a connection may have waiting; past it the oldest room messages are
 # dropped for it.  With as much again in flight to the kernel this bounds its memory.
 MAX_QUEUED_BYTES = 256 * 1024
@@ -26,7 +23,7 @@ SHUTDOWN_FLUSH_SECONDS = 0.5
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """What a :class:`groupchat.server.ChatServer` enforces; the defaults protect a public server.
+    """What a :class:`groupchat.server.tcp.ChatServer` enforces; the defaults protect a public server.
 
     A limit of 0 turns that limit off.
     """
@@ -53,14 +50,3 @@ class ServerSettings:
     replay: int = DEFAULT_REPLAY  # lines of history shown on entering a room
     notice_interval: float = NOTICE_INTERVAL_SECONDS  # join/leave notice lines per room, at most one per
 
-
-def read_secret(path: str, what: str) -> str:
-    """A password kept in a file (so it is never on a command line): its first line."""
-    try:
-        secret = Path(path).read_text(encoding="utf-8").partition("\n")[0].strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GroupchatError(f"cannot read the {what} file {path}: "
-                             f"{getattr(exc, 'strerror', None) or exc}") from exc
-    if not secret:
-        raise GroupchatError(f"the {what} file {path} is empty")
-    return secret

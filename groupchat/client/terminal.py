@@ -6,9 +6,9 @@ you send is echoed as the others will see it.  With stdin a pipe or a file, its 
 as they come; at its end the client half-closes the connection and waits a little for the
 server to close, printing whatever still arrives.
 
-At a terminal, lines are coloured (:mod:`groupchat.colours`) unless stdout is not a terminal
+At a terminal, lines are coloured (:mod:`groupchat.client.colours`) unless stdout is not a terminal
 or ``NO_COLOR`` is set, a mention or a private message rings the bell, Tab completes commands
-and names (:mod:`groupchat.completion`) and the up arrow recalls your earlier lines.
+and names (:mod:`groupchat.client.completion`) and the up arrow recalls your earlier lines.
 
 The decisions are small classes with no I/O, tested by calling them: :class:`Handshake` (what
 to do with each line until the server lets you in) and :class:`Me` (how your own lines look
@@ -35,9 +35,10 @@ from prompt_toolkit.application import Application
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from groupchat.colours import Painter, colour_allowed
-from groupchat.completion import ChatCompleter, KnownNames
+from groupchat.client.colours import Painter, colour_allowed
+from groupchat.client.completion import ChatCompleter, KnownNames
 from groupchat.errors import ConnectError, ConnectionLostError, NameRefusedError, NoNewlineError
+from groupchat.net import format_address
 from groupchat.protocol import (
     ENCODING,
     LINE_NOTICE,
@@ -49,7 +50,6 @@ from groupchat.protocol import (
     LineTooLong,
     clean_text,
     encode_line,
-    format_address,
     is_refusal,
     is_welcome,
     message_text,
@@ -60,7 +60,7 @@ from groupchat.protocol import (
     render_message,
     split_command,
 )
-from groupchat.settings import PASSWORD_ENV
+from groupchat.passwords import PASSWORD_ENV
 from groupchat.tls import TLSConnection, describe_tls_error
 
 # For connecting, and then for each answer during the handshake: a port that is not a

@@ -1,8 +1,8 @@
 """``groupchat bench``: put a chat server under load and measure it against a naive relay.
 
 A round starts a target server in its own process (``groupchat serve``, the naive relay
-of :mod:`groupchat.relay`, or ``ncat --chat``) or uses one given by address, connects the
-scenario's clients from :class:`~groupchat.loadgen.LoadGenerator` worker processes, starts
+of :mod:`groupchat.bench.relay`, or ``ncat --chat``) or uses one given by address, connects the
+scenario's clients from :class:`~groupchat.bench.loadgen.LoadGenerator` worker processes, starts
 every sender at once and waits until every line has reached every other client.  Nothing
 is measured inside the server's process: its CPU, threads and peak memory are read from
 ``/proc``.
@@ -42,13 +42,13 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence, TextIO
 
 from groupchat.errors import BenchError
-from groupchat.loadgen import (
+from groupchat.net import raise_file_limit
+from groupchat.bench.loadgen import (
     MODE_HANDSHAKE,
     MODE_NCAT,
     ConnectResult,
     LoadGenerator,
     WorkerReport,
-    raise_fd_limit,
 )
 from groupchat.protocol import MAX_LINE_BYTES
 
@@ -169,7 +169,7 @@ def server_command(target: str, server_args: Sequence[str] = (), max_clients: in
         return [sys.executable, "-m", "groupchat", "serve", "--host", HOST, "--port", "0",
                 *DEFAULT_SERVER_ARGS, *history, *server_args]
     if target == "relay":
-        return [sys.executable, "-m", "groupchat.relay", "--host", HOST, "--port", "0"]
+        return [sys.executable, "-m", "groupchat.bench.relay", "--host", HOST, "--port", "0"]
     if target == "ncat":
         ncat = shutil.which("ncat")
         if ncat is None:
@@ -673,7 +673,7 @@ def run_bench(scenario: str, *, targets: Sequence[str] = ("groupchat",),
         raise BenchError("a running server is one target: --compare needs servers the bench starts")
     if rounds < 1 or workers < 1:
         raise BenchError("--rounds and --workers must be at least 1")
-    raise_fd_limit()  # servers we start inherit it: 10,000 clients need 10,000 descriptors
+    raise_file_limit()  # servers we start inherit it: 10,000 clients need 10,000 descriptors
     with _terminate_as_exit():
         return _run_rounds(plan, targets, rounds, address=address, server_args=server_args,
                            workers=workers, timeout=timeout, json_output=json_output, out=out,

@@ -1,0 +1,54 @@
+"""Small network helpers every wing uses: how an address is written, which family a host needs,
+and how many sockets a process may open."""
+
+from __future__ import annotations
+
+import resource
+import socket
+
+from groupchat.errors import ServerStartError
+
+# When the hard open-file limit is unlimited, the kernel still caps it here (else this guess).
+NR_OPEN_PATH = "/proc/sys/fs/nr_open"
+NR_OPEN_GUESS = 1 << 20
+
+
+def format_address(address: tuple) -> str:
+    """``host:port``, with brackets around an IPv6 host.
+
+    >>> format_address(("::1", 7111, 0, 0))
+    '[::1]:7111'
+    """
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def address_family(host: str) -> socket.AddressFamily:
+    """IPv6 for an IPv6 address or a name that only has one, else IPv4 (for listening)."""
+    try:
+        infos = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServerStartError(f"cannot listen on {host}: unknown host") from exc
+    return infos[0][0]
+
+
+def raise_file_limit() -> int:
+    """Raise this process's open-file limit to its hard maximum; return the limit now in force.
+
+    A server with thousands of clients needs a descriptor each, and so does a load generator
+    playing them; the processes a bench starts inherit the raised limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:  # setrlimit refuses an infinite soft limit: take the kernel's cap
+        try:
+            with open(NR_OPEN_PATH) as nr_open:
+                hard = int(nr_open.read())
+        except (OSError, ValueError):
+            hard = NR_OPEN_GUESS
+    if soft == resource.RLIM_INFINITY or soft >= hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft
+    return hard
