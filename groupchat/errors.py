@@ -47,3 +47,7 @@ class HistoryError(GroupchatError):
 
 class BenchError(GroupchatError):
     """Raised when a benchmark cannot run: a server that does not start, a worker that dies."""
+
+
+class UsageError(CommandError):
+    """Raised by a command given too few arguments, or bad ones; the reply is the command's usage."""

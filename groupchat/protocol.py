@@ -282,22 +282,31 @@ def render_history(stamp: str, kind: str, sender: str, text: str) -> str:
     return f"[{stamp}] {HISTORY_MARK} {said}"
 
 
+# -- the server's sentences -------------------------------------------------------------
+# Each sentence a program reads back (our client's completion, the bench) is a render/parse
+# pair here, so the wording lives in one place and the doctests show that the two agree.
+
 def render_refusal(reason: str) -> str:
     """The line before the name prompt is asked again."""
-    return f"{NOTICE_MARK} Sorry, {reason}."
+    return f"{_REFUSAL_START}{reason}."
 
 
-def render_welcome(name: str, others: str) -> str:
-    """The line that ends the handshake and says who else is here (``others`` from :func:`list_names`).
+def is_refusal(line: str) -> bool:
+    """Whether a handshake line from the server refuses the name just sent (for clients)."""
+    return line.startswith(_REFUSAL_START)
 
-    >>> render_welcome("alice", "bob, carol")
-    '*** Welcome, alice! Here now: bob, carol.'
-    >>> render_welcome("alice", "")
-    '*** Welcome, alice! Nobody else is here yet.'
+
+def refusal_reason(line: str) -> str:
+    """The reason in a refusal line (the inverse of :func:`render_refusal`).
+
+    >>> refusal_reason(render_refusal('the name "bob" is taken'))
+    'the name "bob" is taken'
     """
-    if not others:
-        return f"{WELCOME_PREFIX}{name}! Nobody else is here yet."
-    return f"{WELCOME_PREFIX}{name}! Here now: {others}."
+    reason = line[len(_REFUSAL_START):]
+    return reason[:-1] if reason.endswith(".") else reason
+
+
+_REFUSAL_START = f"{NOTICE_MARK} Sorry, "
 
 
 def list_names(names: list[str], cap: int, total: Optional[int] = None) -> str:
@@ -316,28 +325,177 @@ def list_names(names: list[str], cap: int, total: Optional[int] = None) -> str:
     return f"{shown} and {more:,} other{'s' if more > 1 else ''}"
 
 
+def parse_names(listing: str) -> list[str]:
+    """The names spelled out by :func:`list_names` (names have no spaces, so each item's first
+    word is one; the count of the others is not a name).
+
+    >>> parse_names(list_names(["a", "b", "c"], 2))
+    ['a', 'b']
+    """
+    return [item.split(" ", 1)[0] for item in listing.split(", ")] if listing else []
+
+
+_NAMES = r"\S+(?:, \S+)*(?: and [\d,]+ others?)?"  # what list_names makes
+
+
+def render_welcome(name: str, others: str) -> str:
+    """The line that ends the handshake and says who else is here (``others`` from :func:`list_names`).
+
+    >>> render_welcome("alice", "bob, carol")
+    '*** Welcome, alice! Here now: bob, carol.'
+    >>> render_welcome("alice", "")
+    '*** Welcome, alice! Nobody else is here yet.'
+    """
+    return f"{WELCOME_PREFIX}{name}! {_here_now(others)}"
+
+
 def is_welcome(line: str) -> bool:
     """Whether a line from the server ends the handshake (for clients)."""
     return line.startswith(WELCOME_PREFIX)
 
 
-_REFUSAL_START = f"{NOTICE_MARK} Sorry, "
-_RENAMED = re.compile(r"(?P<old>\S+) is now known as (?P<new>\S+)")
+def parse_welcome(line: str) -> Optional[tuple[str, list[str]]]:
+    """``(name, the others named)`` from a welcome line, else None.
 
-
-def is_refusal(line: str) -> bool:
-    """Whether a handshake line from the server refuses the name just sent (for clients)."""
-    return line.startswith(_REFUSAL_START)
-
-
-def refusal_reason(line: str) -> str:
-    """The reason in a refusal line (the inverse of :func:`render_refusal`).
-
-    >>> refusal_reason('*** Sorry, the name "bob" is taken.')
-    'the name "bob" is taken'
+    >>> parse_welcome(render_welcome("alice", list_names(["bob", "carol", "dave"], 2)))
+    ('alice', ['bob', 'carol'])
+    >>> parse_welcome(render_welcome("alice", ""))
+    ('alice', [])
     """
-    reason = line[len(_REFUSAL_START):]
-    return reason[:-1] if reason.endswith(".") else reason
+    match = _WELCOME.fullmatch(line)
+    return (match["name"], parse_names(match["names"] or "")) if match else None
+
+
+def _here_now(others: str) -> str:
+    return f"Here now: {others}." if others else "Nobody else is here yet."
+
+
+_HERE_NOW = rf"(?:Here now: (?P<names>{_NAMES})\.|Nobody else is here yet\.)"
+_WELCOME = re.compile(rf"{re.escape(WELCOME_PREFIX)}(?P<name>\S+)! {_HERE_NOW}")
+
+
+def render_entered(room: str, others: str) -> str:
+    """The notice a member gets on moving to another room.
+
+    >>> render_entered("dev", "bob")
+    'You are now in dev. Here now: bob.'
+    """
+    return f"You are now in {room}. {_here_now(others)}"
+
+
+def parse_entered(text: str) -> Optional[tuple[str, list[str]]]:
+    """``(room, the others named)`` from :func:`render_entered`'s notice text, else None.
+
+    >>> parse_entered(render_entered("dev", "bob, carol"))
+    ('dev', ['bob', 'carol'])
+    >>> parse_entered(render_entered("dev", ""))
+    ('dev', [])
+    """
+    match = _ENTERED.fullmatch(text)
+    return (match["room"], parse_names(match["names"] or "")) if match else None
+
+
+_ENTERED = re.compile(rf"You are now in (?P<room>\S+)\. {_HERE_NOW}")
+
+
+def render_moved(name: str, room: str) -> str:
+    """The notice a room gets when one of its members goes to another room."""
+    return f"{name} went to {room}"
+
+
+def parse_moved(text: str) -> Optional[tuple[str, str]]:
+    """``(name, room)`` from :func:`render_moved`'s notice text, else None.
+
+    >>> parse_moved(render_moved("bob", "dev"))
+    ('bob', 'dev')
+    """
+    match = _MOVED.fullmatch(text)
+    return (match["name"], match["room"]) if match else None
+
+
+_MOVED = re.compile(r"(?P<name>\S+) went to (?P<room>\S+)")
+
+
+def render_who(room: str, here: list[str], online: int, cap: int) -> str:
+    """The answer to /who: who is in the room (at most ``cap`` named) and how many are online."""
+    return f"In {room} ({len(here)}): {list_names(here, cap)}. {online} online in all."
+
+
+def parse_who(text: str) -> Optional[tuple[str, list[str], int]]:
+    """``(room, the names listed, how many online)`` from a /who answer, else None.
+
+    >>> parse_who(render_who("lobby", ["alice", "bob", "carol"], 5, cap=2))
+    ('lobby', ['alice', 'bob'], 5)
+    """
+    match = _WHO.fullmatch(text)
+    return (match["room"], parse_names(match["names"]), int(match["online"])) if match else None
+
+
+_WHO = re.compile(rf"In (?P<room>\S+) \(\d+\): (?P<names>{_NAMES})\. (?P<online>\d+) online in all\.")
+
+
+def render_comings(joined: list[str], left: list[str], cap: int) -> str:
+    """One notice for a room's comings and goings, at most ``cap`` names spelled out for each.
+
+    >>> render_comings(["alice", "bob", "carol"], ["dave"], cap=10)
+    'alice, bob, carol joined; dave left'
+    >>> render_comings([f"p{n}" for n in range(40)], [], cap=10)[-27:]
+    'p8, p9 and 30 others joined'
+    """
+    parts = [f"{list_names(names, cap)} {verb}" for names, verb in ((joined, JOINED), (left, LEFT)) if names]
+    return "; ".join(parts)
+
+
+def render_left(name: str, reason: str) -> str:
+    """The notice for one leave worth telling at once, with its reason (a /quit message, a kick)."""
+    return f"{name} {LEFT} ({reason})"
+
+
+def parse_comings(text: str) -> Optional[tuple[list[str], list[str]]]:
+    """``(names joined, names left)`` from :func:`render_comings` or :func:`render_left`, else None.
+
+    >>> parse_comings(render_comings(["a", "b", "c"], ["d"], cap=2))
+    (['a', 'b'], ['d'])
+    >>> parse_comings(render_left("bob", "quit: see you (later)"))
+    ([], ['bob'])
+    >>> parse_comings("alice set the topic: x joined") is None
+    True
+    """
+    match = _LEFT_WITH_REASON.fullmatch(text)
+    if match:
+        return [], [match["name"]]
+    joined: list[str] = []
+    left: list[str] = []
+    for part in text.split("; "):
+        match = _COMINGS.fullmatch(part)
+        if match is None:
+            return None
+        (joined if match["verb"] == JOINED else left).extend(parse_names(match["names"]))
+    return joined, left
+
+
+JOINED, LEFT = "joined", "left"
+_COMINGS = re.compile(rf"(?P<names>{_NAMES}) (?P<verb>{JOINED}|{LEFT})")
+_LEFT_WITH_REASON = re.compile(rf"(?P<name>\S+) {LEFT} \(.*\)")
+
+
+def render_missed(count: int) -> str:
+    """What a reader too slow for its queue is told in place of the messages it lost."""
+    return f"{MISSED_START}{count} messages while you were not reading; /history {count} shows them."
+
+
+def parse_missed(text: str) -> Optional[int]:
+    """How many messages :func:`render_missed`'s notice text says were lost, else None.
+
+    >>> parse_missed(render_missed(12))
+    12
+    """
+    match = _MISSED.match(text)
+    return int(match[1]) if match else None
+
+
+MISSED_START = "You missed "
+_MISSED = re.compile(rf"{MISSED_START}(\d+) messages")
 
 
 def render_rename(old: str, new: str) -> str:
@@ -348,11 +506,14 @@ def render_rename(old: str, new: str) -> str:
 def parse_rename(text: str) -> Optional[tuple[str, str]]:
     """``(old, new)`` from a /nick notice's text, else None.
 
-    >>> parse_rename("alice is now known as al")
+    >>> parse_rename(render_rename("alice", "al"))
     ('alice', 'al')
     """
     match = _RENAMED.fullmatch(text)
     return (match["old"], match["new"]) if match else None
+
+
+_RENAMED = re.compile(r"(?P<old>\S+) is now known as (?P<new>\S+)")
 
 
 def split_command(line: str) -> Optional[tuple[str, str]]:
@@ -373,3 +534,51 @@ def message_text(line: str) -> str:
     """The text of a message line: a leading "//" stands for "/"."""
     return line[1:] if line.startswith("//") else line
 
+
+
+# -- the chat's commands ------------------------------------------------------------------
+# One table for the server (which binds each to a cmd_NAME method, and makes /help from it)
+# and for clients (which complete the names).
+
+MAX_HISTORY = 500  # most lines one /history (or a replay) shows
+MAX_SEARCH = 50  # most matches one /search shows
+DEFAULT_HISTORY_LINES = 20  # /history with no number
+
+
+class CommandSpec(NamedTuple):
+    """One command: its name, how it is used, a line of help, and whether only operators may use it."""
+
+    name: str
+    args: str
+    help: str
+    ops_only: bool = False
+
+    @property
+    def usage(self) -> str:
+        """``/name ARGS``, as help and a usage error show it.
+
+        >>> CommandSpec("msg", "NAME TEXT", "").usage
+        '/msg NAME TEXT'
+        """
+        return f"/{self.name} {self.args}".rstrip()
+
+
+CHAT_COMMANDS = (
+    CommandSpec("help", "[COMMAND]", "list the commands, or explain one"),
+    CommandSpec("nick", "NEW", "change your name"),
+    CommandSpec("who", "", "who is in your room, and how many are online"),
+    CommandSpec("me", "ACTION", "say what you do, shown as * NAME ACTION"),
+    CommandSpec("msg", "NAME TEXT", "a private message only NAME sees"),
+    CommandSpec("quit", "[REASON]", "leave the chat; the others see the reason"),
+    CommandSpec("join", "ROOM", "move to another room (made if new)"),
+    CommandSpec("rooms", "", "list the rooms and how many are in each"),
+    CommandSpec("topic", "[TEXT]", "show or set your room's topic"),
+    CommandSpec("history", "[N]", f"show the last N messages of your room (default "
+                                  f"{DEFAULT_HISTORY_LINES}, at most {MAX_HISTORY})"),
+    CommandSpec("search", "TEXT", f"find earlier messages in your room, newest first (at most {MAX_SEARCH})"),
+    CommandSpec("op", "PASSWORD", "become an operator"),
+    CommandSpec("kick", "NAME [REASON]", "disconnect someone", ops_only=True),
+    CommandSpec("ban", "NAME|ADDRESS [MINUTES]", "refuse an address (for good if no minutes)", ops_only=True),
+    CommandSpec("unban", "ADDRESS", "lift a ban", ops_only=True),
+    CommandSpec("bans", "", "list the bans in force", ops_only=True),
+)

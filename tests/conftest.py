@@ -19,8 +19,10 @@ from typing import Callable, Iterator
 import pytest
 
 from groupchat.protocol import NAME_PROMPT, LineBuffer, is_welcome
-from groupchat.server.tcp import ChatServer
+from groupchat.server.chat import Chat, Clock
+from groupchat.server.registry import Member, Registry
 from groupchat.server.settings import ServerSettings
+from groupchat.server.tcp import ChatServer
 
 WAIT_SECONDS = 10.0
 REPO = Path(__file__).resolve().parent.parent
@@ -117,6 +119,54 @@ class Peer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+# -- the chat with no sockets -------------------------------------------------------------
+
+class RecordingOutbox:
+    """Keeps the lines sent to one member, in order."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.ended = False  # the chat closed the connection (/quit, a kick, a wrong password)
+        self._held: list[str] | None = None
+
+    def put(self, data: bytes, droppable: bool = False) -> None:
+        (self.lines if self._held is None else self._held).extend(data.decode().splitlines())
+
+    def hold(self) -> None:
+        self._held = []
+
+    def release(self, first: bytes) -> None:
+        held, self._held = self._held or [], None
+        self.lines.extend(first.decode().splitlines() + held)
+
+    def end(self) -> None:
+        self.ended = True
+
+
+def fixed_clock() -> Clock:
+    return Clock(now=lambda: 0.0)
+
+
+def make_chat(**settings) -> Chat:
+    """A chat with no sockets: joins and leaves told at once, no delay after a wrong password."""
+    settings = {"notice_interval": 0, **settings}
+    return Chat(Registry(), ServerSettings(**settings), clock=fixed_clock(), sleep=lambda seconds: None)
+
+
+def newcomer(chat: Chat, address: str = "10.0.0.1:1") -> Member:
+    member = Member(address, RecordingOutbox())
+    chat.registry.connect(member)
+    chat.greet(member)
+    return member
+
+
+def named(chat: Chat, name: str) -> Member:
+    member = newcomer(chat)
+    chat.receive(member, [name])
+    member.link.lines.clear()
+    return member
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -212,5 +212,5 @@ def test_operators_ban_and_unban(opped, connect):
     refused = Peer(server.server_address)
     assert refused.expect_eof() == ["*** Sorry, this address is banned."]
     refused.close()
-    server.chat.unban("127.0.0.1")
+    server.chat.moderation.unban("127.0.0.1")
     connect("dave", server)

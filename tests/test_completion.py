@@ -6,11 +6,11 @@ import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from groupchat.server.chat import Chat
-from groupchat.client.completion import CHAT_COMMANDS, ChatCompleter, KnownNames
-from groupchat.server.notices import MAX_NOTICE_NAMES, describe
+from conftest import make_chat, named, newcomer
+from groupchat.client.completion import CHAT_COMMAND_NAMES, ChatCompleter, KnownNames
 from groupchat.protocol import render_notice
-from test_chat import make_chat, named, newcomer
+from groupchat.server.chat_commands import ChatCommands
+from groupchat.server.notices import MAX_NOTICE_NAMES, describe
 
 
 def known(*lines: str) -> KnownNames:
@@ -27,16 +27,15 @@ def completions(names: KnownNames, typed: str) -> list[tuple[str, int]]:
 
 
 def test_the_commands_are_the_servers():
-    served = {attr[len("cmd_"):] for attr in dir(Chat)
-              if attr.startswith("cmd_") and hasattr(getattr(Chat, attr), "command_info")}
-    assert set(CHAT_COMMANDS) == served
-    assert len(CHAT_COMMANDS) == len(served)
+    served = {attr[len("cmd_"):] for attr in dir(ChatCommands) if attr.startswith("cmd_")}
+    assert set(CHAT_COMMAND_NAMES) == served
+    assert len(CHAT_COMMAND_NAMES) == len(served)
 
 
 def test_names_are_learnt_from_what_the_real_chat_says():
     chat = make_chat()
     alice, bob, carol = named(chat, "alice"), named(chat, "bob"), named(chat, "carol")
-    alice.outbox.lines.clear()
+    alice.link.lines.clear()
     dave = named(chat, "dave")
     erin = named(chat, "erin")
     chat.receive(bob, ["/nick rob"])
@@ -44,10 +43,10 @@ def test_names_are_learnt_from_what_the_real_chat_says():
     chat.leave(dave, "quit: bye")
     chat.receive(erin, ["hi all"])
     chat.receive(alice, ["/who"])
-    assert known(*alice.outbox.lines).starting("") == ["alice", "carol", "erin", "rob"]  # /who names you
+    assert known(*alice.link.lines).starting("") == ["alice", "carol", "erin", "rob"]  # /who names you
     frank = newcomer(chat)
     chat.receive(frank, ["frank"])
-    assert known(*frank.outbox.lines).starting("") == ["alice", "erin", "rob"]
+    assert known(*frank.link.lines).starting("") == ["alice", "erin", "rob"]
 
 
 def test_names_come_from_the_welcome_and_the_lists_of_who_is_here():
@@ -99,7 +98,7 @@ def test_a_slash_word_at_the_start_completes_to_a_command():
     assert completions(KnownNames(), "/wh") == [("/who", -3)]
     assert completions(KnownNames(), "/WH") == [("/who", -3)]
     assert completions(KnownNames(), "/ba") == [("/ban", -3), ("/bans", -3)]
-    assert len(completions(KnownNames(), "/")) == len(CHAT_COMMANDS)
+    assert len(completions(KnownNames(), "/")) == len(CHAT_COMMAND_NAMES)
 
 
 @pytest.mark.parametrize("typed", ["hi /wh", " /wh", "//wh", "/nosuch"])

@@ -38,7 +38,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from groupchat.errors import BenchError
 from groupchat.net import raise_file_limit
-from groupchat.protocol import NAME_PROMPT, WELCOME_PREFIX, is_refusal
+from groupchat.protocol import MISSED_START, NAME_PROMPT, WELCOME_PREFIX, is_refusal, parse_line, parse_missed
 
 # How a target greets a client: groupchat and the naive relay ask a name and welcome it;
 # ncat --chat asks nothing and prefixes each chunk it relays with "<userN> ".
@@ -65,7 +65,18 @@ HANG_SECONDS = 30.0
 
 _BENCH_LINE = re.compile(rb"~(\d+):(\d+):(\d+):")
 # groupchat drops room messages a reader is too slow for, and says how many in their place.
-_SHED_NOTICE = re.compile(rb"\*\*\* You missed (\d+) messages")
+_MISSED_START = MISSED_START.encode()
+
+
+def count_missed(data: bytes) -> int:
+    """How many lines the server said it dropped for this reader, in the notices in ``data``.
+
+    >>> count_missed(b"[12:00] *** You missed 3 messages while you were not reading; /history 3 "
+    ...              b"shows them.\\n[12:00] <c1> ~1:1:1:\\n")
+    3
+    """
+    return sum(parse_missed(parse_line(line).text) or 0
+               for line in data.decode(errors="replace").split("\n") if MISSED_START in line)
 
 
 def make_line(sender: int, seq: int, sent_ns: int, size: int) -> bytes:
@@ -587,8 +598,8 @@ class Worker:
             cut = data.rfind(b"\n") + 1
             client.tail = data[cut:]
             data = data[:cut]
-        if b"You missed " in data:
-            self.report.shed += sum(int(count) for count in _SHED_NOTICE.findall(data))
+        if _MISSED_START in data:
+            self.report.shed += count_missed(data)
         if b"~" not in data:
             return
         new = client.checker.record_all(_BENCH_LINE.findall(data), now_ns, self.report.latencies_ns)

@@ -8,25 +8,26 @@ any other word (so ``/msg bo`` and ``/kick bo`` complete too).
 
 from __future__ import annotations
 
-import re
 import threading
 from typing import Iterable, Iterator
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
-from groupchat.protocol import LINE_NOTICE, is_welcome, name_key, parse_line, parse_rename
+from groupchat.protocol import (
+    CHAT_COMMANDS,
+    LINE_NOTICE,
+    name_key,
+    parse_comings,
+    parse_entered,
+    parse_line,
+    parse_moved,
+    parse_rename,
+    parse_welcome,
+    parse_who,
+)
 
-# The chat's commands, as /help lists them (tests/test_completion.py checks them against the server).
-CHAT_COMMANDS = ("help", "nick", "who", "me", "msg", "quit", "join", "rooms", "topic", "history",
-                 "search", "op", "kick", "ban", "unban", "bans")
-
-# The notices that say who is around, in the chat's wording; names have no spaces.
-# Comings and goings, one or a room's batch: "bob left (quit: bye)", "a, b and 3 others joined; c left".
-_EVENTS = re.compile(r"(?:^|; )(?P<names>\S+(?:, \S+)*(?: and [\d,]+ others?)?) (?P<event>joined|left)\b")
-_MOVED = re.compile(r"(?P<name>\S+) went to \S+")
-# The welcome, "/join" ("Here now: a, b and 3 others.") and "/who" ("In lobby (3): a, b. 5 online in all.").
-_LIST = re.compile(r"(?:Here now|In \S+ \(\d+\)): (?P<names>.+?)\.(?: \d+ online in all\.)?$")
+CHAT_COMMAND_NAMES = tuple(spec.name for spec in CHAT_COMMANDS)
 
 
 class KnownNames:
@@ -56,8 +57,8 @@ class KnownNames:
             self._add(parsed.sender)
         elif parsed.kind == LINE_NOTICE:
             self._notice(parsed.text)
-        elif is_welcome(line):
-            self._listed(line)
+        elif welcome := parse_welcome(line):
+            self._add_all(welcome[1])
 
     def starting(self, prefix: str) -> list[str]:
         """The known names that start with ``prefix`` ignoring case, sorted that way."""
@@ -67,24 +68,23 @@ class KnownNames:
         return sorted(found, key=name_key)
 
     def _notice(self, text: str) -> None:
-        renamed = parse_rename(text)
-        if renamed:
+        if renamed := parse_rename(text):
             self._forget(renamed[0])
             self._add(renamed[1])
-        elif match := _MOVED.fullmatch(text):
-            self._add(match["name"])  # still online, in another room: /msg reaches them
-        elif events := list(_EVENTS.finditer(text)):
-            for event in events:
-                for name in _listed_names(event["names"]):
-                    (self._add if event["event"] == "joined" else self._forget)(name)
-        else:
-            self._listed(text)
+        elif moved := parse_moved(text):
+            self._add(moved[0])  # still online, in another room: /msg reaches them
+        elif comings := parse_comings(text):
+            self._add_all(comings[0])
+            for name in comings[1]:
+                self._forget(name)
+        elif entered := parse_entered(text):
+            self._add_all(entered[1])
+        elif who := parse_who(text):
+            self._add_all(who[1])
 
-    def _listed(self, text: str) -> None:
-        match = _LIST.search(text)
-        if match:
-            for name in _listed_names(match["names"]):
-                self._add(name)
+    def _add_all(self, names: list[str]) -> None:
+        for name in names:
+            self._add(name)
 
     def _add(self, name: str) -> None:
         with self._lock:
@@ -95,15 +95,10 @@ class KnownNames:
             self._names.pop(name_key(name), None)
 
 
-def _listed_names(listing: str) -> list[str]:
-    """The names in "a, b and 3 others": names have no spaces, so each item's first word is one."""
-    return [item.split(" ", 1)[0] for item in listing.split(", ")]
-
-
 class ChatCompleter(Completer):
     """Completes ``/wh`` at the start of a line to ``/who``, and any other word to a known name."""
 
-    def __init__(self, names: KnownNames, commands: Iterable[str] = CHAT_COMMANDS) -> None:
+    def __init__(self, names: KnownNames, commands: Iterable[str] = CHAT_COMMAND_NAMES) -> None:
         self.names = names
         self.commands = tuple(commands)
 

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from typing import Callable, Optional, TextIO
 
+from groupchat.protocol import CommandSpec
 from groupchat.server.chat import Chat
-from groupchat.server.commands import CommandTable, command, split_args
+from groupchat.server.commands import CommandTable, split_args
 
 SERVER = "the server"
+CONSOLE_COMMANDS = (
+    CommandSpec("help", "[COMMAND]", "list the console's commands, or explain one"),
+    CommandSpec("who", "", "everyone connected, by room"),
+    CommandSpec("rooms", "", "the rooms and how many are in each"),
+    CommandSpec("say", "TEXT", "a notice from the server to everyone"),
+    CommandSpec("kick", "NAME [REASON]", "disconnect someone"),
+    CommandSpec("ban", "NAME|ADDRESS [MINUTES]", "refuse an address, for good if no minutes"),
+    CommandSpec("unban", "ADDRESS", "lift a ban"),
+    CommandSpec("bans", "", "list the bans in force"),
+    CommandSpec("quit", "", "stop the server (as Ctrl-D does)"),
+)
 
 
 class Console:
@@ -17,7 +29,7 @@ class Console:
         self.chat = chat
         self.stop = stop
         self.output = output
-        self.commands = CommandTable(self)
+        self.commands = CommandTable(self, CONSOLE_COMMANDS)
 
     def run(self, console: TextIO) -> None:
         """Handle lines until end of input, then stop the server."""
@@ -37,47 +49,38 @@ class Console:
         for line in lines:
             self._reply(None, line)
 
-    @command("[COMMAND]", "list the console's commands, or explain one")
     def cmd_help(self, _caller: None, rest: str) -> None:
         self._print_all(self.commands.help_lines(rest) + ["Ctrl-D stops the server, as /quit does."])
 
-    @command("", "everyone connected, by room")
     def cmd_who(self, _caller: None, rest: str) -> None:
         members = self.chat.registry.named()
         self._print_all([f"{m.name} in {m.room.name if m.room else '-'} from {m.address}"
                          + (" (operator)" if m.is_op else "") for m in members]
                         or ["Nobody is connected."])
 
-    @command("", "the rooms and how many are in each")
     def cmd_rooms(self, _caller: None, rest: str) -> None:
         self._print_all(self.chat.describe_rooms())
 
-    @command("TEXT", "a notice from the server to everyone")
     def cmd_say(self, _caller: None, rest: str) -> None:
-        (text,) = split_args(rest, 1, self.cmd_say)
+        (text,) = split_args(rest, 1)
         self.chat.announce(f"Notice from the server: {text}")
 
-    @command("NAME [REASON]", "disconnect someone")
     def cmd_kick(self, _caller: None, rest: str) -> None:
-        name, *reason = split_args(rest, 1, self.cmd_kick, at_most=2)
+        name, *reason = split_args(rest, 1, at_most=2)
         target = self.chat.find(name)
-        self.chat.kick(target, SERVER, "".join(reason))
+        self.chat.moderation.kick(target, SERVER, "".join(reason))
         self._reply(None, f"Kicked {target.name}.")
 
-    @command("NAME|ADDRESS [MINUTES]", "refuse an address, for good if no minutes")
     def cmd_ban(self, _caller: None, rest: str) -> None:
-        target, *minutes = split_args(rest, 1, self.cmd_ban, at_most=2)
-        self._reply(None, self.chat.ban(target, "".join(minutes), SERVER))
+        target, *minutes = split_args(rest, 1, at_most=2)
+        self._reply(None, self.chat.moderation.ban(target, "".join(minutes), SERVER))
 
-    @command("ADDRESS", "lift a ban")
     def cmd_unban(self, _caller: None, rest: str) -> None:
-        (target,) = split_args(rest, 1, self.cmd_unban)
-        self._reply(None, self.chat.unban(target))
+        (target,) = split_args(rest, 1)
+        self._reply(None, self.chat.moderation.unban(target))
 
-    @command("", "list the bans in force")
     def cmd_bans(self, _caller: None, rest: str) -> None:
-        self._print_all(self.chat.describe_bans())
+        self._print_all(self.chat.moderation.describe_bans())
 
-    @command("", "stop the server (as Ctrl-D does)")
     def cmd_quit(self, _caller: None, rest: str) -> None:
         self.stop()

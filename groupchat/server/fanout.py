@@ -16,19 +16,23 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Protocol, Sequence
 
-if TYPE_CHECKING:
-    from groupchat.server.registry import Member
+
+class Recipient(Protocol):
+    """Whoever a room's lines go to (a :class:`~groupchat.server.registry.Member`): a send
+    that never blocks."""
+
+    def send(self, data: bytes, droppable: bool = False) -> None: ...
 
 
 class Delivery(NamedTuple):
     """Bytes for a snapshot of a room's members, ``besides`` (the sender, usually) left out."""
 
-    members: tuple[Member, ...]
+    members: tuple[Recipient, ...]
     data: bytes
     droppable: bool  # see Outbox.put
-    besides: Optional[Member]
+    besides: Optional[Recipient]
 
 
 class Fanout:

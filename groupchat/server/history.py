@@ -38,14 +38,12 @@ from pathlib import Path
 from typing import Iterator, NamedTuple, Optional, Sequence, Union
 
 from groupchat.errors import HistoryError
-from groupchat.protocol import LINE_ACTION, LINE_MESSAGE, LINE_NOTICE, name_key
+from groupchat.protocol import LINE_ACTION, LINE_MESSAGE, LINE_NOTICE, MAX_HISTORY, MAX_SEARCH, name_key
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FILE_NAME = "history.db"
 KINDS = frozenset({LINE_MESSAGE, LINE_ACTION, LINE_NOTICE})  # never LINE_PRIVATE
-MAX_HISTORY = 500  # most messages one recent() returns
-MAX_SEARCH = 50  # most matches one search() returns
 # Messages held in memory while the disk refuses them; past this the oldest are dropped, counted.
 MAX_PENDING = 100_000
 # How long the writer lets messages gather before a commit: at a chat's usual pace this
@@ -249,9 +247,7 @@ class HistoryStore:
             self._queue.append((first, key, room, row_time, sender, batch.kind, batch.text, batch.count))
             self._appended += batch.count
             self._queued += batch.count
-            while self._queued > self.max_pending:
-                self._dropped += self._queue[0][-1]
-                self._queued -= self._queue.popleft()[-1]
+            self._drop_past_max_pending()
             if len(self._queue) == 1:  # the writer sleeps only when the queue is empty
                 self._wake.notify()
         return first
@@ -416,18 +412,11 @@ class HistoryStore:
 
     def _save(self, rows: list[_Row], final: bool) -> None:
         try:
-            with self._db_lock:
-                try:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    _insert(self._db, rows)
-                    if self._keep_at_most is not None:
-                        self._db.execute("DELETE FROM messages WHERE id <= "  # by rowid: no scan
-                                         "(SELECT max(id) FROM messages) - ?", (self._keep_at_most,))
-                    self._db.execute("COMMIT")
-                except sqlite3.Error:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
+            with self._db_lock, _transaction(self._db):
+                _insert(self._db, rows)
+                if self._keep_at_most is not None:
+                    self._db.execute("DELETE FROM messages WHERE id <= "  # by rowid: no scan
+                                     "(SELECT max(id) FROM messages) - ?", (self._keep_at_most,))
         except sqlite3.Error as exc:
             self._hold(rows, exc, final)
             return
@@ -448,9 +437,7 @@ class HistoryStore:
             else:
                 self._queue.extendleft(reversed(rows))
                 self._queued += _messages(rows)
-                while self._queued > self.max_pending:
-                    self._dropped += self._queue[0][-1]
-                    self._queued -= self._queue.popleft()[-1]
+                self._drop_past_max_pending()
             first, self._failing = not self._failing, True
             self._progress.notify_all()
         if final:
@@ -459,6 +446,13 @@ class HistoryStore:
         elif first:
             log.error("history: cannot save to %s: %s; holding up to %d messages in memory and "
                       "retrying every %gs", self.path, exc, self.max_pending, self.retry_interval)
+
+    def _drop_past_max_pending(self) -> None:
+        """Drop the oldest queued rows, counted as lost, while more than :attr:`max_pending`
+        messages wait, so memory stays bounded; call it holding ``self._lock``."""
+        while self._queued > self.max_pending:
+            self._dropped += self._queue[0][-1]
+            self._queued -= self._queue.popleft()[-1]
 
 
 def _cap(limit: int, most: int) -> int:
@@ -617,12 +611,21 @@ def _prune(db: sqlite3.Connection, before: float) -> None:
     AUTOINCREMENT keeps the largest row id in sqlite_sequence; the largest message id is
     its row's last, so that is kept first: ids never go back, even once every row is gone.
     """
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _transaction(db):
         db.execute("UPDATE sqlite_sequence SET seq = max(seq, coalesce("
                    "(SELECT id + lines - 1 FROM messages ORDER BY id DESC LIMIT 1), 0))"
                    " WHERE name = 'messages'")
         db.execute("DELETE FROM messages WHERE time < ?", (before,))
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """Run the block as one write transaction: taken at once (IMMEDIATE), so it never fails
+    half-way on a lock; committed, or on an SQLite error rolled back (if SQLite has not
+    already) and the error raised."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
         db.execute("COMMIT")
     except sqlite3.Error:
         if db.in_transaction:

@@ -13,13 +13,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Hashable, Optional, TypeVar
 
-from groupchat.protocol import list_names
+from groupchat.protocol import JOINED, LEFT, render_comings
 
 NOTICE_INTERVAL_SECONDS = 1.0
 MAX_NOTICE_NAMES = 10  # names spelled out in one coalesced line; the rest are counted
-JOINED, LEFT = "joined", "left"
 
 Room = TypeVar("Room", bound=Hashable)
+
+
+def describe(joined: list[str], left: list[str]) -> str:
+    """One notice for a batch of comings and goings, a bounded number of names spelled out.
+
+    >>> describe([f"p{n}" for n in range(40)], ["q"])[-35:]
+    'p8, p9 and 30 others joined; q left'
+    """
+    return render_comings(joined, left, MAX_NOTICE_NAMES)
 
 
 @dataclass
@@ -27,19 +35,6 @@ class _Batch:
     joined: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
     due: float = 0.0
-
-
-def describe(joined: list[str], left: list[str]) -> str:
-    """One notice for a batch.
-
-    >>> describe(["alice", "bob", "carol"], ["dave"])
-    'alice, bob, carol joined; dave left'
-    >>> describe([f"p{n}" for n in range(40)], [])[-27:]
-    'p8, p9 and 30 others joined'
-    """
-    parts = [f"{list_names(names, MAX_NOTICE_NAMES)} {verb}"
-             for names, verb in ((joined, JOINED), (left, LEFT)) if names]
-    return "; ".join(parts)
 
 
 class NoticeBatcher(Generic[Room]):

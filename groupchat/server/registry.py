@@ -7,32 +7,56 @@ fan-out elsewhere.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import threading
-from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Protocol
 
 from groupchat.errors import NameTakenError
 from groupchat.server.fanout import Fanout
 from groupchat.protocol import name_key
 
-if TYPE_CHECKING:
-    from groupchat.server.outbox import Outbox
-
 LOBBY = "lobby"
 
 
-class Member:
-    """One connection as the chat sees it: where it comes from, its name and room, how to reach it."""
+class Stage(enum.Enum):
+    """Where a connection is in its handshake; the chat handles each line by its stage."""
 
-    def __init__(self, address: str, outbox: Outbox) -> None:
+    PASSWORD = "password"  # the server has a password and it has not been given yet
+    NAME = "name"  # asked for a name
+    CHATTING = "chatting"  # named and in a room: lines are messages and commands
+
+
+class Link(Protocol):
+    """What reaches one connection (the server's :class:`~groupchat.server.outbox.Outbox`):
+    sends never block, and bytes go out in the order they were sent."""
+
+    def put(self, data: bytes, droppable: bool = False) -> None: ...
+    def hold(self) -> None: ...
+    def release(self, first: bytes) -> None: ...
+    def end(self) -> None: ...
+
+
+class Member:
+    """One connection as the chat sees it: where it comes from, its name, room and stage, and
+    how to reach it.
+
+    The chat only uses :meth:`send`, :meth:`hold`, :meth:`release` and :meth:`end`, so any
+    :class:`Link` will do (the tests give one that records what it is sent).
+    """
+
+    def __init__(self, address: str, link: Link) -> None:
         self.address = address
         self.host = address.rpartition(":")[0].strip("[]")
-        self.outbox = outbox
-        self.send = outbox.put  # never blocks: see Outbox
+        self.link = link  # for the server (flushing at shutdown); the chat uses the methods below
+        self.send: Callable[..., None] = link.put  # (data, droppable=False); never blocks
+        self.hold: Callable[[], None] = link.hold  # queue live lines until release(first)...
+        self.release: Callable[[bytes], None] = link.release  # ...which sends ``first`` ahead of them
+        self.end: Callable[[], None] = link.end  # close once what was sent has gone out
+        self.stage = Stage.NAME
         self.name: Optional[str] = None
         self.room: Optional[Room] = None
         self.is_op = False
-        self.authenticated = False  # gave the server's password (when it has one)
         self.leave_reason = ""  # set when the chat itself ends the connection (/quit, /kick)
 
     def __repr__(self) -> str:

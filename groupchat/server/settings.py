@@ -14,6 +14,7 @@ MAX_CLIENTS = 1000
 MAX_PER_ADDRESS = 16
 WRONG_PASSWORD_DELAY_SECONDS = 2.0
 DEFAULT_REPLAY = 20
+MAX_LISTED_NAMES = 20  # the welcome and /who name this many, then say how many more
 # Outgoing bytes a connection may have waiting; past it the oldest room messages are
 # dropped for it.  With as much again in flight to the kernel this bounds its memory.
 MAX_QUEUED_BYTES = 256 * 1024

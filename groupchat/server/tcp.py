@@ -17,7 +17,7 @@ import struct
 import sys
 import threading
 import time
-from typing import Optional, TextIO, Union
+from typing import Optional, TextIO, Union, cast
 
 from groupchat import __version__
 from groupchat.server.access import Admission, BanList
@@ -150,10 +150,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
         retention = settings.retention_days * 86400 or None
         self.history = (HistoryStore.open(settings.history_path, retention) if settings.history_path
                         else HistoryStore.in_memory(retention))
-        self.chat = Chat(self.registry, bans=self.admission.bans, op_password=settings.op_password,
-                         password=settings.password, wrong_password_delay=settings.wrong_password_delay,
-                         history=self.history, replay=settings.replay,
-                         notice_interval=settings.notice_interval)
+        self.chat = Chat(self.registry, settings, history=self.history, bans=self.admission.bans)
         try:
             super().__init__(address, ChatHandler)
         except OSError as exc:
@@ -201,11 +198,11 @@ class ChatServer(socketserver.ThreadingTCPServer):
         self.shutdown()
         self.chat.announce("Server is shutting down.")
         deadline = time.monotonic() + self.settings.shutdown_flush
-        connections = self.registry.connections()
-        for member in connections:
-            member.outbox.flush(max(0.0, deadline - time.monotonic()))
-        for member in connections:
-            member.outbox.disconnect()
+        outboxes = [cast(Outbox, member.link) for member in self.registry.connections()]
+        for outbox in outboxes:
+            outbox.flush(max(0.0, deadline - time.monotonic()))
+        for outbox in outboxes:
+            outbox.disconnect()
         self.server_close()
         if not self.history.close():
             log.error("history: %d messages could not be saved", self.history.dropped)

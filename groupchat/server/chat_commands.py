@@ -1,0 +1,140 @@
+"""The chat's slash commands, apart from the chat's core: each ``cmd_NAME`` uses a narrow chat API.
+
+Their names, usage and help are :data:`groupchat.protocol.CHAT_COMMANDS`, the table clients
+complete from; :class:`~groupchat.server.commands.CommandTable` binds each to its method
+and turns any mistake into a one-line answer.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Protocol
+
+from groupchat.errors import CommandError, UsageError
+from groupchat.protocol import (
+    CHAT_COMMANDS,
+    DEFAULT_HISTORY_LINES,
+    MAX_HISTORY,
+    check_room,
+    encode_line,
+    name_key,
+    render_who,
+)
+from groupchat.server.commands import CommandTable, split_args
+from groupchat.server.events import RoomEvent
+from groupchat.server.moderation import Moderation
+from groupchat.server.registry import Member, Registry
+from groupchat.server.settings import MAX_LISTED_NAMES, ServerSettings
+
+
+class ChatAPI(Protocol):
+    """What the commands may ask of the chat (:class:`~groupchat.server.chat.Chat` is one)."""
+
+    registry: Registry
+    settings: ServerSettings
+    moderation: Moderation
+
+    def tell(self, member: Member, text: str) -> None: ...
+    def publish(self, sender: Member, event: RoomEvent) -> None: ...
+    def enter(self, member: Member, room_name: str, welcome: bool = False) -> None: ...
+    def rename(self, member: Member, new: str) -> None: ...
+    def set_topic(self, member: Member, topic: str) -> None: ...
+    def private(self, sender: Member, target: Member, text: str) -> None: ...
+    def quit(self, member: Member, reason: str) -> None: ...
+    def recent(self, room: str, count: int, before: Optional[int] = None) -> list[str]: ...
+    def search(self, room: str, text: str) -> list[str]: ...
+    def describe_rooms(self) -> list[str]: ...
+    def find(self, name: str) -> Member: ...
+
+
+class ChatCommands:
+    """The commands a named member may type; :attr:`table` runs them."""
+
+    def __init__(self, chat: ChatAPI) -> None:
+        self.chat = chat
+        self.table = CommandTable(self, CHAT_COMMANDS)
+
+    def _tell_all(self, member: Member, lines: list[str]) -> None:
+        for line in lines:
+            self.chat.tell(member, line)
+
+    def cmd_help(self, member: Member, rest: str) -> None:
+        show_ops = self.chat.settings.op_password is not None
+        self._tell_all(member, self.table.help_lines(rest, show_ops=show_ops))
+
+    def cmd_nick(self, member: Member, rest: str) -> None:
+        (new,) = split_args(rest, 1)
+        self.chat.rename(member, new)
+
+    def cmd_who(self, member: Member, rest: str) -> None:
+        here = [m.name for m in self.chat.registry.roommates(member)]
+        online = len(self.chat.registry.named())
+        self.chat.tell(member, render_who(member.room.name, here, online, MAX_LISTED_NAMES))
+
+    def cmd_me(self, member: Member, rest: str) -> None:
+        if not rest:
+            raise UsageError()
+        self.chat.publish(member, RoomEvent.action(member.name, rest))
+
+    def cmd_msg(self, member: Member, rest: str) -> None:
+        name, text = split_args(rest, 2)
+        self.chat.private(member, self.chat.find(name), text)
+
+    def cmd_quit(self, member: Member, rest: str) -> None:
+        self.chat.quit(member, rest)
+
+    def cmd_join(self, member: Member, rest: str) -> None:
+        (room,) = split_args(rest, 1)
+        room = check_room(room)
+        if name_key(room) == name_key(member.room.name):
+            raise CommandError(f"you are already in {member.room.name}")
+        self.chat.enter(member, room)
+
+    def cmd_rooms(self, member: Member, rest: str) -> None:
+        self._tell_all(member, self.chat.describe_rooms())
+
+    def cmd_topic(self, member: Member, rest: str) -> None:
+        room = member.room
+        if rest:
+            self.chat.set_topic(member, rest)
+        else:
+            self.chat.tell(member, f"Topic of {room.name}: {room.topic}" if room.topic
+                           else f"No topic is set in {room.name}.")
+
+    def cmd_history(self, member: Member, rest: str) -> None:
+        count = DEFAULT_HISTORY_LINES
+        if rest:
+            if not rest.isdigit() or int(rest) < 1:
+                raise UsageError()
+            count = min(int(rest), MAX_HISTORY)
+        lines = self.chat.recent(member.room.name, count)
+        if not lines:
+            self.chat.tell(member, f"No history in {member.room.name} yet.")
+        for line in lines:
+            member.send(encode_line(line))
+
+    def cmd_search(self, member: Member, rest: str) -> None:
+        if not rest:
+            raise UsageError()
+        found = self.chat.search(member.room.name, rest)
+        if not found:
+            self.chat.tell(member, f'No messages in {member.room.name} contain "{rest}".')
+        for line in found:
+            member.send(encode_line(line))
+
+    def cmd_op(self, member: Member, rest: str) -> None:
+        self.chat.moderation.make_op(member, rest)
+
+    def cmd_kick(self, member: Member, rest: str) -> None:
+        name, *reason = split_args(rest, 1, at_most=2)
+        self.chat.moderation.kick(self.chat.find(name), member.name, "".join(reason))
+
+    def cmd_ban(self, member: Member, rest: str) -> None:
+        target, *minutes = split_args(rest, 1, at_most=2)
+        self.chat.tell(member, self.chat.moderation.ban(target, "".join(minutes), member.name))
+
+    def cmd_unban(self, member: Member, rest: str) -> None:
+        (target,) = split_args(rest, 1)
+        self.chat.tell(member, self.chat.moderation.unban(target))
+
+    def cmd_bans(self, member: Member, rest: str) -> None:
+        self._tell_all(member, self.chat.moderation.describe_bans())
