@@ -13,8 +13,8 @@ import click
 from groupchat import __version__
 from groupchat.errors import GroupchatError
 from groupchat.passwords import chat_password, read_secret
-from groupchat.server.flood import DEFAULT_BURST, DEFAULT_RATE
 from groupchat.protocol import DEFAULT_PORT, MAX_LINE_BYTES
+from groupchat.server.flood import DEFAULT_BURST, DEFAULT_RATE
 from groupchat.server.history import MAX_HISTORY, default_history_path
 from groupchat.server.settings import (
     DEFAULT_REPLAY,

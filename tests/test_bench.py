@@ -10,20 +10,21 @@ import io
 import json
 import math
 import multiprocessing
-from multiprocessing import resource_tracker
 import re
 import shutil
 import threading
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from conftest import Peer, serve_in_thread
 from groupchat.bench import runner as bench
-from groupchat.bench.runner import BenchError, make_plan, percentile, run_bench, summarize
 from groupchat.bench.loadgen import NcatDemux, SequenceChecker, make_line, scan_lines
 from groupchat.bench.relay import NaiveRelay, RelayHandler
+from groupchat.bench.runner import BenchError, make_plan, percentile, run_bench, summarize
+
+from conftest import Peer, serve_in_thread
 
 SMALL = dict(clients=6, senders=2, messages=200, workers=2, timeout=15)
 

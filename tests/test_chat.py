@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from conftest import fixed_clock, make_chat, named, newcomer
 from groupchat.protocol import NAME_PROMPT, LineTooLong
 from groupchat.server.chat import Clock
+
+from conftest import fixed_clock, make_chat, named, newcomer
 
 
 def test_the_first_line_is_the_name_and_the_welcome_comes_before_any_chat():

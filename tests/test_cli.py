@@ -12,8 +12,9 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from conftest import GROUPCHAT, REPO, WAIT_SECONDS, Peer
 from groupchat.cli import cli
+
+from conftest import GROUPCHAT, REPO, WAIT_SECONDS, Peer
 
 
 def test_help_lists_both_commands():

@@ -27,7 +27,6 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from conftest import GROUPCHAT, REPO, UNLIMITED, WAIT_SECONDS, Peer, ServerProcess, wait_for
 from groupchat.client import terminal as client
 from groupchat.client.terminal import Handshake, LineReader, Me, Step, connect, outgoing_lines, run_client
 from groupchat.errors import ConnectError, ConnectionLostError
@@ -42,6 +41,8 @@ from groupchat.protocol import (
     render_welcome,
 )
 from groupchat.tls import client_context, server_context
+
+from conftest import GROUPCHAT, REPO, UNLIMITED, WAIT_SECONDS, Peer, ServerProcess, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from conftest import REPO, WAIT_SECONDS
 from groupchat.client.colours import (
     BELL,
     BOLD,
@@ -25,6 +24,8 @@ from groupchat.client.colours import (
     style_line,
     to_ansi,
 )
+
+from conftest import REPO, WAIT_SECONDS
 
 MESSAGE = "[14:03] <bob> lunch, alice?"
 LINES = [

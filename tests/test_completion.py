@@ -6,11 +6,12 @@ import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from conftest import make_chat, named, newcomer
 from groupchat.client.completion import CHAT_COMMAND_NAMES, ChatCompleter, KnownNames
 from groupchat.protocol import render_notice
 from groupchat.server.chat_commands import ChatCommands
 from groupchat.server.notices import MAX_NOTICE_NAMES, describe
+
+from conftest import make_chat, named, newcomer
 
 
 def known(*lines: str) -> KnownNames:

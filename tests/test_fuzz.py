@@ -7,8 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from groupchat.errors import InvalidNameError, NoNewlineError
-from groupchat.protocol import (LineBuffer, LineTooLong, check_name, clean_text, decode_line,
-                                parse_line)
+from groupchat.protocol import LineBuffer, LineTooLong, check_name, clean_text, decode_line, parse_line
 
 MAX_LINE = 64
 

@@ -20,10 +20,17 @@ from typing import Callable, Iterator, NamedTuple, Optional
 
 import pytest
 
-from conftest import REPO, WAIT_SECONDS, stored_messages, wait_for
 from groupchat.errors import GroupchatError
-from groupchat.server.history import (APPLICATION_ID, MAX_HISTORY, MAX_SEARCH, ROWS_PER_INSERT, HistoryStore,
-                               default_history_path)
+from groupchat.server.history import (
+    APPLICATION_ID,
+    MAX_HISTORY,
+    MAX_SEARCH,
+    ROWS_PER_INSERT,
+    HistoryStore,
+    default_history_path,
+)
+
+from conftest import REPO, WAIT_SECONDS, stored_messages, wait_for
 
 DAY = 24 * 3600.0
 

@@ -15,8 +15,9 @@ import time
 
 import pytest
 
-from conftest import Peer, wait_for
 from groupchat.server.tcp import ChatServer
+
+from conftest import Peer, wait_for
 
 STAMP = r"\[\d\d:\d\d\] "
 

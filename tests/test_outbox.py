@@ -8,8 +8,9 @@ import threading
 
 import pytest
 
-from conftest import wait_for
 from groupchat.server.outbox import Outbox
+
+from conftest import wait_for
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ import threading
 
 import pytest
 
-from conftest import GROUPCHAT, REPO, UNLIMITED, WAIT_SECONDS, Peer, stored_messages, wait_for
-from groupchat.server.history import HistoryStore
 from groupchat.protocol import LIVE_MARKER
+from groupchat.server.history import HistoryStore
+
+from conftest import GROUPCHAT, REPO, UNLIMITED, WAIT_SECONDS, Peer, stored_messages, wait_for
 
 STAMP = r"\[\d\d:\d\d\] "
 HISTORY = r"\[(?:\d{4}-\d\d-\d\d )?\d\d:\d\d\] \(history\) "

@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-from conftest import UNLIMITED, Peer, serve_in_thread, wait_for
 from groupchat.errors import ServerStartError
 from groupchat.protocol import NAME_PROMPT
 from groupchat.server.tcp import ChatServer
+
+from conftest import UNLIMITED, Peer, serve_in_thread, wait_for
 
 STAMP = r"\[\d\d:\d\d\] "
 

@@ -10,10 +10,11 @@ import subprocess
 import pytest
 import trustme
 
-from conftest import UNLIMITED, WAIT_SECONDS, Peer
 from groupchat.errors import ServerStartError
-from groupchat.server.tcp import ChatServer
 from groupchat.server.settings import ServerSettings
+from groupchat.server.tcp import ChatServer
+
+from conftest import UNLIMITED, WAIT_SECONDS, Peer
 
 
 @pytest.fixture(scope="module")

@@ -41,8 +41,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, TextIO
 
-from groupchat.errors import BenchError
-from groupchat.net import raise_file_limit
 from groupchat.bench.loadgen import (
     MODE_HANDSHAKE,
     MODE_NCAT,
@@ -50,6 +48,8 @@ from groupchat.bench.loadgen import (
     LoadGenerator,
     WorkerReport,
 )
+from groupchat.errors import BenchError
+from groupchat.net import raise_file_limit
 from groupchat.protocol import MAX_LINE_BYTES
 
 __all__ = ["BenchError", "run_bench", "SCENARIOS", "TARGETS"]

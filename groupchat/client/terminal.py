@@ -39,6 +39,7 @@ from groupchat.client.colours import Painter, colour_allowed
 from groupchat.client.completion import ChatCompleter, KnownNames
 from groupchat.errors import ConnectError, ConnectionLostError, NameRefusedError, NoNewlineError
 from groupchat.net import format_address
+from groupchat.passwords import PASSWORD_ENV
 from groupchat.protocol import (
     ENCODING,
     LINE_NOTICE,
@@ -60,7 +61,6 @@ from groupchat.protocol import (
     render_message,
     split_command,
 )
-from groupchat.passwords import PASSWORD_ENV
 from groupchat.tls import TLSConnection, describe_tls_error
 
 # For connecting, and then for each answer during the handshake: a port that is not a

@@ -13,8 +13,8 @@ import threading
 from typing import Callable, NamedTuple, Optional, Protocol
 
 from groupchat.errors import NameTakenError
-from groupchat.server.fanout import Fanout
 from groupchat.protocol import name_key
+from groupchat.server.fanout import Fanout
 
 LOBBY = "lobby"
 

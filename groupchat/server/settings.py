@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from groupchat.protocol import MAX_LINE_BYTES
 from groupchat.server.flood import DEFAULT_BURST, DEFAULT_RATE
 from groupchat.server.notices import NOTICE_INTERVAL_SECONDS
-from groupchat.protocol import MAX_LINE_BYTES
 
 HANDSHAKE_TIMEOUT_SECONDS = 30.0  # to complete TLS, give the password and a name
 MAX_CLIENTS = 1000

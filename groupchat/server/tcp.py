@@ -20,15 +20,15 @@ import time
 from typing import Optional, TextIO, Union, cast
 
 from groupchat import __version__
+from groupchat.errors import NoNewlineError, ServerStartError
+from groupchat.net import address_family, format_address, raise_file_limit
+from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, render_refusal
 from groupchat.server.access import Admission, BanList
 from groupchat.server.chat import Chat
 from groupchat.server.console import Console
-from groupchat.errors import NoNewlineError, ServerStartError
 from groupchat.server.flood import TokenBucket, paced
 from groupchat.server.history import HistoryStore
 from groupchat.server.outbox import Outbox
-from groupchat.net import address_family, format_address, raise_file_limit
-from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, render_refusal
 from groupchat.server.registry import Member, Registry
 from groupchat.server.settings import ServerSettings
 from groupchat.tls import TLSConnection, describe_tls_error, server_context
