@@ -106,20 +106,20 @@ class ChatCommands:
             if not rest.isdigit() or int(rest) < 1:
                 raise UsageError()
             count = min(int(rest), MAX_HISTORY)
-        lines = self.chat.recent(member.room.name, count)
-        if not lines:
-            self.chat.tell(member, f"No history in {member.room.name} yet.")
-        for line in lines:
-            member.send(encode_line(line))
+        self._play(member, self.chat.recent(member.room.name, count), f"No history in {member.room.name} yet.")
 
     def cmd_search(self, member: Member, rest: str) -> None:
         if not rest:
             raise UsageError()
-        found = self.chat.search(member.room.name, rest)
-        if not found:
-            self.chat.tell(member, f'No messages in {member.room.name} contain "{rest}".')
-        for line in found:
-            member.send(encode_line(line))
+        self._play(member, self.chat.search(member.room.name, rest),
+                   f'No messages in {member.room.name} contain "{rest}".')
+
+    def _play(self, member: Member, lines: list[str], none: str) -> None:
+        """Played-back history lines, or one notice saying there are ``none``."""
+        if lines:
+            member.send(b"".join(map(encode_line, lines)))
+        else:
+            self.chat.tell(member, none)
 
     def cmd_op(self, member: Member, rest: str) -> None:
         self.chat.moderation.make_op(member, rest)
