@@ -199,7 +199,7 @@ def start_server() -> Iterator[Callable[..., ChatServer]]:
 
 # The functional tests send faster than a person and open many connections from one
 # address, so they turn those two limits off, and they read every join and leave as its
-# own line, so they turn coalescing off; tests/test_hostile.py tests the defaults.
+# own line, so they turn coalescing off; tests/server/test_hostile.py tests the defaults.
 UNLIMITED = {"rate": 0, "max_per_address": 0, "notice_interval": 0}
 
 

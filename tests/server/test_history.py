@@ -1,6 +1,6 @@
 """The history store on real files, threads and processes: order, durability, and refusals.
 
-Run as a script (``PYTHONPATH=. python tests/test_history.py``) to measure what a ``kill -9``
+Run as a script (``PYTHONPATH=.:tests python tests/server/test_history.py``) to measure what a ``kill -9``
 loses at several message rates and how many appends a second the store takes.
 """
 
@@ -591,7 +591,7 @@ def test_a_full_disk_while_running_is_logged_once_and_what_fits_in_memory_is_sav
     assert "saving to" in result.stderr and "again (900 messages lost so far)" in result.stderr
 
 
-# -- figures, not tests: python tests/test_history.py ------------------------------------------
+# -- figures, not tests: PYTHONPATH=.:tests python tests/server/test_history.py ------------
 
 def measure() -> None:
     import tempfile

@@ -1,5 +1,5 @@
 """Every chat command and every stage of the handshake, with no socket: the chat is called and
-each member's link records what it is sent (see conftest).  tests/test_commands.py drives the
+each member's link records what it is sent (see conftest).  tests/server/test_commands.py drives the
 same commands over real sockets."""
 
 from __future__ import annotations
