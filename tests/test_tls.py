@@ -103,7 +103,7 @@ def test_a_client_that_does_not_trust_the_certificate_fails_verification(tls_ser
             context.wrap_socket(raw, server_hostname="127.0.0.1")
 
 
-@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed")
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed (Debian package openssl)")
 def test_openssl_s_client_is_a_working_client(tls_server, cert_files):
     alice = TLSPeer(tls_server.server_address, cert_files[2])
     alice.join("alice")

@@ -349,7 +349,7 @@ def test_scale_connects_every_idle_client_and_each_gets_every_line(no_leftovers)
     assert all(r["server_peak_threads"] >= 51 for r in report["rounds"])
 
 
-@pytest.mark.skipif(shutil.which("ncat") is None, reason="ncat is not installed")
+@pytest.mark.skipif(shutil.which("ncat") is None, reason="ncat is not installed (Debian package ncat)")
 def test_fanout_against_ncat_chat_delivers_every_line(no_leftovers):
     code, report = run_json("fanout", targets=["ncat"], **SMALL)
     assert code == 0
