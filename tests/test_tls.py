@@ -6,6 +6,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 import trustme
@@ -14,7 +15,7 @@ from groupchat.errors import ServerStartError
 from groupchat.server.settings import ServerSettings
 from groupchat.server.tcp import ChatServer
 
-from conftest import UNLIMITED, WAIT_SECONDS, Peer
+from conftest import UNLIMITED, WAIT_SECONDS, Peer, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +158,21 @@ def test_a_tls_client_on_a_plain_port_is_told_in_one_line_and_never_named(server
     assert plain.expect_eof() == [
         "*** Sorry, this server does not speak TLS (connect without --tls); goodbye."]
     plain.close()
+
+
+def test_a_client_hello_trickled_byte_by_byte_meets_the_handshake_deadline(tls_server):
+    hello = socket.create_connection(tls_server.server_address[:2], timeout=WAIT_SECONDS)
+    started = time.monotonic()
+    try:  # a byte every 0.05 s: no single read ever waits the 1 s deadline
+        for byte in b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(200):
+            hello.send(bytes([byte]))
+            time.sleep(0.05)
+            if time.monotonic() - started > 3:
+                break
+        hello.settimeout(1.0)
+        assert hello.recv(1) == b""
+    except (BrokenPipeError, ConnectionResetError):  # closed while it was still sending
+        pass
+    assert time.monotonic() - started < 3
+    hello.close()
+    wait_for(lambda: len(tls_server.registry) == 0, what="no connection left")

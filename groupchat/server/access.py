@@ -106,14 +106,22 @@ class Admission:
         self._per_address: Counter[str] = Counter()
         self._total = 0
 
-    def admit(self, host: str) -> Optional[str]:
-        """Count the connection in and return None, or return why it is refused."""
+    @property
+    def full(self) -> bool:
+        """Whether the next connection would pass ``max_clients``."""
+        return bool(self.max_clients) and self._total >= self.max_clients
+
+    def admit(self, host: str, over_cap: bool = False) -> Optional[str]:
+        """Count the connection in and return None, or return why it is refused.
+
+        ``over_cap`` admits past ``max_clients`` (the caller has just made room, and the
+        connection it hung up is uncounted only once its thread finishes)."""
         if self.allow and not contains(self.allow, host) or contains(self.deny, host):
             return "this address is not allowed here"
         if self.bans.is_banned(host):
             return "this address is banned"
         with self._lock:
-            if self.max_clients and self._total >= self.max_clients:
+            if self.max_clients and self._total >= self.max_clients and not over_cap:
                 return f"the server is full ({self.max_clients} connections); try again later"
             if self.max_per_address and self._per_address[host] >= self.max_per_address:
                 return f"too many connections from your address (at most {self.max_per_address})"

@@ -56,6 +56,7 @@ MAX_BATCH_LINES = 256
 HISTORY_STAMP_FORMAT = "%Y-%m-%d %H:%M"  # a played-back line not from today
 # Leaves told together with the room's other comings and goings; others are told at once.
 PLAIN_DISCONNECTS = ("connection closed", "connection lost")
+MAX_NAME_TRIES = 5  # refused names before a connection is closed
 
 
 class Clock:
@@ -124,6 +125,8 @@ class Chat:
         """
         said: list[str] = []
         for line in lines:
+            if member.stage is Stage.CLOSING:  # ended by an earlier line: the rest is not read
+                break
             if member.stage is Stage.CHATTING and isinstance(line, str) and split_command(line) is None:
                 if line:
                     said.append(message_text(line))
@@ -154,7 +157,12 @@ class Chat:
         try:
             self.registry.claim(member, check_name(raw))
         except (InvalidNameError, NameTakenError) as exc:
-            member.send(encode_line(render_refusal(str(exc))) + _PROMPT)
+            member.name_tries += 1
+            if member.name_tries >= MAX_NAME_TRIES:  # a thousand names in one write end here
+                member.send(encode_line(render_refusal(str(exc))))
+                self.refuse(member, f"{MAX_NAME_TRIES} names refused")
+            else:
+                member.send(encode_line(render_refusal(str(exc))) + _PROMPT)
             return
         log.info("%s joined from %s", member.name, member.address)
         member.stage = Stage.CHATTING

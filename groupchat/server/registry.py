@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import itertools
 import threading
+import time
 from typing import Callable, NamedTuple, Optional, Protocol
 
 from groupchat.errors import NameTakenError
@@ -25,6 +26,7 @@ class Stage(enum.Enum):
     PASSWORD = "password"  # the server has a password and it has not been given yet
     NAME = "name"  # asked for a name
     CHATTING = "chatting"  # named and in a room: lines are messages and commands
+    CLOSING = "closing"  # the chat ended it (a refusal, /quit, a kick): nothing more is acted on
 
 
 class Link(Protocol):
@@ -52,12 +54,20 @@ class Member:
         self.send: Callable[..., None] = link.put  # (data, droppable=False); never blocks
         self.hold: Callable[[], None] = link.hold  # queue live lines until release(first)...
         self.release: Callable[[bytes], None] = link.release  # ...which sends ``first`` ahead of them
-        self.end: Callable[[], None] = link.end  # close once what was sent has gone out
+        self.ended = threading.Event()  # set by end(): whoever waits on this connection stops
         self.stage = Stage.NAME
         self.name: Optional[str] = None
         self.room: Optional[Room] = None
         self.is_op = False
+        self.name_tries = 0  # names refused so far (see Chat's MAX_NAME_TRIES)
+        self.since = time.monotonic()  # when it connected: the oldest unnamed make room first
         self.leave_reason = ""  # set when the chat itself ends the connection (/quit, /kick)
+
+    def end(self) -> None:
+        """Close once what was sent has gone out; nothing more from this connection is acted on."""
+        self.stage = Stage.CLOSING
+        self.ended.set()
+        self.link.end()
 
     def __repr__(self) -> str:
         return f"<Member {self.name or '(unnamed)'} from {self.address}>"

@@ -26,10 +26,11 @@ from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, render_ref
 from groupchat.server.access import Admission, BanList
 from groupchat.server.chat import Chat
 from groupchat.server.console import Console
+from groupchat.server.deadlines import Deadlines
 from groupchat.server.flood import TokenBucket, paced
 from groupchat.server.history import HistoryStore
 from groupchat.server.outbox import Outbox
-from groupchat.server.registry import Member, Registry
+from groupchat.server.registry import Member, Registry, Stage
 from groupchat.server.settings import ServerSettings
 from groupchat.tls import TLSConnection, describe_tls_error, server_context
 
@@ -60,6 +61,9 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.member: Optional[Member] = None
         self.reason = "connection closed"
         tune_socket(self.sock, self.server.settings.stall_timeout)
+        # Absolute from accept, however the bytes arrive: see groupchat.server.deadlines.
+        self._handshake = self.server.deadlines.add(self.server.settings.handshake_timeout,
+                                                    self._handshake_expired)
 
     def handle(self) -> None:
         settings = self.server.settings
@@ -75,9 +79,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
         try:
             self._relay()
         except BlockingIOError:  # the receive timeout (SO_RCVTIMEO) ran out
-            timeout = settings.idle_timeout if self.member.name else settings.handshake_timeout
-            self._hang_up(f"nothing came for {timeout:g} seconds" if self.member.name
-                          else f"no name came within {timeout:g} seconds")
+            if self.member.name is None:
+                self._handshake_expired()
+            else:
+                self._hang_up(f"nothing came for {settings.idle_timeout:g} seconds")
         except NoNewlineError as exc:
             self._hang_up(str(exc))
         except OSError as exc:
@@ -93,20 +98,24 @@ class ChatHandler(socketserver.BaseRequestHandler):
         receive = self.server.chat.receive
         lines = LineBuffer(settings.max_line)
         bucket = TokenBucket(settings.rate, settings.burst)
-        handshake_ends = time.monotonic() + settings.handshake_timeout
+        member = self.member
         named = False
         data = self.sock.recv(RECV_BYTES)
         if self.server.tls is None and data.startswith(TLS_HANDSHAKE_RECORD):
             self._hang_up("this server does not speak TLS (connect without --tls)")
             return
         while data:
-            for run in paced(lines.feed(data), bucket):
-                receive(self.member, run)
-            if not named and self.member.name is not None:
+            # Flood control naps wake at once when the chat ends the connection meanwhile.
+            for run in paced(lines.feed(data), bucket, member.ended.wait):
+                if member.stage is Stage.CLOSING:  # nothing more from it is read or acted on
+                    return
+                receive(member, run)
+            if member.stage is Stage.CLOSING:
+                return
+            if not named and member.name is not None:
                 named = True
+                self._handshake.cancel()
                 set_receive_timeout(self.request, settings.idle_timeout)
-            elif not named:  # the handshake has one deadline, however slowly its bytes trickle in
-                set_receive_timeout(self.request, max(0.001, handshake_ends - time.monotonic()))
             data = self.sock.recv(RECV_BYTES)
 
     def _start_tls(self) -> bool:
@@ -119,12 +128,24 @@ class ChatHandler(socketserver.BaseRequestHandler):
                      "timed out" if isinstance(exc, BlockingIOError) else describe_tls_error(exc))
             return False
 
+    def _handshake_expired(self) -> None:
+        """No name within the handshake timeout: hang up, from the deadlines thread or this one."""
+        why = f"no name came within {self.server.settings.handshake_timeout:g} seconds"
+        member = self.member
+        if member is None:  # still in the TLS handshake: plain text would be noise
+            self.reason = why
+            log.info("%s: %s", format_address(self.client_address), why)
+            shut_down(self.request)
+        elif member.name is None and member.stage is not Stage.CLOSING:
+            self._hang_up(why)
+
     def _hang_up(self, why: str) -> None:
         self.reason = why
         log.info("%s: %s", self.member.address, why)
         self.server.chat.refuse(self.member, why)
 
     def finish(self) -> None:
+        self._handshake.cancel()
         self.server.admission.release(self.client_address[0])
         if self.member is not None:
             self.outbox.flush(self.server.settings.shutdown_flush)
@@ -151,6 +172,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
         self.history = (HistoryStore.open(settings.history_path, retention) if settings.history_path
                         else HistoryStore.in_memory(retention))
         self.chat = Chat(self.registry, settings, history=self.history, bans=self.admission.bans)
+        self.deadlines = Deadlines()
         try:
             super().__init__(address, ChatHandler)
         except OSError as exc:
@@ -158,10 +180,15 @@ class ChatServer(socketserver.ThreadingTCPServer):
             raise ServerStartError(describe_bind_error(exc, *address)) from exc
         self._stopping = threading.Event()
         threading.Thread(target=self._tell_notices, name="notices", daemon=True).start()
+        threading.Thread(target=self.deadlines.run, name="deadlines", daemon=True).start()
 
     def verify_request(self, request: socket.socket, client_address: tuple) -> bool:
-        """Admit a connection, or refuse it with one line before a thread is spent on it."""
-        refusal = self.admission.admit(client_address[0])
+        """Admit a connection, or refuse it with one line before a thread is spent on it.
+
+        A full server makes room by hanging up the oldest connection that has given no name
+        yet, so connections that never name themselves cannot keep everyone else out.
+        """
+        refusal = self.admission.admit(client_address[0], over_cap=self.admission.full and self._make_room())
         if refusal is None:
             return True
         log.info("refused %s: %s", format_address(client_address), refusal)
@@ -171,6 +198,17 @@ class ChatServer(socketserver.ThreadingTCPServer):
             except OSError:
                 pass
         return False
+
+    def _make_room(self) -> bool:
+        """Hang up the oldest unnamed connection; False if every connection is named."""
+        unnamed = [m for m in self.registry.connections() if m.name is None and m.stage is not Stage.CLOSING]
+        if not unnamed:
+            return False
+        oldest = min(unnamed, key=lambda member: member.since)
+        log.info("%s: hung up unnamed to make room", oldest.address)
+        oldest.leave_reason = "the server is full"
+        self.chat.refuse(oldest, "the server is full and you gave no name")
+        return True
 
     def handle_error(self, request: socket.socket, client_address: tuple) -> None:
         """A bug in a handler ends that one connection, logged in one line (traceback at debug)."""
@@ -195,6 +233,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
     def stop(self) -> None:
         """Stop accepting, tell everyone the server is going down, and close every connection."""
         self._stopping.set()
+        self.deadlines.stop()
         self.shutdown()
         self.chat.announce("Server is shutting down.")
         deadline = time.monotonic() + self.settings.shutdown_flush
@@ -253,6 +292,14 @@ def tune_socket(sock: socket.socket, stall_timeout: float) -> None:
             sock.setsockopt(level, option, value)
         except OSError:  # the peer may be gone already; the first recv will say so
             pass
+
+
+def shut_down(sock: socket.socket) -> None:
+    """End both directions of a socket, so the thread reading it wakes; it may be gone already."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def set_receive_timeout(sock: socket.socket, seconds: float) -> None:

@@ -176,8 +176,8 @@ def test_a_thousand_connect_disconnect_cycles(honest):
 def test_a_flood_past_max_clients_is_refused_one_line_each(honest_on):
     honest = honest_on(max_clients=12, max_per_address=0)
     admitted = [Peer(honest.server.server_address) for _ in range(10)]
-    for peer in admitted:
-        assert peer.next_line() == "*** What is your name?"
+    for n, peer in enumerate(admitted):
+        peer.join(f"p{n}")  # named: unnamed ones would make room (see the test below)
     refused = [Peer(honest.server.server_address) for _ in range(50)]
     for peer in refused:
         assert peer.expect_eof() == ["*** Sorry, the server is full (12 connections); try again later."]
@@ -189,6 +189,35 @@ def test_a_flood_past_max_clients_is_refused_one_line_each(honest_on):
     late = Peer(honest.server.server_address)
     late.join("late")  # room again once the others left
     late.close()
+
+
+def test_connections_that_give_no_name_cannot_keep_newcomers_out(honest_on):
+    honest = honest_on(max_clients=12, max_per_address=0)
+    squatters = [Peer(honest.server.server_address) for _ in range(10)]
+    for peer in squatters:
+        assert peer.next_line() == "*** What is your name?"
+    newcomers = []
+    for n in range(10):  # each newcomer gets in while the server is full: a squatter makes room
+        newcomers.append(Peer(honest.server.server_address))
+        newcomers[-1].join(f"new{n}")
+        honest.check(1)
+    for peer in squatters:
+        assert peer.expect_eof() == ["*** Sorry, the server is full and you gave no name; goodbye."]
+        peer.close()
+    for peer in newcomers:
+        peer.close()
+    honest.back_to_baseline()
+
+
+def test_a_thousand_refused_names_in_one_write_end_the_connection_at_once(honest_on):
+    honest = honest_on(handshake_timeout=30.0)
+    peer = Peer(honest.server.server_address)
+    peer.send(b"".join(b"<bad%d\n" % n for n in range(2000)))
+    lines = peer.expect_eof(timeout=5.0)  # not the 400 s flood control would take for 2,000 lines
+    assert lines[-1] == "*** Sorry, 5 names refused; goodbye."
+    assert len(lines) == 1 + 5 * 2 - 1 + 1  # the prompt, 5 refusals and 4 prompts again, goodbye
+    peer.close()
+    honest.back_to_baseline()
 
 
 def test_more_than_16_connections_from_one_address_are_refused(honest_on):
