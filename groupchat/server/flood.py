@@ -7,7 +7,7 @@ slows down; nothing it sent is dropped, and nobody else waits.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
 Line = TypeVar("Line")
 
@@ -47,8 +47,11 @@ class TokenBucket:
 
 
 def paced(lines: Iterable[Line], bucket: TokenBucket,
-          sleep: Callable[[float], None] = time.sleep) -> Iterator[list[Line]]:
+          sleep: Callable[[float], Optional[bool]] = time.sleep) -> Iterator[list[Line]]:
     """Group lines into runs the bucket allows at once, sleeping between runs.
+
+    A ``sleep`` that returns true says the connection is over (its peer hung up): the lines
+    still waiting are not yielded.
 
     >>> now = [0.0]
     >>> naps = []
@@ -58,6 +61,8 @@ def paced(lines: Iterable[Line], bucket: TokenBucket,
     >>> bucket = TokenBucket(rate=1, burst=2, now=lambda: now[0])
     >>> list(paced("abcd", bucket, nap)), naps
     ([['a', 'b'], ['c'], ['d']], [1.0, 1.0])
+    >>> list(paced("efgh", TokenBucket(rate=1, burst=2), lambda seconds: True))
+    [['e', 'f']]
     """
     run: list[Line] = []
     for line in lines:
@@ -66,7 +71,23 @@ def paced(lines: Iterable[Line], bucket: TokenBucket,
             if run:
                 yield run
                 run = []
-            sleep(delay)  # not reading meanwhile: the flooder's TCP window fills
+            if sleep(delay):  # not reading meanwhile: the flooder's TCP window fills
+                return
         run.append(line)
     if run:
         yield run
+
+
+def cut_after_lines(data: bytes, count: int) -> int:
+    """How much of ``data`` holds its first ``count`` lines (all of it if it holds fewer), so a
+    reader takes no more than flood control will let through soon.
+
+    >>> cut_after_lines(b"a\\nb\\nc\\nd", 2), cut_after_lines(b"a\\nb", 5)
+    (4, 3)
+    """
+    end = -1
+    for _ in range(count):
+        end = data.find(b"\n", end + 1)
+        if end < 0:
+            return len(data)
+    return end + 1

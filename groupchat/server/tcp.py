@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import resource
+import select
 import signal
 import socket
 import socketserver
@@ -27,7 +28,7 @@ from groupchat.server.access import Admission, BanList
 from groupchat.server.chat import Chat
 from groupchat.server.console import Console
 from groupchat.server.deadlines import Deadlines
-from groupchat.server.flood import TokenBucket, paced
+from groupchat.server.flood import TokenBucket, cut_after_lines, paced
 from groupchat.server.history import HistoryStore
 from groupchat.server.outbox import Outbox
 from groupchat.server.registry import Member, Registry, Stage
@@ -41,6 +42,9 @@ TLS_HANDSHAKE_RECORD = b"\x16\x03"  # how a TLS client's first bytes start: not 
 # Handler and writer threads need little stack; small stacks let thousands of them fit.
 THREAD_STACK_BYTES = 256 * 1024
 SEND_BUFFER_BYTES = 256 * 1024  # plenty for a LAN's bandwidth times its delay
+# What a peer can have sent that the server has not read: flood control leaves the rest with
+# the peer, rather than megabytes of an autotuned buffer it would relay for hours.
+RECEIVE_BUFFER_BYTES = 64 * 1024
 FILES_IN_RESERVE = 64  # descriptors for the listener, the history database, logs
 # How often serve_forever looks for a stop request: shutdown takes at most this long.
 POLL_SECONDS = 0.1
@@ -99,24 +103,41 @@ class ChatHandler(socketserver.BaseRequestHandler):
         lines = LineBuffer(settings.max_line)
         bucket = TokenBucket(settings.rate, settings.burst)
         member = self.member
+        hangup = HangupWatch(self.request)
         named = False
-        data = self.sock.recv(RECV_BYTES)
+        data = self._read(bucket)
         if self.server.tls is None and data.startswith(TLS_HANDSHAKE_RECORD):
             self._hang_up("this server does not speak TLS (connect without --tls)")
             return
         while data:
-            # Flood control naps wake at once when the chat ends the connection meanwhile.
-            for run in paced(lines.feed(data), bucket, member.ended.wait):
+            waiting = lines.feed(data)
+            relayed = 0
+            # Flood control's naps end at once if the peer hangs up or the chat ends it.
+            for run in paced(waiting, bucket, hangup.wait):
                 if member.stage is Stage.CLOSING:  # nothing more from it is read or acted on
                     return
                 receive(member, run)
+                relayed += len(run)
             if member.stage is Stage.CLOSING:
+                return
+            if relayed < len(waiting):  # a connection that is gone leaves now, not lines later
+                log.info("%s: closed the connection; %d lines it sent were dropped",
+                         member.address, len(waiting) - relayed)
                 return
             if not named and member.name is not None:
                 named = True
                 self._handshake.cancel()
                 set_receive_timeout(self.request, settings.idle_timeout)
-            data = self.sock.recv(RECV_BYTES)
+            data = self._read(bucket)
+
+    def _read(self, bucket: TokenBucket) -> bytes:
+        """The next bytes, holding at most a burst of lines when flood control is on, so the
+        server never takes in more than it will relay soon (what is unread waits in a small
+        kernel buffer, and then in the sender's)."""
+        if not bucket.rate or self.sock is not self.request:  # over TLS, records come whole
+            return self.sock.recv(RECV_BYTES)
+        peeked = self.sock.recv(RECV_BYTES, socket.MSG_PEEK)
+        return self.sock.recv(cut_after_lines(peeked, bucket.burst)) if peeked else peeked
 
     def _start_tls(self) -> bool:
         """The TLS handshake, in this connection's own thread, bounded by the handshake timeout."""
@@ -279,11 +300,12 @@ def warn_if_file_limit_low(limit: int, max_clients: int) -> None:
 def tune_socket(sock: socket.socket, stall_timeout: float) -> None:
     """No Nagle delay on chat lines; keep-alive probes that find a dead peer in about two
     minutes; a send that makes no progress for ``stall_timeout`` fails (the writer's sendall);
-    a fixed kernel send buffer, so a peer that stops reading is noticed by its outbox rather
-    than hidden in megabytes of autotuned kernel memory."""
+    fixed kernel buffers, so a peer that stops reading is noticed by its outbox rather than
+    hidden in megabytes of autotuned kernel memory, and one that floods is held back there."""
     options = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
                (socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(stall_timeout)),
-               (socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)]
+               (socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES),
+               (socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)]
     for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4)):
         if hasattr(socket, name):
             options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
@@ -292,6 +314,19 @@ def tune_socket(sock: socket.socket, stall_timeout: float) -> None:
             sock.setsockopt(level, option, value)
         except OSError:  # the peer may be gone already; the first recv will say so
             pass
+
+
+class HangupWatch:
+    """Waits that end early when the peer hangs up, or when this end shuts the socket down
+    (which is how the chat ends a connection): poll's POLLRDHUP, where the system has it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), getattr(select, "POLLRDHUP", 0))  # HUP, ERR always
+
+    def wait(self, seconds: float) -> bool:
+        """Wait ``seconds``; True, early, if the connection is over."""
+        return bool(self._poll.poll(seconds * 1000))
 
 
 def shut_down(sock: socket.socket) -> None:

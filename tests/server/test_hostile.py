@@ -220,6 +220,45 @@ def test_a_thousand_refused_names_in_one_write_end_the_connection_at_once(honest
     honest.back_to_baseline()
 
 
+@pytest.mark.parametrize("close", ["FIN", "RST"])
+def test_a_connection_that_wrote_a_backlog_and_closed_leaves_at_once(honest_on, close):
+    honest = honest_on()  # the defaults: 5 lines a second, bursts of 20
+    ghost = Peer(honest.server.server_address)
+    ghost.join("ghost")
+    honest.alice.expect("ghost joined")
+    ghost.send(b"".join(b"backlog %d\n" % n for n in range(20_000)))  # 400 s of flood control
+    if close == "RST":
+        ghost.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    ghost.close()
+    started = time.monotonic()
+    honest.alice.expect(f"^{STAMP}\\*\\*\\* ghost left$", timeout=5)
+    assert time.monotonic() - started < 3
+    honest.alice.say("/who")
+    assert "ghost" not in honest.alice.expect(r"\*\*\* In lobby").string
+    honest.back_to_baseline()
+
+
+def test_a_flooder_is_read_no_further_ahead_than_flood_control_releases(honest_on):
+    honest = honest_on()
+    flooder = Peer(honest.server.server_address)
+    flooder.join("flooder")
+    flooder.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)  # count the server's bytes
+    flooder.sock.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + 2
+    line = b"x" * 60 + b"\n"
+    while time.monotonic() < deadline:  # write until the server stops taking bytes
+        try:
+            sent += flooder.sock.send(line * 100)
+        except BlockingIOError:
+            time.sleep(0.05)
+    # What the server took in is bounded by its small receive buffer and one burst of lines,
+    # not the megabytes an autotuned buffer would hold; the rest waits with the flooder.
+    assert sent < 512 * 1024, f"the server took {sent} bytes from a flooder"
+    flooder.close()
+    honest.back_to_baseline()
+
+
 def test_more_than_16_connections_from_one_address_are_refused(honest_on):
     honest = honest_on()  # the defaults: 16 per address; the honest two count
     mine = [Peer(honest.server.server_address) for _ in range(14)]
