@@ -54,7 +54,6 @@ class Member:
         self.send: Callable[..., None] = link.put  # (data, droppable=False); never blocks
         self.hold: Callable[[], None] = link.hold  # queue live lines until release(first)...
         self.release: Callable[[bytes], None] = link.release  # ...which sends ``first`` ahead of them
-        self.ended = threading.Event()  # set by end(): whoever waits on this connection stops
         self.stage = Stage.NAME
         self.name: Optional[str] = None
         self.room: Optional[Room] = None
@@ -66,7 +65,6 @@ class Member:
     def end(self) -> None:
         """Close once what was sent has gone out; nothing more from this connection is acted on."""
         self.stage = Stage.CLOSING
-        self.ended.set()
         self.link.end()
 
     def __repr__(self) -> str:
