@@ -17,13 +17,16 @@ What the server says, in the order a connection sees it::
     [14:03] (private to carol) <bob> psst   (the same, as its sender sees it)
 
 Every line a person causes starts, after the time, with "<", "* " or "(private", and a name
-cannot start with "*", "[" or "<": so no one can make a line that looks like a notice or
-like someone else's.
+starts with a letter or digit: so no one can make a line that looks like a notice or like
+someone else's.  Names are compared by :func:`name_key`, and :func:`check_name` refuses a name
+made to look like another (invisible characters, mixed scripts), so no one can pass for
+someone else either.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import NamedTuple, Optional, Union
 
 from groupchat.errors import CommandError, InvalidNameError, NoNewlineError
@@ -41,14 +44,30 @@ NAME_PROMPT = f"{NOTICE_MARK} What is your name?"
 PASSWORD_PROMPT = f"{NOTICE_MARK} Password?"  # first, on a server with a password
 WELCOME_PREFIX = f"{NOTICE_MARK} Welcome, "
 RESERVED_NAMES = frozenset({"server"})
-# A name may not start like a notice, a timestamp or a stamped sender, so no name can make a
-# line that looks like the server's.
-FORBIDDEN_NAME_STARTS = ("*", "[", "<")
+# The only punctuation a name may have, and only between letters or digits (as in "r2-d2").
+NAME_JOINERS = "-_."
+# Enough for Vietnamese or Indic letters; "Zalgo" text stacks dozens.
+MAX_MARKS_PER_LETTER = 3
+# A longer run of blanks in a line becomes one space, so no padding can push text onto a
+# row of its own in a terminal that wraps.
+MAX_BLANK_RUN = 2
 
 # CSI/OSC/other escape sequences first (so their parameters go too), then any lone control
 # character, C1 control or bidi override left over.
 _ESCAPE_SEQUENCE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-_]?)")
 _UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+# What shows as blank space but is not whitespace: the Hangul fillers and the blank Braille cell.
+_FILLERS = "\u115f\u1160\u2800\u3164\uffa0"
+# What shows as nothing at all: Unicode's Default_Ignorable_Code_Point (which unicodedata
+# lacks) less the fillers above.
+_ZERO_WIDTH = ("\u00ad\u034f\u061c\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+               "\u2060-\u206f\ufe00-\ufe0f\ufeff\ufff0-\ufff8\U0001bca0-\U0001bca3"
+               "\U0001d173-\U0001d17a\U000e0000-\U000e0fff")
+_SPACE_RUN = " " * (MAX_BLANK_RUN + 1)  # all an ASCII line's run can be made of
+_INVISIBLE = re.compile(f"[{_FILLERS}{_ZERO_WIDTH}]")
+# More than MAX_BLANK_RUN blanks with nothing visible between them (the two classes are
+# disjoint, so matching is linear; starting with a blank keeps searching cheap).
+_BLANK_RUN = re.compile(f"[\\s{_FILLERS}](?:[{_ZERO_WIDTH}]*[\\s{_FILLERS}]){{{MAX_BLANK_RUN},}}[{_ZERO_WIDTH}]*")
 
 
 class LineTooLong(NamedTuple):
@@ -131,11 +150,12 @@ def _decode_lines(raw: bytes) -> list[str]:
     lines = raw.decode(ENCODING, errors="replace").split("\n")
     if b"\r" in raw:
         lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    return [line if line.isprintable() else clean_text(line) for line in lines]
+    return [line if _is_clean(line) else clean_text(line) for line in lines]
 
 
 def decode_line(raw: bytes) -> str:
-    """Turn one line's bytes into safe text: bad UTF-8 replaced, control characters removed.
+    """Turn one line's bytes into safe text: bad UTF-8 replaced, control characters removed,
+    runs of blanks collapsed.
 
     >>> decode_line(b"hi \\xff\\x1b[2Jthere\\r")
     'hi \\ufffdthere'
@@ -144,19 +164,30 @@ def decode_line(raw: bytes) -> str:
 
 
 def clean_text(text: str) -> str:
-    """Remove what could move a terminal's cursor, clear it, ring it or reorder it; tabs become spaces.
+    """Remove what could move a terminal's cursor, clear it, ring it or reorder it; tabs become
+    spaces, and a run of more than :data:`MAX_BLANK_RUN` blanks (spaces, fillers, with nothing
+    visible between them) becomes one space, so padding cannot fake a line break.
 
     >>> clean_text("a\\tb\\x07\\u202ec")
     'a bc'
+    >>> clean_text("hi" + " " * 70 + "[14:03] <bob> psst")
+    'hi [14:03] <bob> psst'
     """
-    if text.isprintable():  # the common case costs one C call
+    if _is_clean(text):
         return text
-    text = text.replace("\t", " ")
-    return _UNSAFE_CHARS.sub("", _ESCAPE_SEQUENCE.sub("", text))
+    text = _UNSAFE_CHARS.sub("", _ESCAPE_SEQUENCE.sub("", text.replace("\t", " ")))
+    return _BLANK_RUN.sub(" ", text)
+
+
+def _is_clean(text: str) -> bool:
+    """Whether :func:`clean_text` would leave ``text`` as it is, in a few C calls for most lines."""
+    return (text.isprintable() and _SPACE_RUN not in text
+            and (text.isascii() or not _BLANK_RUN.search(text)))
 
 
 def check_name(raw: str) -> str:
-    """Return ``raw`` as a name, or raise :class:`InvalidNameError` saying what is wrong.
+    """Return ``raw`` as a name, or raise :class:`InvalidNameError` saying what is wrong
+    (see :func:`name_problem` for the rules).
 
     >>> check_name("  alice ")
     'alice'
@@ -166,36 +197,117 @@ def check_name(raw: str) -> str:
     groupchat.errors.InvalidNameError: a name cannot start with "<"
     """
     name = raw.strip()
-    if not name:
-        raise InvalidNameError("a name cannot be empty")
-    if len(name) > MAX_NAME_CHARS:
-        raise InvalidNameError(f"a name can have at most {MAX_NAME_CHARS} characters")
-    if any(ch.isspace() for ch in name):
-        raise InvalidNameError("a name cannot contain spaces")
-    if not name.isprintable():
-        raise InvalidNameError("a name can only have printable characters")
-    if name.startswith(FORBIDDEN_NAME_STARTS):
-        raise InvalidNameError(f'a name cannot start with "{name[0]}"')
+    problem = name_problem(name, "a name")
+    if problem:
+        raise InvalidNameError(problem)
     if name_key(name) in RESERVED_NAMES:
         raise InvalidNameError(f'"{name}" is reserved')
     return name
 
 
 def check_room(raw: str) -> str:
-    """Return ``raw`` as a room name (a leading "#" is dropped), or raise :class:`CommandError`.
+    """Return ``raw`` as a room name (a leading "#" is dropped), or raise :class:`CommandError`;
+    the rules are a name's.
 
     >>> check_room("#dev")
     'dev'
     """
     room = raw.strip().lstrip("#")
-    if not room or len(room) > MAX_NAME_CHARS or not room.isprintable() or " " in room:
-        raise CommandError(f"a room name is 1 to {MAX_NAME_CHARS} printable characters, no spaces")
+    problem = name_problem(room, "a room name")
+    if problem:
+        raise CommandError(problem)
     return room
 
 
+def name_problem(name: str, noun: str) -> Optional[str]:
+    """Why ``name`` cannot be a name (one line, starting with ``noun``), or None if it can.
+
+    The rules keep two names that look alike from being told apart only by :func:`name_key`:
+    nothing invisible, letters and digits with ``-``, ``_`` or ``.`` between them, marks only
+    on letters, and one script (Unicode TR39's single-script rule). They are checked on the
+    NFKC form, the one the key is made from, so ``ｂｏｂ`` is ruled on as ``bob``.
+
+    >>> name_problem("r2-d2", "a name") is None
+    True
+    >>> name_problem("bоb", "a name")  # the middle letter is Cyrillic
+    'a name cannot mix Cyrillic and Latin letters'
+    >>> name_problem("bob\\u034f", "a name")
+    'a name cannot have invisible or control characters such as U+034F'
+    """
+    folded = unicodedata.normalize("NFKC", name)
+    if not name:
+        return f"{noun} cannot be empty"
+    if max(len(name), len(folded)) > MAX_NAME_CHARS:
+        return f"{noun} can have at most {MAX_NAME_CHARS} characters"
+    if any(ch.isspace() for ch in name + folded):
+        return f"{noun} cannot contain spaces"
+    hidden = next((ch for ch in name + folded if not ch.isprintable() or _INVISIBLE.match(ch)), None)
+    if hidden is not None:
+        return f"{noun} cannot have invisible or control characters such as U+{ord(hidden):04X}"
+    first = folded[0]
+    if unicodedata.category(first).startswith("M"):
+        return f"{noun} must start with a letter or digit"
+    if not _is_letter_or_digit(first):
+        return f'{noun} cannot start with "{first}"'
+    if folded[-1] in NAME_JOINERS:
+        return f'{noun} cannot end with "{folded[-1]}"'
+    marks = 0
+    for previous, ch in zip(" " + folded, folded):
+        if unicodedata.category(ch).startswith("M"):
+            marks += 1
+            if marks == 1 and not unicodedata.category(previous).startswith("L"):
+                return f"{noun} can only have accents and other marks on letters"
+            if marks > MAX_MARKS_PER_LETTER:
+                return f"{noun} can have at most {MAX_MARKS_PER_LETTER} marks on a letter"
+            continue
+        marks = 0
+        if not _is_letter_or_digit(ch) and ch not in NAME_JOINERS:
+            return f'{noun} can only have letters, digits, "-", "_" and "." (not "{ch}")'
+    scripts = sorted({script_of(ch) for ch in folded} - {""})
+    if len(scripts) > 1:
+        return f"{noun} cannot mix {', '.join(scripts[:-1])} and {scripts[-1]} letters"
+    return None
+
+
+def _is_letter_or_digit(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "LN"
+
+
+# Scripts written together in one name, under one name (as TR39's "highly restrictive"
+# level lets Han go with Hiragana and Katakana, with Hangul, or with Bopomofo); the keys are
+# the first word of the characters' Unicode names.
+_SCRIPT_ALIASES = {"CJK": "Han", "IDEOGRAPHIC": "Han", "HIRAGANA": "Han", "KATAKANA": "Han",
+                   "HANGUL": "Han", "BOPOMOFO": "Han", "EXTENDED": "Arabic"}
+
+
+def script_of(ch: str) -> str:
+    """The script a letter, digit or mark of a name is written in, from its Unicode name;
+    "" for what every script shares (ASCII digits, the joiners, combining accents).
+
+    >>> [script_of(ch) for ch in "bо7李カ"]
+    ['Latin', 'Cyrillic', '', 'Han', 'Han']
+    >>> script_of("\\u0301"), script_of("\\u0663")  # a combining acute; an Arabic-Indic 3
+    ('', 'Arabic')
+    """
+    if ch.isascii() and not ch.isalpha():
+        return ""
+    word = re.split("[ -]", unicodedata.name(ch, ""), maxsplit=1)[0]
+    if word == "COMBINING":
+        return ""
+    return _SCRIPT_ALIASES.get(word, word.title())
+
+
 def name_key(name: str) -> str:
-    """The form names are compared in: unique ignoring case."""
-    return name.casefold()
+    """The form names (and room names) are compared in: case, width and compatibility forms
+    folded (NFKC and casefold, and nothing dropped), so ``ＢＯＢ`` and ``𝐛𝐨𝐛`` are ``bob``.
+    An ASCII name's key is its casefold, as it always was, so stored history still matches.
+
+    >>> name_key("ＢＯＢ") == name_key("𝐛𝐨𝐛") == name_key("Bob") == "bob"
+    True
+    """
+    if name.isascii():
+        return name.casefold()
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
 def encode_line(line: str) -> bytes:
@@ -578,7 +690,8 @@ CHAT_COMMANDS = (
     CommandSpec("search", "TEXT", f"find earlier messages in your room, newest first (at most {MAX_SEARCH})"),
     CommandSpec("op", "PASSWORD", "become an operator"),
     CommandSpec("kick", "NAME [REASON]", "disconnect someone", ops_only=True),
-    CommandSpec("ban", "NAME|ADDRESS [MINUTES]", "refuse an address (for good if no minutes)", ops_only=True),
-    CommandSpec("unban", "ADDRESS", "lift a ban", ops_only=True),
+    CommandSpec("ban", "NAME|--address ADDRESS [MINUTES]", "refuse a name, or an address or block (or a "
+                "connected NAME's address), kicking whom it covers; for good if no minutes", ops_only=True),
+    CommandSpec("unban", "NAME|--address ADDRESS", "lift a ban on a name or an address", ops_only=True),
     CommandSpec("bans", "", "list the bans in force", ops_only=True),
 )

@@ -1,0 +1,136 @@
+"""Impostors against a real server with its default limits (issue 11): a name made to look
+like a present one is refused at the door and by /nick, a room name likewise, and padding
+cannot push a message's tail onto a row that looks like a line of its own. Honest clients
+keep chatting throughout."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import pytest
+
+from groupchat.protocol import NAME_PROMPT, is_refusal
+
+from conftest import WAIT_SECONDS, Peer
+
+STAMP = r"\[\d\d:\d\d\] "
+COLUMNS = 80  # the nc view the issue describes
+TRIES_PER_CONNECTION = 3  # fewer than the server lets one connection try before it closes it
+
+# Each made to pass for "bob" (or for nobody, or for a notice).
+LOOKALIKES = ["b\u043eb", "\uff42\uff4f\uff42", "BOB", "bob\u034f", "bob\ufe0f", "bob\ufe00", "bob\u3164",
+              "bob\u1160", "\u0301\u0301", "\u3164", "bob.", "bob>", "/bob", "\uff0a\uff0a\uff0a"]
+
+
+class RawWatcher:
+    """A client that keeps the server's bytes as they came, as nc shows them: no cleaning
+    (a :class:`Peer` cleans what it reads, so it would hide padding the server let through)."""
+
+    def __init__(self, address: tuple, name: str) -> None:
+        self.sock = socket.create_connection(address[:2], timeout=WAIT_SECONDS)
+        self.buffer = b""
+        assert self.line_with(NAME_PROMPT.encode())
+        self.sock.sendall(name.encode() + b"\n")
+
+    def line_with(self, marker: bytes) -> str:
+        """The next line from the server that holds ``marker``, decoded but otherwise raw."""
+        while True:
+            line, newline, rest = self.buffer.partition(b"\n")
+            if newline:
+                self.buffer = rest
+                if marker in line:
+                    return line.decode()
+                continue
+            data = self.sock.recv(65536)
+            if not data:
+                pytest.fail(f"server closed before a line with {marker!r}")
+            self.buffer += data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def rows_of(line: str, columns: int = COLUMNS) -> list[str]:
+    """How a terminal that wraps shows ``line``: rows of ``columns`` characters."""
+    return [line[start:start + columns] for start in range(0, len(line), columns)]
+
+
+@pytest.fixture
+def honest(start_server):
+    """alice and bob, on a server with default settings; bob's view is kept raw."""
+    server = start_server()
+    alice = Peer(server.server_address)
+    alice.join("alice")
+    bob = RawWatcher(server.server_address, "bob")
+    alice.expect("bob joined")
+    yield server, alice, bob
+    alice.close()
+    bob.close()
+
+
+def check_honest_chat(alice: Peer, bob: RawWatcher, said: str) -> None:
+    alice.say(said)
+    assert re.fullmatch(f"{STAMP}<alice> {said}", bob.line_with(f"<alice> {said}".encode()))
+
+
+def test_lookalikes_of_a_present_name_are_refused_at_the_door_and_by_nick(honest):
+    server, alice, bob = honest
+    for start in range(0, len(LOOKALIKES), TRIES_PER_CONNECTION):
+        impostor = Peer(server.server_address)
+        assert impostor.next_line() == NAME_PROMPT
+        for lookalike in LOOKALIKES[start:start + TRIES_PER_CONNECTION]:
+            impostor.say(lookalike)
+            refusal = impostor.next_line()
+            assert is_refusal(refusal), (lookalike, refusal)
+            assert impostor.next_line() == NAME_PROMPT
+        check_honest_chat(alice, bob, f"at the door {start}")
+        if start + TRIES_PER_CONNECTION < len(LOOKALIKES):
+            impostor.close()
+    impostor.say("mallory")  # the last connection, its prompt already read
+    impostor.expect(re.escape("*** Welcome, mallory!"))
+    alice.expect("mallory joined")
+    for n, lookalike in enumerate(LOOKALIKES):
+        impostor.say(f"/nick {lookalike}")
+        impostor.expect("^" + STAMP + re.escape("*** Sorry, "))
+        check_honest_chat(alice, bob, f"by nick {n}")
+    impostor.say("/who")
+    assert impostor.expect(r"In lobby \(3\): (.*)\. ").group(1) == "alice, bob, mallory"
+    impostor.close()
+
+
+def test_lookalike_room_names_are_refused_or_are_the_same_room(honest):
+    server, alice, bob = honest
+    alice.say("/join dev")
+    alice.expect("You are now in dev")
+    impostor = Peer(server.server_address)
+    impostor.join("mallory")
+    impostor.say("/join d\u0435v")  # a Cyrillic "е"
+    impostor.expect(re.escape("*** a room name cannot mix Cyrillic and Latin letters"))
+    impostor.say("/join \uff24\uff25\uff36")  # fullwidth: the same room as "dev"
+    impostor.expect(re.escape("You are now in dev. Here now: alice."))
+    alice.say("/join lobby")
+    check_honest_chat(alice, bob, "back in the lobby")
+    impostor.close()
+
+
+@pytest.mark.parametrize("line, shown", [
+    ("hi{pad}[12:00] <alice> psst", "<mallory> hi [12:00] <alice> psst"),
+    ("/me waves{pad}[12:00] <alice> psst", "* mallory waves [12:00] <alice> psst"),
+    ("/topic fun{pad}[12:00] *** alice left (connection closed)",
+     "*** mallory set the topic: fun [12:00] *** alice left (connection closed)"),
+    ("/quit bye{pad}[12:00] *** alice left (connection closed)",
+     "*** mallory left (quit: bye [12:00] *** alice left (connection closed))"),
+])
+@pytest.mark.parametrize("pad", [" " * 70, "\t" * 70, "\u3164" * 35, " \u200b" * 70],
+                         ids=["spaces", "tabs", "hangul-fillers", "zero-width-spaced"])
+def test_padding_cannot_push_text_onto_a_row_of_its_own(honest, line, shown, pad):
+    server, alice, bob = honest
+    impostor = Peer(server.server_address)
+    impostor.join("mallory")
+    impostor.say(line.format(pad=pad))
+    got = bob.line_with(shown.split(" [12:00]")[0].encode())
+    assert re.fullmatch(STAMP + re.escape(shown), got), got
+    assert all(not re.match(STAMP, row) for row in rows_of(got)[1:])
+    check_honest_chat(alice, bob, "still here")
+    impostor.close()
