@@ -22,6 +22,9 @@ from groupchat.server.settings import (
     MAX_CLIENTS,
     MAX_PER_ADDRESS,
     MAX_QUEUED_BYTES,
+    PASSWORD_LOCKOUT_AFTER,
+    PASSWORD_LOCKOUT_MINUTES,
+    WRONG_PASSWORD_DELAY_SECONDS,
     ServerSettings,
 )
 
@@ -69,6 +72,15 @@ def cli() -> None:
 @click.option("--op-password-file", type=click.Path(dir_okay=False), default=None,
               help="File whose first line is the password for /op (operators may kick, ban, "
                    "set topics).  [default: no operators]")
+@click.option("--wrong-password-delay", type=click.FloatRange(0), default=WRONG_PASSWORD_DELAY_SECONDS,
+              show_default=True, metavar="SECONDS",
+              help="Wait before answering a wrong password or /op; it doubles after 5 misses "
+                   "from one address, up to 30 s.")
+@click.option("--password-lockout-after", type=click.IntRange(0), default=PASSWORD_LOCKOUT_AFTER,
+              show_default=True, metavar="N",
+              help="Wrong passwords (or /op) from one address before it is locked out; 0: never.")
+@click.option("--password-lockout-minutes", type=click.FloatRange(0), default=PASSWORD_LOCKOUT_MINUTES,
+              show_default=True, metavar="MINUTES", help="How long a locked-out address may not guess; 0: no lockout.")
 @click.option("--history", "history_path", type=click.Path(dir_okay=False), default=None,
               help="The history database (SQLite).  [default: $XDG_DATA_HOME/groupchat/history.db, "
                    "else ~/.local/share/groupchat/history.db]")

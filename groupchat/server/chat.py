@@ -9,7 +9,6 @@ with members that record what they are sent.  The chat's slash commands are apar
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 import time
 from typing import Callable, Iterable, Optional, Sequence, Union
@@ -40,6 +39,7 @@ from groupchat.server.access import BanList
 from groupchat.server.chat_commands import ChatCommands
 from groupchat.server.events import RoomEvent
 from groupchat.server.fanout import Delivery
+from groupchat.server.guesses import GuessLimiter, PasswordGate
 from groupchat.server.history import Batch, Entry, HistoryStore
 from groupchat.server.moderation import Moderation
 from groupchat.server.notices import JOINED, LEFT, NoticeBatcher
@@ -83,7 +83,8 @@ class Chat:
     chat's and the console's) use the operations under "what commands do".
 
     ``settings.password``, when set, must be the first line, before the name; a wrong one is
-    answered after ``settings.wrong_password_delay`` seconds and the connection closed.
+    answered after ``settings.wrong_password_delay`` seconds (longer after a few from one
+    address, and then a lockout: see :mod:`groupchat.server.guesses`) and the connection closed.
     ``settings.op_password`` enables ``/op``; operators may kick, ban and set topics (without
     it, anyone may set a topic and no one may kick or ban from the chat).  ``history`` keeps
     room messages; entering a room replays its last ``settings.replay`` of them.  Joins and
@@ -100,17 +101,36 @@ class Chat:
         self.clock = clock or Clock()
         self.sleep = sleep
         self.notices: NoticeBatcher[Room] = NoticeBatcher(settings.notice_interval)
-        self.moderation = Moderation(registry, bans or BanList(), settings.op_password, self.tell)
+        self.password_gate = self._gate(settings.password, "password")
+        self.moderation = Moderation(registry, bans or BanList(),
+                                     self._gate(settings.op_password, "operator password"), self.tell)
         self.commands = ChatCommands(self)
         self._stages = {Stage.PASSWORD: self._check_password, Stage.NAME: self._offer_name,
                         Stage.CHATTING: self._run_command}
 
+    def _gate(self, password: Optional[str], what: str) -> Optional[PasswordGate]:
+        """``password`` behind a guess limiter of its own (None if there is no such password)."""
+        if password is None:
+            return None
+        limiter = GuessLimiter(self.settings.wrong_password_delay, self.settings.password_lockout_after,
+                               self.settings.password_lockout_minutes * 60)
+        return PasswordGate(password, what, limiter, lambda seconds: self.sleep(seconds))  # as now set
+
     # -- the life of a connection --------------------------------------------------------
 
     def greet(self, member: Member) -> None:
-        """Ask a new connection for the password if there is one, else for its name."""
-        member.stage = Stage.PASSWORD if self.settings.password is not None else Stage.NAME
-        member.send(_PASSWORD_PROMPT if member.stage is Stage.PASSWORD else _PROMPT)
+        """Ask a new connection for the password if there is one, else for its name; an address
+        locked out of the password is told so at once and closed."""
+        if self.password_gate is None:
+            member.stage = Stage.NAME
+            member.send(_PROMPT)
+            return
+        locked = self.password_gate.lockout(member.host)
+        if locked is not None:
+            self.refuse(member, locked)
+            return
+        member.stage = Stage.PASSWORD
+        member.send(_PASSWORD_PROMPT)
 
     def refuse(self, member: Member, reason: str) -> None:
         """Tell a connection why it is being closed, and close it once that has gone out."""
@@ -144,14 +164,14 @@ class Chat:
             self.publish(member, RoomEvent.message(member.name, texts[start:start + MAX_BATCH_LINES]))
 
     def _check_password(self, member: Member, given: str) -> None:
-        if hmac.compare_digest(given.encode(), self.settings.password.encode()):
+        """One guess per connection: a wrong one is refused, and nothing after it is read."""
+        refusal = self.password_gate.check(member.host, member.address, given)
+        if refusal is None:
             member.stage = Stage.NAME
             member.send(_PROMPT)
             return
-        log.warning("wrong password from %s", member.address)
-        self.sleep(self.settings.wrong_password_delay)  # only this connection's thread waits
-        member.leave_reason = "wrong password"
-        self.refuse(member, "wrong password")
+        member.leave_reason = refusal
+        self.refuse(member, refusal)
 
     def _offer_name(self, member: Member, raw: str) -> None:
         try:

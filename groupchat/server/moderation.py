@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import math
 import time
@@ -10,6 +9,7 @@ from typing import Callable, Optional
 
 from groupchat.errors import CommandError, InvalidAddressError
 from groupchat.server.access import BanList
+from groupchat.server.guesses import PasswordGate
 from groupchat.server.registry import Member, Registry
 
 log = logging.getLogger(__name__)
@@ -18,24 +18,28 @@ log = logging.getLogger(__name__)
 class Moderation:
     """Who is an operator, and kicking and banning; ``tell`` sends a member a notice.
 
-    Without an operator password (None) nobody can become an operator; the console still
-    kicks and bans.
+    Without an operator password (``op_gate`` None) nobody can become an operator; the
+    console still kicks and bans.
     """
 
-    def __init__(self, registry: Registry, bans: BanList, op_password: Optional[str],
+    def __init__(self, registry: Registry, bans: BanList, op_gate: Optional[PasswordGate],
                  tell: Callable[[Member, str], None]) -> None:
         self.registry = registry
         self.bans = bans
-        self.op_password = op_password
+        self.op_gate = op_gate
         self.tell = tell
 
     def make_op(self, member: Member, password: str) -> None:
-        """Make a member an operator if ``password`` is the operators' one."""
-        if self.op_password is None:
+        """Make a member an operator if ``password`` is the operators' one.
+
+        A miss waits in the member's own thread (see :class:`PasswordGate`); an address locked
+        out is told so at once.
+        """
+        if self.op_gate is None:
             raise CommandError("there are no operators on this server")
-        if not hmac.compare_digest(password.encode(), self.op_password.encode()):
-            log.warning("%s (%s) gave a wrong operator password", member.name, member.address)
-            raise CommandError("wrong operator password")
+        refusal = self.op_gate.check(member.host, f"{member.name} ({member.address})", password)
+        if refusal is not None:
+            raise CommandError(refusal)
         member.is_op = True
         log.info("%s is now an operator", member.name)
         self.tell(member, "You are now an operator.")

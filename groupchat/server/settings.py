@@ -12,7 +12,9 @@ from groupchat.server.notices import NOTICE_INTERVAL_SECONDS
 HANDSHAKE_TIMEOUT_SECONDS = 30.0  # to complete TLS, give the password and a name
 MAX_CLIENTS = 1000
 MAX_PER_ADDRESS = 16
-WRONG_PASSWORD_DELAY_SECONDS = 2.0
+WRONG_PASSWORD_DELAY_SECONDS = 2.0  # doubling after a few misses from one address (guesses.py)
+PASSWORD_LOCKOUT_AFTER = 20  # wrong passwords from one address before it is locked out
+PASSWORD_LOCKOUT_MINUTES = 15.0
 DEFAULT_REPLAY = 20
 MAX_LISTED_NAMES = 20  # the welcome and /who name this many, then say how many more
 # Outgoing bytes a connection may have waiting; past it the oldest room messages are
@@ -44,6 +46,8 @@ class ServerSettings:
     keyfile: Optional[str] = None
     password: Optional[str] = None  # asked for before the name
     wrong_password_delay: float = WRONG_PASSWORD_DELAY_SECONDS
+    password_lockout_after: int = PASSWORD_LOCKOUT_AFTER  # each password (server, /op) counts its own
+    password_lockout_minutes: float = PASSWORD_LOCKOUT_MINUTES
     shutdown_flush: float = SHUTDOWN_FLUSH_SECONDS
     op_password: Optional[str] = None  # enables /op; None: no operators
     history_path: Optional[str] = None  # the history database; None keeps history in memory
