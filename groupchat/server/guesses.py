@@ -177,7 +177,7 @@ class PasswordGate:
                         self.what, self.limiter.lockout_seconds / 60, miss.count)
             return lockout_notice(self.what, self.limiter.lockout_seconds)
         if miss.worth_logging:
-            log.warning("wrong %s from %s (%d from %s; the 2nd, 4th, 8th... are logged)",
+            log.warning("wrong %s from %s (miss %d from %s; only misses 1, 2, 4, 8... are logged)",
                         self.what, who, miss.count, host)
         self.sleep(miss.delay)
         return f"wrong {self.what}"
