@@ -14,12 +14,15 @@ from collections import Counter
 from typing import Callable, Iterable, NamedTuple, Optional, Union
 
 from groupchat.errors import InvalidAddressError
+from groupchat.protocol import name_key
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 class Ban(NamedTuple):
-    network: Network
+    """One ban: of an address block, or of a name (as it was given; it holds ignoring case)."""
+
+    target: Union[Network, str]
     until: float  # math.inf for a ban with no end
 
 
@@ -45,40 +48,68 @@ def parse_network(text: str) -> Network:
 
 
 class BanList:
-    """Banned addresses and blocks; thread-safe; expired bans drop out when looked at."""
+    """Banned addresses and blocks, and banned names; thread-safe; expired bans drop out when looked at.
+
+    An address ban is checked when a connection is accepted and again when it names itself;
+    a name ban when a name is taken (see :class:`~groupchat.server.moderation.Moderation`).
+    """
 
     def __init__(self, now: Callable[[], float] = time.time) -> None:
         self._now = now
         self._lock = threading.Lock()
-        self._bans: dict[Network, float] = {}
+        self._addresses: dict[Network, Ban] = {}
+        self._names: dict[str, Ban] = {}  # by name_key
 
     def add(self, target: str, minutes: float = 0) -> Ban:
         """Ban an address or block, for ``minutes`` or (0) for good."""
         network = parse_network(target)
-        until = self._now() + minutes * 60 if minutes > 0 else math.inf
-        with self._lock:
-            self._bans[network] = until
-        return Ban(network, until)
+        return self._put(self._addresses, network, Ban(network, self._until(minutes)))
+
+    def add_name(self, name: str, minutes: float = 0) -> Ban:
+        """Ban a name, ignoring case, for ``minutes`` or (0) for good."""
+        return self._put(self._names, name_key(name), Ban(name, self._until(minutes)))
 
     def remove(self, target: str) -> bool:
-        """Lift a ban; return whether there was one."""
+        """Lift an address ban; return whether there was one."""
         network = parse_network(target)
         with self._lock:
-            return self._bans.pop(network, None) is not None
+            return self._addresses.pop(network, None) is not None
+
+    def remove_name(self, name: str) -> bool:
+        """Lift a name ban; return whether there was one."""
+        with self._lock:
+            return self._names.pop(name_key(name), None) is not None
 
     def is_banned(self, host: str) -> bool:
         """Whether connections from ``host`` are refused now."""
-        if not self._bans:  # the common case takes no lock
+        if not self._addresses:  # the common case takes no lock
             return False
-        return contains((ban.network for ban in self.active()), host)
+        return contains((ban.target for ban in self._live(self._addresses)), host)
+
+    def is_name_banned(self, name: str) -> bool:
+        """Whether ``name`` may not be taken now."""
+        return bool(self._names) and any(name_key(ban.target) == name_key(name)
+                                         for ban in self._live(self._names))
 
     def active(self) -> list[Ban]:
-        """The bans in force, oldest first."""
+        """The bans in force, addresses then names, oldest first."""
+        return self._live(self._addresses) + self._live(self._names)
+
+    def _until(self, minutes: float) -> float:
+        return self._now() + minutes * 60 if minutes > 0 else math.inf
+
+    def _put(self, bans: dict, key: object, ban: Ban) -> Ban:
+        with self._lock:
+            bans[key] = ban
+        return ban
+
+    def _live(self, bans: dict) -> list[Ban]:
+        """The unexpired bans of one kind; the expired ones are dropped."""
         now = self._now()
         with self._lock:
-            for network in [n for n, until in self._bans.items() if until <= now]:
-                del self._bans[network]
-            return [Ban(n, until) for n, until in self._bans.items()]
+            for key in [key for key, ban in bans.items() if ban.until <= now]:
+                del bans[key]
+            return list(bans.values())
 
 
 def contains(networks: Iterable[Network], host: str) -> bool:

@@ -175,7 +175,7 @@ class Chat:
 
     def _offer_name(self, member: Member, raw: str) -> None:
         try:
-            self.registry.claim(member, check_name(raw))
+            self.registry.claim(member, self.moderation.check_name(check_name(raw)))
         except (InvalidNameError, NameTakenError) as exc:
             member.name_tries += 1
             if member.name_tries >= MAX_NAME_TRIES:  # a thousand names in one write end here
@@ -183,6 +183,11 @@ class Chat:
                 self.refuse(member, f"{MAX_NAME_TRIES} names refused")
             else:
                 member.send(encode_line(render_refusal(str(exc))) + _PROMPT)
+            return
+        refusal = self.moderation.refusal(member)  # a ban made since it connected, or just now
+        if refusal is not None:
+            log.warning("%s (%s) refused: %s", member.name, member.address, refusal)
+            self.refuse(member, refusal)
             return
         log.info("%s joined from %s", member.name, member.address)
         member.stage = Stage.CHATTING

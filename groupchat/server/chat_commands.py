@@ -7,9 +7,10 @@ and turns any mistake into a one-line answer.
 
 from __future__ import annotations
 
+import re
 from typing import Optional, Protocol
 
-from groupchat.errors import CommandError, UsageError
+from groupchat.errors import CommandError, InvalidNameError, UsageError
 from groupchat.protocol import (
     CHAT_COMMANDS,
     DEFAULT_HISTORY_LINES,
@@ -21,9 +22,12 @@ from groupchat.protocol import (
 )
 from groupchat.server.commands import CommandTable, split_args
 from groupchat.server.events import RoomEvent
-from groupchat.server.moderation import Moderation
+from groupchat.server.moderation import Moderation, parse_ban
 from groupchat.server.registry import Member, Registry
 from groupchat.server.settings import MAX_LISTED_NAMES, ServerSettings
+
+# ASCII digits, and few: str.isdigit() takes "²", which int() refuses, and int() refuses 5,000 digits.
+_COUNT = re.compile(r"[0-9]{1,9}")
 
 
 class ChatAPI(Protocol):
@@ -63,6 +67,10 @@ class ChatCommands:
 
     def cmd_nick(self, member: Member, rest: str) -> None:
         (new,) = split_args(rest, 1)
+        try:
+            self.chat.moderation.check_name(new)
+        except InvalidNameError as exc:
+            raise CommandError(f"Sorry, {exc}") from None
         self.chat.rename(member, new)
 
     def cmd_who(self, member: Member, rest: str) -> None:
@@ -103,7 +111,7 @@ class ChatCommands:
     def cmd_history(self, member: Member, rest: str) -> None:
         count = DEFAULT_HISTORY_LINES
         if rest:
-            if not rest.isdigit() or int(rest) < 1:
+            if not _COUNT.fullmatch(rest) or int(rest) < 1:
                 raise UsageError()
             count = min(int(rest), MAX_HISTORY)
         self._play(member, self.chat.recent(member.room.name, count), f"No history in {member.room.name} yet.")
@@ -129,12 +137,10 @@ class ChatCommands:
         self.chat.moderation.kick(self.chat.find(name), member.name, "".join(reason))
 
     def cmd_ban(self, member: Member, rest: str) -> None:
-        target, *minutes = split_args(rest, 1, at_most=2)
-        self.chat.tell(member, self.chat.moderation.ban(target, "".join(minutes), member.name))
+        self.chat.tell(member, self.chat.moderation.ban(parse_ban(rest), member.name))
 
     def cmd_unban(self, member: Member, rest: str) -> None:
-        (target,) = split_args(rest, 1)
-        self.chat.tell(member, self.chat.moderation.unban(target))
+        self.chat.tell(member, self.chat.moderation.unban(parse_ban(rest, with_minutes=False)))
 
     def cmd_bans(self, member: Member, rest: str) -> None:
         self._tell_all(member, self.chat.moderation.describe_bans())

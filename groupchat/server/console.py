@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from typing import Callable, Optional, TextIO
 
-from groupchat.protocol import CommandSpec
+from groupchat.protocol import CHAT_COMMANDS, CommandSpec
 from groupchat.server.chat import Chat
 from groupchat.server.commands import CommandTable, split_args
+from groupchat.server.moderation import parse_ban
 
 SERVER = "the server"
+BAN, UNBAN = (next(spec for spec in CHAT_COMMANDS if spec.name == name) for name in ("ban", "unban"))
 CONSOLE_COMMANDS = (
     CommandSpec("help", "[COMMAND]", "list the console's commands, or explain one"),
     CommandSpec("who", "", "everyone connected, by room"),
     CommandSpec("rooms", "", "the rooms and how many are in each"),
     CommandSpec("say", "TEXT", "a notice from the server to everyone"),
     CommandSpec("kick", "NAME [REASON]", "disconnect someone"),
-    CommandSpec("ban", "NAME|ADDRESS [MINUTES]", "refuse an address, for good if no minutes"),
-    CommandSpec("unban", "ADDRESS", "lift a ban"),
+    CommandSpec("ban", BAN.args, BAN.help),
+    CommandSpec("unban", UNBAN.args, UNBAN.help),
     CommandSpec("bans", "", "list the bans in force"),
     CommandSpec("quit", "", "stop the server (as Ctrl-D does)"),
 )
@@ -72,12 +74,10 @@ class Console:
         self._reply(None, f"Kicked {target.name}.")
 
     def cmd_ban(self, _caller: None, rest: str) -> None:
-        target, *minutes = split_args(rest, 1, at_most=2)
-        self._reply(None, self.chat.moderation.ban(target, "".join(minutes), SERVER))
+        self._reply(None, self.chat.moderation.ban(parse_ban(rest), SERVER))
 
     def cmd_unban(self, _caller: None, rest: str) -> None:
-        (target,) = split_args(rest, 1)
-        self._reply(None, self.chat.moderation.unban(target))
+        self._reply(None, self.chat.moderation.unban(parse_ban(rest, with_minutes=False)))
 
     def cmd_bans(self, _caller: None, rest: str) -> None:
         self._print_all(self.chat.moderation.describe_bans())

@@ -1,18 +1,99 @@
-"""Operators, kicks and bans: what the chat's operators and the server console may do to others."""
+"""Operators, kicks and bans: what the chat's operators and the server console may do to others.
+
+A ban is of a name unless it says ``--address``: a name is one person, while one address
+may be a whole school behind a NAT, so banning an address is asked for in so many words and
+the answer names everyone it put out.  After ``--address``, text that parses as an address
+or block is one, whoever is called that.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import time
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
-from groupchat.errors import CommandError, InvalidAddressError
-from groupchat.server.access import BanList
+from groupchat.errors import CommandError, InvalidAddressError, InvalidNameError, UsageError
+from groupchat.protocol import check_name, list_names
+from groupchat.server.access import Ban, BanList, contains
 from groupchat.server.guesses import PasswordGate
 from groupchat.server.registry import Member, Registry
+from groupchat.server.settings import MAX_LISTED_NAMES
 
 log = logging.getLogger(__name__)
+
+ADDRESS_FLAG = "--address"
+# ASCII digits only: str.isdigit() and float() take "²" or "١٢", which a person did not mean.
+_MINUTES = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+
+
+class BanOrder(NamedTuple):
+    """What /ban or /unban was asked: a name, or (``by_address``) an address, a block or a
+    connected name's address; ``minutes`` 0 is for good."""
+
+    target: str
+    by_address: bool
+    minutes: float = 0.0
+
+
+def parse_ban(rest: str, with_minutes: bool = True) -> BanOrder:
+    """The arguments of /ban (``[--address] TARGET [MINUTES]``) or, without minutes, of /unban.
+
+    >>> parse_ban("bob 5")
+    BanOrder(target='bob', by_address=False, minutes=5.0)
+    >>> parse_ban("--address 10.0.0.0/24")
+    BanOrder(target='10.0.0.0/24', by_address=True, minutes=0.0)
+    >>> parse_ban("bob 5", with_minutes=False)
+    Traceback (most recent call last):
+    ...
+    groupchat.errors.UsageError
+    """
+    words = rest.split()
+    by_address = words[:1] == [ADDRESS_FLAG]
+    words = words[by_address:]
+    if not 1 <= len(words) <= 1 + with_minutes:
+        raise UsageError()
+    return BanOrder(words[0], by_address, parse_minutes(words[1]) if len(words) == 2 else 0.0)
+
+
+def parse_minutes(text: str) -> float:
+    """A number of minutes, in ASCII digits, or a :class:`CommandError`.
+
+    >>> parse_minutes("1.5")
+    1.5
+    >>> parse_minutes("²")
+    Traceback (most recent call last):
+    ...
+    groupchat.errors.CommandError: "²" is not a number of minutes
+    """
+    if not _MINUTES.fullmatch(text):
+        raise CommandError(f'"{text}" is not a number of minutes')
+    return float(text)
+
+
+def count_minutes(minutes: float, more: str = "") -> str:
+    """``N minutes``, with one minute singular.
+
+    >>> count_minutes(1), count_minutes(2.5, "more ")
+    ('1 minute', '2.5 more minutes')
+    """
+    return f"{minutes:g} {more}minute{'' if minutes == 1 else 's'}"
+
+
+def describe_ban(ban: Ban, now: float) -> str:
+    """A ban as /bans lists it.
+
+    >>> describe_ban(Ban("bob", math.inf), 0)
+    'the name "bob" until lifted'
+    """
+    if ban.until == math.inf:
+        return f"{describe_target(ban)} until lifted"
+    return f"{describe_target(ban)} for {count_minutes(math.ceil((ban.until - now) / 60), 'more ')}"
+
+
+def describe_target(ban: Ban) -> str:
+    return f'the name "{ban.target}"' if isinstance(ban.target, str) else str(ban.target)
 
 
 class Moderation:
@@ -20,6 +101,10 @@ class Moderation:
 
     Without an operator password (``op_gate`` None) nobody can become an operator; the
     console still kicks and bans.
+
+    A ban is added before its targets are looked for, and a new name is checked after it is
+    taken (:meth:`refusal`), so a connection naming itself while a ban is made is either found
+    by the ban or finds it.
     """
 
     def __init__(self, registry: Registry, bans: BanList, op_gate: Optional[PasswordGate],
@@ -52,33 +137,81 @@ class Moderation:
         self.tell(target, f"You were {why}.")
         target.end()
 
-    def ban(self, target: str, minutes: str, by: str) -> str:
-        """Ban a member's address (and kick them) or an address or block; return what was done."""
-        try:
-            length = float(minutes) if minutes else 0.0
-        except ValueError:
-            length = -1.0
-        if not (0 <= length < math.inf):
-            raise CommandError(f'"{minutes}" is not a number of minutes')
-        member = self.registry.find(target)
-        try:
-            ban = self.bans.add(member.host if member else target, length)
-        except InvalidAddressError:
-            raise CommandError(f'"{target}" is neither a connected name nor an address') from None
-        for victim in self.registry.connections():
-            if victim.name is not None and self.bans.is_banned(victim.host):
-                self.kick(victim, by, "banned")
-        span = f"for {length:g} minutes" if length else "until lifted"
-        log.warning("%s banned %s %s", by, ban.network, span)
-        return f"Banned {ban.network} {span}."
+    def ban(self, order: BanOrder, by: str) -> str:
+        """Ban what ``order`` says and kick whoever it covers; return what was done, in one line."""
+        return self._ban_address(order, by) if order.by_address else self._ban_name(order, by)
 
-    def unban(self, target: str) -> str:
-        if not self.bans.remove(target):
-            raise CommandError(f"{target} is not banned")
-        return f"Lifted the ban on {target}."
+    def _ban_name(self, order: BanOrder, by: str) -> str:
+        """Ban a name, held now or not (someone just kicked), and kick whoever holds it."""
+        try:
+            name = check_name(order.target)
+        except InvalidNameError as exc:
+            raise CommandError(f"{exc}; /ban {ADDRESS_FLAG} bans an address") from None
+        ban = self.bans.add_name(name, order.minutes)
+        log.warning("%s banned %s %s", by, describe_target(ban), self._span(order))
+        holder = self.registry.find(name)
+        if holder is not None:
+            self.kick(holder, by, "banned")
+        said = f"Banned {describe_target(ban)} {self._span(order)}"
+        return said + (f"; kicked {holder.name}." if holder else ".")
+
+    def _ban_address(self, order: BanOrder, by: str) -> str:
+        """Ban an address or block, or a connected member's address; kick everyone in it, by name."""
+        member = None
+        try:
+            ban = self.bans.add(order.target, order.minutes)
+        except InvalidAddressError:
+            member = self.registry.find(order.target)
+            if member is None:
+                raise CommandError(f'"{order.target}" is neither an address nor a connected name') from None
+            ban = self.bans.add(member.host, order.minutes)
+        victims = [v for v in self.registry.connections()
+                   if v.name is not None and contains([ban.target], v.host)]
+        for victim in victims:
+            self.kick(victim, by, "banned")
+        log.warning("%s banned %s %s, kicking %d", by, ban.target, self._span(order), len(victims))
+        others = [v.name for v in victims if v is not member]
+        said = f"Banned {ban.target}"
+        if member is not None:
+            said += f" ({member.name}'s address) {self._span(order)}; kicked {member.name}"
+        else:
+            said += f" {self._span(order)}"
+        if others:
+            said += (f"; also kicked {list_names(others, MAX_LISTED_NAMES)} (same address)" if member
+                     else f"; kicked {list_names(others, MAX_LISTED_NAMES)}")
+        return said + "."
+
+    @staticmethod
+    def _span(order: BanOrder) -> str:
+        return f"for {count_minutes(order.minutes)}" if order.minutes else "until lifted"
+
+    def unban(self, order: BanOrder) -> str:
+        """Lift a name ban, or (``by_address``) an address ban; return what was done."""
+        if order.by_address:
+            lifted, what = self.bans.remove(order.target), order.target
+        else:
+            lifted, what = self.bans.remove_name(order.target), f'the name "{order.target}"'
+        if not lifted:
+            raise CommandError(f"{what} is not banned")
+        return f"Lifted the ban on {what}."
 
     def describe_bans(self) -> list[str]:
         now = time.time()
-        return [f"{ban.network} " + ("until lifted" if ban.until == math.inf
-                                     else f"for {math.ceil((ban.until - now) / 60)} more minutes")
-                for ban in self.bans.active()] or ["No bans."]
+        return [describe_ban(ban, now) for ban in self.bans.active()] or ["No bans."]
+
+    def check_name(self, name: str) -> str:
+        """``name``, or an :class:`InvalidNameError` if it is banned (asked before a name is taken)."""
+        if self.bans.is_name_banned(name):
+            raise InvalidNameError(f'the name "{name}" is banned')
+        return name
+
+    def refusal(self, member: Member) -> Optional[str]:
+        """Why a member that has just taken its name may not stay (a ban made since it connected,
+        or while it was naming itself), or None."""
+        if self.bans.is_banned(member.host):
+            return "this address is banned"
+        try:
+            self.check_name(member.name)
+        except InvalidNameError as exc:
+            return str(exc)
+        return None

@@ -182,6 +182,7 @@ def test_history_and_search_play_back_what_the_room_said(history):
     assert said(chat, bob, "/history 5")[-2:] == [line.replace("second build", "first"), line]
     assert said(chat, bob, "/search nothing") == [notice('No messages in lobby contain "nothing".')]
     assert said(chat, bob, "/history x") == [notice("usage: /history [N]")]
+    assert said(chat, bob, "/history \u00b2") == [notice("usage: /history [N]")]  # isdigit(), not int()
     assert said(chat, bob, "/search") == [notice("usage: /search TEXT")]
 
 
@@ -207,19 +208,75 @@ def test_kick_is_for_operators_and_ends_the_target_with_the_reason():
     assert said(chat, alice, "/kick nobody") == [notice('no one called "nobody" is here')]
 
 
-def test_ban_unban_and_bans_for_operators():
+def opped_chat():
+    """A chat with alice an operator, and bob and carol sharing 10.0.0.2 (one NAT)."""
     chat = make_chat(op_password="root")
     alice = named(chat, "alice")
-    bob = newcomer(chat, address="10.0.0.2:5")
-    chat.receive(bob, ["bob"])
     chat.receive(alice, ["/op root"])
+    bob, carol = (newcomer(chat, address=f"10.0.0.2:{port}") for port in (5, 6))
+    chat.receive(bob, ["bob"])
+    chat.receive(carol, ["carol"])
+    return chat, alice, bob, carol
+
+
+def test_ban_bans_a_name_and_kicks_its_holder_only_and_unban_lifts_it():
+    chat, alice, bob, carol = opped_chat()
     assert said(chat, alice, "/bans") == [notice("No bans.")]
-    assert said(chat, alice, "/ban bob 5") == [notice("Banned 10.0.0.2/32 for 5 minutes.")]
+    assert said(chat, alice, "/ban bob 1") == [notice('Banned the name "bob" for 1 minute; kicked bob.')]
     assert bob.link.ended and bob.leave_reason == "kicked by alice: banned"
+    assert not carol.link.ended  # the same address, another person
+    chat.leave(bob)
+    assert said(chat, alice, "/bans") == [notice('the name "bob" for 1 more minute')]
+    again = newcomer(chat, address="10.0.0.9:1")
+    assert said(chat, again, "BOB") == ['*** Sorry, the name "BOB" is banned.', NAME_PROMPT]
+    assert said(chat, carol, "/nick Bob") == [notice('Sorry, the name "Bob" is banned')]
+    assert said(chat, alice, "/unban bob") == [notice('Lifted the ban on the name "bob".')]
+    assert said(chat, alice, "/unban bob") == [notice('the name "bob" is not banned')]
+    chat.receive(again, ["bob"])
+    assert again.stage is Stage.CHATTING
+
+
+def test_a_name_just_kicked_can_be_banned():
+    chat, alice, bob, _ = opped_chat()
+    chat.receive(alice, ["/kick bob"])
+    chat.leave(bob)  # as the server does once the connection is closed
+    assert said(chat, alice, "/ban bob") == [notice('Banned the name "bob" until lifted.')]
+
+
+def test_ban_address_bans_a_members_address_and_says_who_else_it_kicked():
+    chat, alice, bob, carol = opped_chat()
+    assert said(chat, alice, "/ban --address bob 5") == [notice(
+        "Banned 10.0.0.2/32 (bob's address) for 5 minutes; kicked bob; also kicked carol (same address).")]
+    assert bob.link.ended and carol.link.ended and not alice.link.ended
     assert said(chat, alice, "/bans") == [notice("10.0.0.2/32 for 5 more minutes")]
-    assert said(chat, alice, "/ban bob soon") == [notice('"soon" is not a number of minutes')]
-    assert said(chat, alice, "/unban 10.0.0.2") == [notice("Lifted the ban on 10.0.0.2.")]
-    assert said(chat, alice, "/unban 10.0.0.2") == [notice("10.0.0.2 is not banned")]
+    assert said(chat, alice, "/ban --address 10.9.0.0/16") == [notice("Banned 10.9.0.0/16 until lifted.")]
+    assert said(chat, alice, "/unban --address 10.0.0.2") == [notice("Lifted the ban on 10.0.0.2.")]
+    assert said(chat, alice, "/unban --address 10.0.0.2") == [notice("10.0.0.2 is not banned")]
+
+
+def test_an_address_banned_after_connecting_is_refused_at_naming():
+    chat, alice, _, _ = opped_chat()
+    early = newcomer(chat, address="10.0.0.7:1")  # connected, not yet named
+    chat.receive(alice, ["/ban --address 10.0.0.0/24"])
+    assert said(chat, early, "dave") == ["*** Sorry, this address is banned; goodbye."]
+    assert early.link.ended and early.stage is not Stage.CHATTING
+
+
+@pytest.mark.parametrize("line, answer", [
+    ("/ban", "usage: /ban NAME|--address ADDRESS [MINUTES]"),
+    ("/ban --address", "usage: /ban NAME|--address ADDRESS [MINUTES]"),
+    ("/ban bob 5 more", "usage: /ban NAME|--address ADDRESS [MINUTES]"),
+    ("/unban bob 5", "usage: /unban NAME|--address ADDRESS"),
+    ("/ban bob soon", '"soon" is not a number of minutes'),
+    ("/ban bob \u00b2", '"\u00b2" is not a number of minutes'),
+    ("/ban <bob>", 'a name cannot start with "<"; /ban --address bans an address'),
+    ("/ban --address 300.1.1.1", '"300.1.1.1" is neither an address nor a connected name'),
+    ("/unban --address bob", '"bob" is not an address or CIDR block'),
+])
+def test_ban_mistakes_get_one_line(line, answer):
+    chat, alice, bob, _ = opped_chat()
+    assert said(chat, alice, line) == [notice(answer)]
+    assert not bob.link.ended
 
 
 def test_a_bug_in_a_command_costs_one_line_and_the_member_stays(monkeypatch):

@@ -60,7 +60,7 @@ def test_mistakes_get_one_line_and_the_console_keeps_working(console, alice_and_
     type_line("/kick nobody")
     server.expect_output(r'^no one called "nobody" is here$')
     type_line("/help")
-    server.expect_output(r"^/unban ADDRESS +lift a ban$")
+    server.expect_output(r"^/unban NAME\|--address ADDRESS +lift a ban on a name or an address$")
 
 
 def test_kick_from_the_console(console, alice_and_bob):
@@ -75,15 +75,19 @@ def test_kick_from_the_console(console, alice_and_bob):
 def test_ban_unban_and_bans_from_the_console(console, alice_and_bob):
     server, type_line = console
     alice, bob = alice_and_bob
-    type_line("/ban bob 10")
-    server.expect_output(r"^Banned 127\.0\.0\.1/32 for 10 minutes\.$")
+    type_line("/ban bob 1")
+    server.expect_output(r'^Banned the name "bob" for 1 minute; kicked bob\.$')
     assert bob.expect_eof()[-1].endswith("You were kicked by the server: banned.")
+    type_line("/ban --address alice 10")
+    server.expect_output(r"^Banned 127\.0\.0\.1/32 \(alice's address\) for 10 minutes; kicked alice\.$")
+    assert alice.expect_eof()[-1].endswith("You were kicked by the server: banned.")
     refused = Peer(server.address)
     assert refused.expect_eof() == ["*** Sorry, this address is banned."]
     refused.close()
     type_line("/bans")
     server.expect_output(r"^127\.0\.0\.1/32 for 10 more minutes$")
-    type_line("/unban 127.0.0.1")
+    server.expect_output(r'^the name "bob" for 1 more minute$')
+    type_line("/unban --address 127.0.0.1")
     server.expect_output(r"^Lifted the ban on 127\.0\.0\.1\.$")
     carol = Peer(server.address)
     carol.join("carol")
