@@ -14,7 +14,7 @@ from groupchat import __version__
 from groupchat.errors import GroupchatError
 from groupchat.passwords import chat_password, read_secret
 from groupchat.protocol import DEFAULT_PORT, MAX_LINE_BYTES
-from groupchat.server.flood import DEFAULT_BURST, DEFAULT_RATE
+from groupchat.server.flood import DEFAULT_ADDRESS_BURST, DEFAULT_ADDRESS_RATE, DEFAULT_BURST, DEFAULT_RATE
 from groupchat.server.history import MAX_HISTORY, default_history_path
 from groupchat.server.settings import (
     DEFAULT_REPLAY,
@@ -43,9 +43,15 @@ def cli() -> None:
 @click.option("--max-line", type=click.IntRange(64), default=MAX_LINE_BYTES, show_default=True,
               help="Longest line in bytes; a longer one is refused.")
 @click.option("--rate", type=click.FloatRange(0), default=DEFAULT_RATE, show_default=True,
-              help="Lines per second one connection may send on average; 0 turns flood control off.")
+              help="Lines per second one connection may send on average; 0 turns flood control off "
+                   "(per address and for private messages too).")
 @click.option("--burst", type=click.IntRange(1), default=DEFAULT_BURST, show_default=True,
               help="Lines one connection may send at once before --rate applies.")
+@click.option("--address-rate", type=click.FloatRange(0), default=DEFAULT_ADDRESS_RATE, show_default=True,
+              help="Lines per second all connections from one address may send together, "
+                   "however often they reconnect (0: no such limit).")
+@click.option("--address-burst", type=click.IntRange(1), default=DEFAULT_ADDRESS_BURST, show_default=True,
+              help="Lines one address may send at once before --address-rate applies.")
 @click.option("--max-queue", "max_queued_bytes", type=click.IntRange(4096), default=MAX_QUEUED_BYTES,
               show_default=True, metavar="BYTES",
               help="Outgoing bytes that may wait for one client before its oldest room messages "

@@ -546,21 +546,26 @@ def parse_who(text: str) -> Optional[tuple[str, list[str], int]]:
 _WHO = re.compile(rf"In (?P<room>\S+) \(\d+\): (?P<names>{_NAMES})\. (?P<online>\d+) online in all\.")
 
 
-def render_comings(joined: list[str], left: list[str], cap: int) -> str:
-    """One notice for a room's comings and goings, at most ``cap`` names spelled out for each.
+def render_comings(joined: list[str], left: list[str], cap: int, reason: str = "") -> str:
+    """One notice for a room's comings and goings, at most ``cap`` names spelled out for each;
+    a lone leave may keep its ``reason`` (a /quit message, a kick), which comes last.
 
     >>> render_comings(["alice", "bob", "carol"], ["dave"], cap=10)
     'alice, bob, carol joined; dave left'
     >>> render_comings([f"p{n}" for n in range(40)], [], cap=10)[-27:]
     'p8, p9 and 30 others joined'
+    >>> render_comings(["bob"], ["bob"], cap=10, reason="quit: bye; see you")
+    'bob joined; bob left (quit: bye; see you)'
     """
     parts = [f"{list_names(names, cap)} {verb}" for names, verb in ((joined, JOINED), (left, LEFT)) if names]
+    if reason and len(left) == 1:
+        parts[-1] += f" ({reason})"
     return "; ".join(parts)
 
 
 def render_left(name: str, reason: str) -> str:
-    """The notice for one leave worth telling at once, with its reason (a /quit message, a kick)."""
-    return f"{name} {LEFT} ({reason})"
+    """The notice for one leave, with its reason."""
+    return render_comings([], [name], 1, reason)
 
 
 def parse_comings(text: str) -> Optional[tuple[list[str], list[str]]]:
@@ -568,14 +573,16 @@ def parse_comings(text: str) -> Optional[tuple[list[str], list[str]]]:
 
     >>> parse_comings(render_comings(["a", "b", "c"], ["d"], cap=2))
     (['a', 'b'], ['d'])
-    >>> parse_comings(render_left("bob", "quit: see you (later)"))
+    >>> parse_comings(render_left("bob", "quit: see you (later); bye"))
     ([], ['bob'])
+    >>> parse_comings(render_comings(["a"], ["b"], cap=2, reason="kicked by c: x joined; y left"))
+    (['a'], ['b'])
     >>> parse_comings("alice set the topic: x joined") is None
     True
     """
-    match = _LEFT_WITH_REASON.fullmatch(text)
-    if match:
-        return [], [match["name"]]
+    with_reason = text.find(f" {LEFT} (")  # names have no spaces or parentheses: the first is it
+    if with_reason >= 0 and text.endswith(")"):
+        text = text[:with_reason + len(LEFT) + 1]
     joined: list[str] = []
     left: list[str] = []
     for part in text.split("; "):
@@ -588,7 +595,6 @@ def parse_comings(text: str) -> Optional[tuple[list[str], list[str]]]:
 
 JOINED, LEFT = "joined", "left"
 _COMINGS = re.compile(rf"(?P<names>{_NAMES}) (?P<verb>{JOINED}|{LEFT})")
-_LEFT_WITH_REASON = re.compile(rf"(?P<name>\S+) {LEFT} \(.*\)")
 
 
 def render_missed(count: int) -> str:

@@ -57,8 +57,10 @@ class Peer:
     """A plain TCP client, as nc would be: send raw bytes or lines, expect lines by pattern."""
 
     def __init__(self, address: tuple, timeout: float = WAIT_SECONDS,
-                 sock: socket.socket | None = None) -> None:
-        self.sock = sock or socket.create_connection(address[:2], timeout=timeout)
+                 sock: socket.socket | None = None, source: str | None = None) -> None:
+        """``source``: another loopback address to come from (127.0.0.2 ...), for limits per address."""
+        self.sock = sock or socket.create_connection(address[:2], timeout=timeout,
+                                                     source_address=(source, 0) if source else None)
         self.timeout = timeout
         self.name: str | None = None
         self._lines = LineBuffer(max_line=1 << 20)

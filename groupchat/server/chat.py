@@ -24,9 +24,9 @@ from groupchat.protocol import (
     encode_line,
     list_names,
     message_text,
+    name_key,
     render_entered,
     render_history,
-    render_left,
     render_missed,
     render_moved,
     render_notice,
@@ -39,12 +39,13 @@ from groupchat.server.access import BanList
 from groupchat.server.chat_commands import ChatCommands
 from groupchat.server.events import RoomEvent
 from groupchat.server.fanout import Delivery
+from groupchat.server.flood import PRIVATE_BURST, PRIVATE_RATE, BucketTable
 from groupchat.server.guesses import GuessLimiter, PasswordGate
 from groupchat.server.history import Batch, Entry, HistoryStore
 from groupchat.server.moderation import Moderation
 from groupchat.server.notices import JOINED, LEFT, NoticeBatcher
 from groupchat.server.registry import LOBBY, Member, Registry, Room, Stage
-from groupchat.server.settings import MAX_LISTED_NAMES, ServerSettings
+from groupchat.server.settings import MAX_LISTED_NAMES, MAX_REASON_CHARS, MAX_TOPIC_CHARS, ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ _PASSWORD_PROMPT = encode_line(PASSWORD_PROMPT)
 # history writer between two checks (see HistoryStore.wait_for_room).
 MAX_BATCH_LINES = 256
 HISTORY_STAMP_FORMAT = "%Y-%m-%d %H:%M"  # a played-back line not from today
-# Leaves told together with the room's other comings and goings; others are told at once.
+# Leaves whose reason is not worth showing: a socket's error says nothing to the room.
 PLAIN_DISCONNECTS = ("connection closed", "connection lost")
 MAX_NAME_TRIES = 5  # refused names before a connection is closed
 
@@ -101,6 +102,7 @@ class Chat:
         self.clock = clock or Clock()
         self.sleep = sleep
         self.notices: NoticeBatcher[Room] = NoticeBatcher(settings.notice_interval)
+        self.private_budget = BucketTable(PRIVATE_RATE if settings.rate else 0, PRIVATE_BURST)
         self.password_gate = self._gate(settings.password, "password")
         self.moderation = Moderation(registry, bans or BanList(),
                                      self._gate(settings.op_password, "operator password"), self.tell)
@@ -199,19 +201,18 @@ class Chat:
     def leave(self, member: Member, reason: str = "") -> None:
         """Forget a connection; if it was in a room, tell the others there it left (and why).
 
-        A plain disconnect is told with the room's other comings and goings (see
-        :mod:`groupchat.server.notices`); one with a reason worth reading (a quit message,
-        a kick, a cut-off) is told at once.
+        Every leave is told with the room's other comings and goings (see
+        :mod:`groupchat.server.notices`), so a crowd quitting with long reasons costs the room
+        one line a second; a reason worth reading (a quit message, a kick, a cut-off) is
+        shown when the leave is told on its own.
         """
         room = self.registry.disconnect(member)
         if room is None:
             return
         reason = member.leave_reason or reason
         log.info("%s left from %s%s", member.name, member.address, f" ({reason})" if reason else "")
-        if reason.startswith(PLAIN_DISCONNECTS):
-            self._tell_room(room, self.notices.add(room, LEFT, member.name, len(room)))
-        else:
-            self._tell_room(room, render_left(member.name, reason))
+        shown = "" if reason.startswith(PLAIN_DISCONNECTS) else reason
+        self._tell_room(room, self.notices.add(room, LEFT, member.name, len(room), shown))
 
     # -- rooms -----------------------------------------------------------------------------
 
@@ -284,18 +285,25 @@ class Chat:
         """Set the topic of a member's room; the room hears who set it."""
         if self.settings.op_password is not None and not member.is_op:
             raise CommandError("setting the topic is for operators only")
+        if len(topic) > MAX_TOPIC_CHARS:
+            raise CommandError(f"a topic can have at most {MAX_TOPIC_CHARS} characters")
         self.registry.set_topic(member.room, topic)
         self.publish(member, RoomEvent.topic_set(member.name, topic))
 
     def private(self, sender: Member, target: Member, text: str) -> None:
-        """A /msg: the target sees it, and the sender sees it as sent."""
+        """A /msg: the target sees it, and the sender sees it as sent.  One address's messages
+        to one person are paced (flood.PRIVATE_RATE): one too many is refused, not queued."""
+        if self.private_budget.take((sender.host, name_key(target.name)), only_if_free=True):
+            raise CommandError(f"not sent: at most {PRIVATE_RATE:g} private message a second to one "
+                               f"person, after {PRIVATE_BURST} at once; wait a moment")
         stamp = self.clock.stamp()
-        target.send(encode_line(render_private(stamp, sender.name, text)))
+        # Droppable like room lines, so no one can get someone else cut off with them.
+        target.send(encode_line(render_private(stamp, sender.name, text)), True)
         sender.send(encode_line(render_private(stamp, sender.name, text, to=target.name)))
 
     def quit(self, member: Member, reason: str) -> None:
         """End a member's connection at its own request; its room hears the reason."""
-        member.leave_reason = f"quit: {reason}" if reason else "quit"
+        member.leave_reason = f"quit: {reason[:MAX_REASON_CHARS]}" if reason else "quit"
         self.tell(member, "Goodbye.")
         member.end()
 

@@ -21,13 +21,14 @@ MAX_NOTICE_NAMES = 10  # names spelled out in one coalesced line; the rest are c
 Room = TypeVar("Room", bound=Hashable)
 
 
-def describe(joined: list[str], left: list[str]) -> str:
-    """One notice for a batch of comings and goings, a bounded number of names spelled out.
+def describe(joined: list[str], left: list[str], reason: str = "") -> str:
+    """One notice for a batch of comings and goings, a bounded number of names spelled out;
+    a lone leave keeps its reason, in a crowd reasons are left out.
 
     >>> describe([f"p{n}" for n in range(40)], ["q"])[-35:]
     'p8, p9 and 30 others joined; q left'
     """
-    return render_comings(joined, left, MAX_NOTICE_NAMES)
+    return render_comings(joined, left, MAX_NOTICE_NAMES, reason)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class _Batch:
     joined: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
     due: float = 0.0
+    reason: str = ""  # of the last leave: shown when it is the batch's only one
 
 
 class NoticeBatcher(Generic[Room]):
@@ -55,9 +57,14 @@ class NoticeBatcher(Generic[Room]):
         self._last_told: dict[Room, float] = {}
         self._batches: dict[Room, _Batch] = {}
 
-    def add(self, room: Room, event: str, name: str, audience: int) -> Optional[str]:
+    def add(self, room: Room, event: str, name: str, audience: int, reason: str = "") -> Optional[str]:
         """Note that ``name`` joined or left before ``audience`` others; return the notice to
-        tell now, or None if it waits (or, with no audience, needs no telling)."""
+        tell now, or None if it waits (or, with no audience, needs no telling).
+
+        A leave's ``reason`` (a /quit message, a kick) is told when it is the only leave in its
+        line; in a crowd's line it is left out, so whatever the reasons a room hears at most
+        one line per interval, of bounded length.
+        """
         now = self._now()
         with self._lock:
             batch = self._batches.get(room)
@@ -65,11 +72,13 @@ class NoticeBatcher(Generic[Room]):
                 return None
             if batch is None and now - self._last_told.get(room, -self.interval) >= self.interval:
                 self._last_told[room] = now
-                return describe([name] if event == JOINED else [], [name] if event == LEFT else [])
+                return describe([name] if event == JOINED else [], [name] if event == LEFT else [], reason)
             if batch is None:
                 batch = self._batches[room] = _Batch(due=self._last_told[room] + self.interval)
                 self._changed.notify()
             (batch.joined if event == JOINED else batch.left).append(name)
+            if event == LEFT:
+                batch.reason = reason
             return None
 
     def take_due(self) -> list[tuple[Room, str]]:
@@ -81,7 +90,7 @@ class NoticeBatcher(Generic[Room]):
             for room, _ in taken:
                 self._last_told[room] = now
             self._forget_quiet_rooms(now)
-        return [(room, describe(batch.joined, batch.left)) for room, batch in taken]
+        return [(room, describe(batch.joined, batch.left, batch.reason)) for room, batch in taken]
 
     def wait(self, timeout: float) -> None:
         """Sleep until a batch is due, something new waits, or ``timeout`` passes."""

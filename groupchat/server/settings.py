@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from groupchat.protocol import MAX_LINE_BYTES
-from groupchat.server.flood import DEFAULT_BURST, DEFAULT_RATE
+from groupchat.server.flood import DEFAULT_ADDRESS_BURST, DEFAULT_ADDRESS_RATE, DEFAULT_BURST, DEFAULT_RATE
 from groupchat.server.notices import NOTICE_INTERVAL_SECONDS
 
 HANDSHAKE_TIMEOUT_SECONDS = 30.0  # to complete TLS, give the password and a name
@@ -17,6 +17,8 @@ PASSWORD_LOCKOUT_AFTER = 20  # wrong passwords from one address before it is loc
 PASSWORD_LOCKOUT_MINUTES = 15.0
 DEFAULT_REPLAY = 20
 MAX_LISTED_NAMES = 20  # the welcome and /who name this many, then say how many more
+MAX_TOPIC_CHARS = 200  # a longer topic is refused
+MAX_REASON_CHARS = 100  # a /quit reason is cut to this many characters
 # Outgoing bytes a connection may have waiting; past it the oldest room messages are
 # dropped for it.  With as much again in flight to the kernel this bounds its memory.
 MAX_QUEUED_BYTES = 256 * 1024
@@ -38,6 +40,8 @@ class ServerSettings:
     stall_timeout: float = STALL_TIMEOUT_SECONDS
     rate: float = DEFAULT_RATE  # lines per second per connection, as backpressure
     burst: int = DEFAULT_BURST
+    address_rate: float = DEFAULT_ADDRESS_RATE  # every connection from one address together
+    address_burst: int = DEFAULT_ADDRESS_BURST
     max_clients: int = MAX_CLIENTS
     max_per_address: int = MAX_PER_ADDRESS
     allow: Sequence[str] = ()  # addresses or CIDR blocks; empty: everyone not denied

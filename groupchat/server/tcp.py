@@ -28,7 +28,7 @@ from groupchat.server.access import Admission, BanList
 from groupchat.server.chat import Chat
 from groupchat.server.console import Console
 from groupchat.server.deadlines import Deadlines
-from groupchat.server.flood import TokenBucket, cut_after_lines, paced
+from groupchat.server.flood import BucketTable, FloodControl, TokenBucket, cut_after_lines, paced
 from groupchat.server.history import HistoryStore
 from groupchat.server.outbox import Outbox
 from groupchat.server.registry import Member, Registry, Stage
@@ -101,8 +101,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
         settings = self.server.settings
         receive = self.server.chat.receive
         lines = LineBuffer(settings.max_line)
-        bucket = TokenBucket(settings.rate, settings.burst)
         member = self.member
+        bucket = FloodControl(TokenBucket(settings.rate, settings.burst), self.server.address_budget, member.host)
         hangup = HangupWatch(self.request)
         named = False
         data = self._read(bucket)
@@ -130,7 +130,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
                 set_receive_timeout(self.request, settings.idle_timeout)
             data = self._read(bucket)
 
-    def _read(self, bucket: TokenBucket) -> bytes:
+    def _read(self, bucket: FloodControl) -> bytes:
         """The next bytes, holding at most a burst of lines when flood control is on, so the
         server never takes in more than it will relay soon (what is unread waits in a small
         kernel buffer, and then in the sender's)."""
@@ -194,6 +194,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
                         else HistoryStore.in_memory(retention))
         self.chat = Chat(self.registry, settings, history=self.history, bans=self.admission.bans)
         self.deadlines = Deadlines()
+        self.address_budget = BucketTable(settings.address_rate, settings.address_burst)  # flood.py
         try:
             super().__init__(address, ChatHandler)
         except OSError as exc:

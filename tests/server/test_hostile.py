@@ -121,7 +121,7 @@ def test_a_peer_streaming_without_newline_is_cut_off(honest):
         for _ in range(100):  # 6.4 MB, far past the 64 KiB cut-off
             peer.send(chunk)
             honest.check(1)
-    honest.alice.expect(r"\*\*\* streamer left \(sent more than 65536 bytes without a newline\)")
+    honest.alice.expect(r"streamer left \(sent more than 65536 bytes without a newline\)$")
     peer.close()
     honest.back_to_baseline()
 
@@ -148,7 +148,7 @@ def test_a_handshake_trickled_byte_by_byte_still_has_one_deadline(honest):
 
 
 def test_a_silent_named_client_is_dropped_by_the_idle_timeout(honest_on):
-    honest = honest_on(idle_timeout=0.5, max_per_address=0)
+    honest = honest_on(idle_timeout=0.5, max_per_address=0, notice_interval=0)  # alice idles too
     silent = Peer(honest.server.server_address)
     silent.join("silent")
     for _ in range(3):  # the honest two keep talking, so only the silent one idles out
@@ -259,6 +259,66 @@ def test_a_flooder_is_read_no_further_ahead_than_flood_control_releases(honest_o
     honest.back_to_baseline()
 
 
+def test_private_messages_from_many_connections_cannot_get_their_target_cut_off(honest_on):
+    honest = honest_on()
+    victim = Peer(honest.server.server_address)
+    victim.join("victim")
+    attackers = [Peer(honest.server.server_address, source="127.0.0.3") for _ in range(14)]
+    for n, attacker in enumerate(attackers):
+        attacker.join(f"a{n}")
+    victim.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that pauses
+    text = "x" * 3900
+    for attacker in attackers:
+        attacker.send(b"".join(f"/msg victim {text}\n".encode() for _ in range(25)))
+    time.sleep(1.5)  # the victim reads nothing for a while
+    honest.alice.say("/msg victim still with you?")
+    victim.expect("<alice> still with you\\?$", timeout=15)  # still connected, and reached
+    honest.alice.say("/who")
+    assert "victim" in honest.alice.expect(r"\*\*\* In lobby").string
+    for attacker in attackers:
+        attacker.close()
+    victim.close()
+    honest.back_to_baseline()
+
+
+def test_quitting_with_long_reasons_in_a_loop_costs_others_a_line_a_second(honest_on):
+    honest = honest_on()
+    reason = "r" * 4000
+    for n in range(40):
+        with socket.create_connection(honest.server.server_address[:2], source_address=("127.0.0.4", 0)) as sock:
+            sock.sendall(f"q{n}\n/quit {reason}\n".encode())
+            sock.settimeout(5)
+            while sock.recv(65536):
+                pass
+    time.sleep(1.5)  # what waited for the room's next notice line is told by then
+    honest.alice.say("marker")
+    told = []
+    while not (line := honest.bob.next_line()).endswith("<alice> marker"):
+        told.append(line)
+    comings = [line for line in told if " joined" in line or " left" in line]
+    assert all(len(line) < 300 for line in comings), "a quit reason reached others whole"
+    assert sum(map(len, comings)) < 20_000, f"{len(comings)} notice lines for 40 people quitting"
+    honest.back_to_baseline()
+
+
+def test_reconnecting_does_not_give_a_fresh_burst(honest_on):
+    honest = honest_on(address_rate=5, address_burst=10)
+    for round in range(2):
+        flooder = Peer(honest.server.server_address, source="127.0.0.5")
+        flooder.join(f"f{round}")
+        flooder.send(b"".join(b"line %d\n" % n for n in range(10)))
+        honest.bob.expect(f"<f{round}> line 9$")
+        flooder.close()
+    started = time.monotonic()
+    flooder = Peer(honest.server.server_address, source="127.0.0.5")
+    flooder.join("f2")  # the address spent its burst and more: the name waits too
+    flooder.send(b"".join(b"line %d\n" % n for n in range(5)))
+    honest.bob.expect("<f2> line 4$", timeout=15)
+    assert time.monotonic() - started >= 1.0, "a new connection from the address got a fresh burst"
+    flooder.close()
+    honest.back_to_baseline()
+
+
 def test_more_than_16_connections_from_one_address_are_refused(honest_on):
     honest = honest_on()  # the defaults: 16 per address; the honest two count
     mine = [Peer(honest.server.server_address) for _ in range(14)]
@@ -274,7 +334,7 @@ def test_more_than_16_connections_from_one_address_are_refused(honest_on):
 
 def test_a_flooder_is_slowed_not_dropped_and_others_are_not_held_up(honest_on):
     honest = honest_on(rate=50, burst=20)
-    flooder = Peer(honest.server.server_address)
+    flooder = Peer(honest.server.server_address, source="127.0.0.2")  # its own address's budget
     flooder.join("flooder")
     honest.bob.expect("flooder joined")
     count = 150  # 20 at once, then 50 a second: about 2.6 s to get through

@@ -128,6 +128,7 @@ def test_padding_cannot_push_text_onto_a_row_of_its_own(honest, line, shown, pad
     server, alice, bob = honest
     impostor = Peer(server.server_address)
     impostor.join("mallory")
+    bob.line_with(b"mallory joined")  # so a /quit's leave is told in a line of its own
     impostor.say(line.format(pad=pad))
     got = bob.line_with(shown.split(" [12:00]")[0].encode())
     assert re.fullmatch(STAMP + re.escape(shown), got), got
