@@ -18,7 +18,7 @@ import struct
 import sys
 import threading
 import time
-from typing import Optional, TextIO, Union, cast
+from typing import Callable, Optional, TextIO, Union, cast
 
 from groupchat import __version__
 from groupchat.errors import NoNewlineError, ServerStartError
@@ -103,7 +103,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         lines = LineBuffer(settings.max_line)
         member = self.member
         bucket = FloodControl(TokenBucket(settings.rate, settings.burst), self.server.address_budget, member.host)
-        hangup = HangupWatch(self.request)
+        hangup = HangupWatch(self.request, self._half_closed)
         named = False
         data = self._read(bucket)
         if self.server.tls is None and data.startswith(TLS_HANDSHAKE_RECORD):
@@ -148,6 +148,15 @@ class ChatHandler(socketserver.BaseRequestHandler):
             log.info("%s: TLS handshake failed: %s", format_address(self.client_address),
                      "timed out" if isinstance(exc, BlockingIOError) else describe_tls_error(exc))
             return False
+
+    def _half_closed(self) -> bool:
+        """The peer sent FIN while flood control holds its lines: tell it (see HangupWatch);
+        False if the connection is over anyway (the chat ended it, which shuts the socket)."""
+        if self.member.stage is Stage.CLOSING:
+            return False
+        self.server.chat.tell(self.member, "You closed your side of the connection; the lines you "
+                                           "sent still go out, at the flood-control rate.")
+        return True
 
     def _handshake_expired(self) -> None:
         """No name within the handshake timeout: hang up, from the deadlines thread or this one."""
@@ -318,16 +327,33 @@ def tune_socket(sock: socket.socket, stall_timeout: float) -> None:
 
 
 class HangupWatch:
-    """Waits that end early when the peer hangs up, or when this end shuts the socket down
-    (which is how the chat ends a connection): poll's POLLRDHUP, where the system has it."""
+    """Flood control's waits, ended early when the connection is over.
 
-    def __init__(self, sock: socket.socket) -> None:
+    A peer that closes its socket first only sends FIN, as one that merely half-closes
+    (``printf ... | nc -N``) does, and the two look alike until something is sent to it.  So on
+    POLLRDHUP (where the system has it) ``on_half_close`` is called once, to send a line the
+    peer should read: a live peer reads it and keeps its lines coming, a closed one answers
+    with RST, and the next wait sees POLLERR and ends.  A reset ends a wait at once.
+    """
+
+    def __init__(self, sock: socket.socket, on_half_close: Callable[[], bool]) -> None:
+        self._fd = sock.fileno()
+        self._on_half_close = on_half_close
         self._poll = select.poll()
-        self._poll.register(sock.fileno(), getattr(select, "POLLRDHUP", 0))  # HUP, ERR always
+        self._poll.register(self._fd, _RDHUP)  # POLLHUP and POLLERR are always reported
 
     def wait(self, seconds: float) -> bool:
         """Wait ``seconds``; True, early, if the connection is over."""
-        return bool(self._poll.poll(seconds * 1000))
+        events = self._poll.poll(seconds * 1000)
+        if not events:
+            return False
+        if events[0][1] & (select.POLLHUP | select.POLLERR) or not self._on_half_close():
+            return True
+        self._poll.modify(self._fd, 0)  # told once: from now on only a reset or an error ends it
+        return bool(self._poll.poll(seconds * 1000))  # the wait again, in full: it is short
+
+
+_RDHUP = getattr(select, "POLLRDHUP", 0)
 
 
 def shut_down(sock: socket.socket) -> None:

@@ -238,6 +238,19 @@ def test_a_connection_that_wrote_a_backlog_and_closed_leaves_at_once(honest_on, 
     honest.back_to_baseline()
 
 
+def test_a_half_closed_connection_that_still_reads_has_all_its_lines_relayed(honest_on):
+    honest = honest_on()
+    piper = Peer(honest.server.server_address, source="127.0.0.6")  # as `printf ... | nc -N`
+    piper.join("piper")
+    piper.send(b"".join(b"piped %d\n" % n for n in range(40)))  # twice the burst
+    piper.sock.shutdown(socket.SHUT_WR)
+    piper.expect("You closed your side of the connection; the lines you sent still go out")
+    got = [honest.bob.expect(f"^{STAMP}<piper> piped (\\d+)$", timeout=15).group(1) for _ in range(40)]
+    assert got == [str(n) for n in range(40)]
+    piper.close()
+    honest.back_to_baseline()
+
+
 def test_a_flooder_is_read_no_further_ahead_than_flood_control_releases(honest_on):
     honest = honest_on()
     flooder = Peer(honest.server.server_address)
