@@ -91,10 +91,15 @@ class LineBuffer:
     ['there']
     >>> buf.feed(b"far too long\\nok\\n")
     [LineTooLong(limit=8), 'ok']
+
+    ``collapse_blanks`` is for what people send; a client reading the server turns it off, so
+    the server's own padding (the columns of /help) shows as sent.
     """
 
-    def __init__(self, max_line: int = MAX_LINE_BYTES, max_unterminated: int = 0) -> None:
+    def __init__(self, max_line: int = MAX_LINE_BYTES, max_unterminated: int = 0,
+                 collapse_blanks: bool = True) -> None:
         self.max_line = max_line
+        self.collapse_blanks = collapse_blanks
         self.max_unterminated = max_unterminated or UNTERMINATED_LINES * max_line
         self._tail = b""
         self._discarded = -1  # bytes of an overlong line dropped so far; -1 while not dropping
@@ -114,7 +119,7 @@ class LineBuffer:
                 lines.append(LineTooLong(self.max_line))
                 raws = raws[1:]
             if raws and max(map(len, raws)) <= self.max_line:  # a busy peer's usual read
-                lines.extend(_decode_lines(b"\n".join(raws)))
+                lines.extend(_decode_lines(b"\n".join(raws), self.collapse_blanks))
             else:
                 lines.extend(self._decode_one(raw) for raw in raws)
         if not rest:
@@ -133,7 +138,9 @@ class LineBuffer:
     def _decode_one(self, raw: bytes) -> Union[str, LineTooLong]:
         if raw.endswith(b"\r"):
             raw = raw[:-1]
-        return LineTooLong(self.max_line) if len(raw) > self.max_line else decode_line(raw)
+        if len(raw) > self.max_line:
+            return LineTooLong(self.max_line)
+        return clean_text(raw.decode(ENCODING, errors="replace"), self.collapse_blanks)
 
     @property
     def pending(self) -> int:
@@ -141,7 +148,7 @@ class LineBuffer:
         return len(self._tail)
 
 
-def _decode_lines(raw: bytes) -> list[str]:
+def _decode_lines(raw: bytes, collapse_blanks: bool = True) -> list[str]:
     """:func:`decode_line` for many lines joined by newlines, in a few C calls.
 
     A newline byte is never part of a multi-byte UTF-8 character, so decoding them together
@@ -150,7 +157,7 @@ def _decode_lines(raw: bytes) -> list[str]:
     lines = raw.decode(ENCODING, errors="replace").split("\n")
     if b"\r" in raw:
         lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    return [line if _is_clean(line) else clean_text(line) for line in lines]
+    return [line if _is_clean(line, collapse_blanks) else clean_text(line, collapse_blanks) for line in lines]
 
 
 def decode_line(raw: bytes) -> str:
@@ -163,7 +170,7 @@ def decode_line(raw: bytes) -> str:
     return clean_text(raw.decode(ENCODING, errors="replace"))
 
 
-def clean_text(text: str) -> str:
+def clean_text(text: str, collapse_blanks: bool = True) -> str:
     """Remove what could move a terminal's cursor, clear it, ring it or reorder it; tabs become
     spaces, and a run of more than :data:`MAX_BLANK_RUN` blanks (spaces, fillers, with nothing
     visible between them) becomes one space, so padding cannot fake a line break.
@@ -173,16 +180,16 @@ def clean_text(text: str) -> str:
     >>> clean_text("hi" + " " * 70 + "[14:03] <bob> psst")
     'hi [14:03] <bob> psst'
     """
-    if _is_clean(text):
+    if _is_clean(text, collapse_blanks):
         return text
     text = _UNSAFE_CHARS.sub("", _ESCAPE_SEQUENCE.sub("", text.replace("\t", " ")))
-    return _BLANK_RUN.sub(" ", text)
+    return _BLANK_RUN.sub(" ", text) if collapse_blanks else text
 
 
-def _is_clean(text: str) -> bool:
+def _is_clean(text: str, collapse_blanks: bool = True) -> bool:
     """Whether :func:`clean_text` would leave ``text`` as it is, in a few C calls for most lines."""
-    return (text.isprintable() and _SPACE_RUN not in text
-            and (text.isascii() or not _BLANK_RUN.search(text)))
+    return text.isprintable() and (not collapse_blanks or _SPACE_RUN not in text
+                                   and (text.isascii() or not _BLANK_RUN.search(text)))
 
 
 def check_name(raw: str) -> str:

@@ -96,3 +96,10 @@ def test_handshake_lines_are_recognisable_by_clients():
 
 def test_encode_line_is_utf8_with_newline():
     assert encode_line("é") == b"\xc3\xa9\n"
+
+
+def test_runs_of_blanks_collapse_in_what_people_send_but_not_in_what_the_server_pads():
+    help_line = b"[14:03] *** /help [COMMAND]          list the commands\n"
+    assert LineBuffer().feed(help_line) == ["[14:03] *** /help [COMMAND] list the commands"]
+    assert LineBuffer(collapse_blanks=False).feed(help_line) == [help_line.decode().rstrip("\n")]
+    assert LineBuffer(collapse_blanks=False).feed(b"a\x1b[2Jb\tc\n") == ["ab c"]  # still cleaned

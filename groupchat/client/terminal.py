@@ -366,7 +366,7 @@ def run_client(*, host: str, port: int, name: str, password: Optional[str] = Non
     try:
         with connect(host, port, tls) as sock:
             show(f"Connected to server at ({host}, {port})")
-            lines = LineReader(sock.recv, LineBuffer(MAX_SERVER_LINE_BYTES))
+            lines = LineReader(sock.recv, LineBuffer(MAX_SERVER_LINE_BYTES, collapse_blanks=False))
             ask = _ask_person if at_terminal else None
             me = Me(_run_handshake(sock, lines, Handshake(name), transcript, ask, password,
                                    tls=tls is not None))
