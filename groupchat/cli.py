@@ -16,6 +16,7 @@ from groupchat.passwords import chat_password, read_secret
 from groupchat.protocol import DEFAULT_PORT, MAX_LINE_BYTES
 from groupchat.server.flood import DEFAULT_ADDRESS_BURST, DEFAULT_ADDRESS_RATE, DEFAULT_BURST, DEFAULT_RATE
 from groupchat.server.history import MAX_HISTORY, default_history_path
+from groupchat.server.logs import RepeatFilter
 from groupchat.server.settings import (
     DEFAULT_REPLAY,
     HANDSHAKE_TIMEOUT_SECONDS,
@@ -101,6 +102,8 @@ def serve(host: str, port: int, password_file: str | None, op_password_file: str
     from groupchat.server.tcp import serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RepeatFilter())  # a flood of refusals or guesses is counted, not written
     with _errors_as_one_line():
         if limits["keyfile"] and not limits["certfile"]:
             raise GroupchatError("--keyfile needs --certfile")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import re
 import socket
 import threading
@@ -426,3 +427,19 @@ def test_server_memory_stays_bounded_under_garbage(server_process):
     honest.expect(r"\*\*\* In lobby \(\d+\): honest")  # still served
     assert rss_kib() - before < 30 * 1024, "the server's memory grew with what peers sent"
     honest.close()
+
+
+def test_thousands_of_refused_connects_cost_the_log_a_few_lines(server_process):
+    server = server_process("--max-per-address", "1")
+    holder = Peer(server.address)  # the address's one connection: every other is refused
+    holder.join("holder")
+    for _ in range(2000):
+        with socket.create_connection(server.address) as sock:
+            sock.recv(100)
+    holder.say("/who")
+    holder.expect(r"\*\*\* In lobby")  # still served
+    server.proc.send_signal(signal.SIGTERM)
+    code, stderr = server.finish()
+    refusals = [line for line in stderr.splitlines() if "refused" in line]
+    assert code == 0 and 1 <= len(refusals) <= 10, f"{len(refusals)} lines for 2,000 refusals"
+    holder.close()
