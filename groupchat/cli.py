@@ -19,6 +19,7 @@ from groupchat.server.history import MAX_HISTORY, default_history_path
 from groupchat.server.logs import RepeatFilter
 from groupchat.server.settings import (
     DEFAULT_REPLAY,
+    MAX_HISTORY_MB,
     HANDSHAKE_TIMEOUT_SECONDS,
     MAX_CLIENTS,
     MAX_PER_ADDRESS,
@@ -94,6 +95,9 @@ def cli() -> None:
 @click.option("--no-history", is_flag=True, help="Keep history in memory only, for this run.")
 @click.option("--retention", "retention_days", type=click.FloatRange(0), default=0,
               help="Days of history to keep; 0 keeps everything.  [default: 0]")
+@click.option("--max-history-mb", type=click.IntRange(0), default=MAX_HISTORY_MB, show_default=True,
+              metavar="MB", help="Megabytes of messages history keeps (the file takes up to about "
+                                 "4 times this); past it the oldest are pruned.  0: no bound.")
 @click.option("--replay", type=click.IntRange(0, MAX_HISTORY), default=DEFAULT_REPLAY, show_default=True,
               help="Lines of a room's history shown on entering it.")
 def serve(host: str, port: int, password_file: str | None, op_password_file: str | None,

@@ -13,12 +13,18 @@ joined by newlines, which no message holds, with consecutive ids from the row's.
 SQLite the same whether it holds one message or hundreds, so a flood costs history almost
 nothing; reads take rows apart into messages again.
 
+Searches use a trigram index (SQLite's FTS5) of the rows' case-folded text, on connections of
+their own, so however many search at once, replays and ``/history`` never wait for them.  The
+file is kept within a size bound by pruning the oldest rows, and the messages waiting for a
+disk that refuses them within a bound in bytes.
+
 Private messages are never stored: callers pass room lines only, and :meth:`HistoryStore.append`
 refuses every kind but "message", "action" (``/me``) and "notice".
 
 A database that cannot be used safely (held by another server, not SQLite, damaged, unreadable,
-read-only, on a full disk) is refused when it is opened, with one line saying what to do, and
-is never written to: history is never "repaired" by overwriting it.
+read-only, on a full disk, or one that another user owns or may write, as ssh refuses such
+files) is refused when it is opened, with one line saying what to do, and is never written
+to: history is never "repaired" by overwriting it.
 """
 
 from __future__ import annotations
@@ -31,11 +37,12 @@ import itertools
 import logging
 import os
 import sqlite3
+import stat
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence, TypeVar, Union
 
 from groupchat.errors import HistoryError
 from groupchat.protocol import LINE_ACTION, LINE_MESSAGE, LINE_NOTICE, MAX_HISTORY, MAX_SEARCH, name_key
@@ -44,12 +51,26 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FILE_NAME = "history.db"
 KINDS = frozenset({LINE_MESSAGE, LINE_ACTION, LINE_NOTICE})  # never LINE_PRIVATE
-# Messages held in memory while the disk refuses them; past this the oldest are dropped, counted.
+# Messages held in memory while the disk refuses them; past this many, or this many bytes of
+# them, the oldest are dropped, counted and logged.
 MAX_PENDING = 100_000
+MAX_PENDING_BYTES = 64 << 20
+ROW_OVERHEAD_BYTES = 200  # what a queued row costs Python besides its strings
 # How long the writer lets messages gather before a commit: at a chat's usual pace this
 # turns a commit (and fsync) per message into one per window, for a crash window this long.
 COMMIT_WINDOW_SECONDS = 0.01
-READERS = 4  # read-only connections kept open for replays and searches
+READERS = 4  # read-only connections kept open for replays and /history
+SEARCHERS = 2  # and apart from those, for /search: searches wait for each other, never replays
+# A search shorter than a trigram cannot use the index; it reads this many of the room's newest rows.
+SCAN_ROWS = 20_000
+TRIGRAMS_PER_SEARCH = 16  # a long search looks up this many of its trigrams, then checks each row
+# Oldest text pruned per step while the messages are past their size bound: a step re-reads
+# it for the index, so a bounded step keeps the writer's pause short.
+PRUNE_STEP_BYTES = 1 << 20
+# Pages of the index merged after each delete: until merged, what was deleted from it stays,
+# and it would grow with everything ever written.
+MERGE_PAGES = 500
+JOURNAL_SIZE_LIMIT = 64 << 20  # the write-ahead log is cut back to this after a big transaction
 # Past this many waiting, senders are slowed (see wait_for_room) rather than history lost:
 # only a flood faster than the disk, with flood control off, gets here.
 HIGH_WATER = 2_000
@@ -63,7 +84,8 @@ CLOSE_SECONDS = 10.0
 # Less free space than this at open counts as a full disk: the server would fail on its first commit.
 MIN_FREE_BYTES = 1 << 20
 
-SCHEMA_VERSION = 2  # PRAGMA user_version; a later schema migrates from the number it finds
+SCHEMA_VERSION = 3  # PRAGMA user_version; a later schema migrates from the number it finds
+UNINDEXED_VERSION = 2  # where an SQLite without FTS5's trigrams stops: no search index
 APPLICATION_ID = 0x67636874  # "gcht" in PRAGMA application_id: this file is groupchat history
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SCHEMA = f"""
@@ -80,21 +102,32 @@ CREATE TABLE messages (
 CREATE INDEX messages_by_room ON messages (room_key, id);
 CREATE INDEX messages_by_time ON messages (time);
 PRAGMA application_id = {APPLICATION_ID};
-PRAGMA user_version = {SCHEMA_VERSION};
+PRAGMA user_version = {UNINDEXED_VERSION};
 """
 # Schema 1 kept one message per row, each with lines = 1 in schema 2's terms.
-_MIGRATE_FROM_1 = f"""
+_MIGRATE_FROM_1 = """
 ALTER TABLE messages ADD COLUMN lines INTEGER NOT NULL DEFAULT 1;
+PRAGMA user_version = 2;
+"""
+# Schema 3 adds the search index: every row's text, case-folded, as trigrams; contentless (the
+# text is in messages) and without positions (detail=none), so it costs about the text's size
+# again rather than four times it.  The writer keeps it in step: SQLite alone cannot, as it
+# does not know Python's case folding.
+_MIGRATE_FROM_2 = f"""
+CREATE VIRTUAL TABLE messages_search USING fts5(text, content='', detail=none, tokenize='trigram');
+INSERT INTO messages_search (rowid, text) SELECT id, casefold(text) FROM messages;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
+_INDEX = "INSERT INTO messages_search (rowid, text) VALUES "
 _INSERT = "INSERT INTO messages (id, room_key, room, time, sender, kind, text, lines) VALUES "
 # Rows per INSERT statement: one statement for many rows costs far less per row than
 # executemany's one per row, and 8 x 120 parameters stay under old SQLite's limit of 999.
 ROWS_PER_INSERT = 120
-_COLUMNS = "id, room, time, sender, kind, text, lines"
+_COLUMNS = "messages.id, room, time, sender, kind, messages.text, lines"
 _DAMAGED = "refusing to touch it; move it away or choose --history PATH"
 
 _Row = tuple[int, str, str, float, str, str, str, int]  # as _INSERT has them
+_T = TypeVar("_T")
 
 
 class Entry(NamedTuple):
@@ -148,17 +181,23 @@ class HistoryStore:
     """
 
     max_pending = MAX_PENDING
+    max_pending_bytes = MAX_PENDING_BYTES
     high_water = HIGH_WATER
     commit_window = COMMIT_WINDOW_SECONDS
     retry_interval = RETRY_SECONDS
     prune_interval = PRUNE_INTERVAL_SECONDS
+    prune_step = PRUNE_STEP_BYTES
+    search_index = True  # index searches if SQLite can; False searches as an SQLite without FTS5 does
 
     def __init__(self, db: sqlite3.Connection, path: Optional[Path], lock_fd: Optional[int],
-                 retention: Optional[float], keep_at_most: Optional[int]) -> None:
+                 retention: Optional[float], keep_at_most: Optional[int],
+                 max_bytes: Optional[int] = None) -> None:
         """Take over an open, checked connection; use :meth:`open` or :meth:`in_memory`."""
         self.path = path
         self.retention = retention
+        self.max_bytes = max_bytes
         self._db = db
+        self._indexed = _indexed(db)
         self._lock_fd = lock_fd
         self._keep_at_most = keep_at_most
         self._db_lock = threading.Lock()  # the writer's transaction vs. in-memory readers
@@ -167,36 +206,42 @@ class HistoryStore:
         self._progress = threading.Condition(self._lock)  # flushes and reads wait for commits
         self._queue: collections.deque[_Row] = collections.deque()
         self._queued = 0  # messages in the queue's rows
+        self._queued_bytes = 0  # and the memory they take (see _row_bytes)
         self._next_id = _last_id(db) + 1  # given out by append, so callers know it at once
+        self._text_bytes = _text_bytes(db, "id > ?", 0) if max_bytes else 0  # the writer's to keep
         self._appended = 0
         self._saved = 0
         self._dropped = 0
+        self._lost = _Loss()  # dropped since the disk began refusing, for the log
         self._failing = False
         self._closing = False
-        self._readers_free = threading.Condition()  # guards the two below
-        self._idle_readers: list[sqlite3.Connection] = []
-        self._readers_open = 0
+        self._pruned_for_size = False  # logged once a run
+        self._readers = _Connections(path, READERS, db, self._db_lock)
+        self._searchers = _Connections(path, SEARCHERS, db, self._db_lock)
         self._writer = threading.Thread(target=self._write_until_closed, name="history-writer",
                                         daemon=True)
         self._writer.start()
 
     @classmethod
-    def open(cls, path: Union[str, Path], retention: Optional[float] = None) -> HistoryStore:
+    def open(cls, path: Union[str, Path], retention: Optional[float] = None,
+             max_bytes: Optional[int] = None) -> HistoryStore:
         """Open or create the history file at ``path``, or raise :class:`HistoryError` saying why not.
 
         ``retention`` is in seconds: older messages are pruned now and every
-        ``prune_interval``; None keeps everything.
+        ``prune_interval``; None keeps everything.  Past ``max_bytes`` of text (UTF-8) in
+        its messages (None: no bound), the oldest are pruned as new ones are saved.
         """
         path = Path(path).expanduser().absolute()
         _make_directory(path.parent)
+        _check_private(path)
         _check_space(path)
         lock_fd = _lock(path)
         try:
-            db = _open_database(path, retention)
+            db = _open_database(path, retention, cls.search_index)
         except BaseException:
             os.close(lock_fd)
             raise
-        return cls(db, path, lock_fd, retention, keep_at_most=None)
+        return cls(db, path, lock_fd, retention, keep_at_most=None, max_bytes=max_bytes)
 
     @classmethod
     def in_memory(cls, retention: Optional[float] = None,
@@ -204,7 +249,7 @@ class HistoryStore:
         """A store that writes nothing to disk (``--no-history``) and keeps about the newest
         ``keep_at_most`` (whole rows, so up to a batch more or fewer)."""
         db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        _prepare(db, None)
+        _prepare(db, None, cls.search_index)
         return cls(db, None, None, retention, keep_at_most)
 
     def __enter__(self) -> HistoryStore:
@@ -244,12 +289,16 @@ class HistoryStore:
                 return None
             first = self._next_id
             self._next_id += batch.count
-            self._queue.append((first, key, room, row_time, sender, batch.kind, batch.text, batch.count))
+            row = (first, key, room, row_time, sender, batch.kind, batch.text, batch.count)
+            self._queue.append(row)
             self._appended += batch.count
             self._queued += batch.count
-            self._drop_past_max_pending()
+            self._queued_bytes += _row_bytes(row)
+            began_dropping = self._drop_past_max_pending()
             if len(self._queue) == 1:  # the writer sleeps only when the queue is empty
                 self._wake.notify()
+        if began_dropping:
+            self._log_dropping()
         return first
 
     def wait_for_room(self, timeout: float = FLUSH_SECONDS) -> None:
@@ -296,10 +345,8 @@ class HistoryStore:
             log.error("history: %s did not finish saving within %gs", self.path, timeout)
             return False
         self._db.close()
-        with self._readers_free:
-            for reader in self._idle_readers:
-                reader.close()
-            self._idle_readers.clear()
+        self._readers.close()
+        self._searchers.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
@@ -310,6 +357,11 @@ class HistoryStore:
         """Messages lost so far: dropped past :attr:`max_pending`, or unsaved at close."""
         return self._dropped
 
+    @property
+    def indexed(self) -> bool:
+        """Whether searches use the index (else they read the room)."""
+        return self._indexed
+
     # -- reading: any thread --------------------------------------------------------------
 
     def recent(self, room: str, limit: int = MAX_HISTORY, before: Optional[int] = None) -> list[Entry]:
@@ -318,59 +370,52 @@ class HistoryStore:
         limit = _cap(limit, MAX_HISTORY)
         before = sys.maxsize if before is None else before
         rows = self._read(  # each row holds at least one message, so ``limit`` rows are enough
+            self._readers,
             f"SELECT {_COLUMNS} FROM messages WHERE room_key = ? AND id < ? ORDER BY id DESC LIMIT ?",
-            (name_key(room), before, limit))
+            (name_key(room), before, limit), list)
         newest_first = [entry for entry in _newest_first(rows) if entry.id < before][:limit]
         return newest_first[::-1]
 
     def search(self, room: str, text: str, limit: int = MAX_SEARCH) -> list[Entry]:
         """Messages in ``room`` containing ``text`` ignoring case, newest first, at most ``MAX_SEARCH``.
 
-        ``text`` is plain text: "%", "_" and "\\" match only themselves.  Case is ignored the
-        Unicode way (``str.casefold``: "STRASSE" finds "Straße"), so this scans the room.
+        ``text`` is plain text: "%", "_", "\\" and '"' match only themselves.  Case is ignored
+        the Unicode way (``str.casefold``: "STRASSE" finds "Straße").  Text of three characters
+        or more is looked up in the index; shorter text is looked for in the room's newest
+        ``SCAN_ROWS`` rows (without an index, the text is looked for in the whole room).
         """
         needle = text.casefold()
         limit = _cap(limit, MAX_SEARCH)
-        rows = self._read(  # a row that matches holds at least one message that does
-            f"SELECT {_COLUMNS} FROM messages WHERE room_key = ? AND instr(casefold(text), ?) > 0"
-            " ORDER BY id DESC LIMIT ?",
-            (name_key(room), needle, limit))
-        return [entry for entry in _newest_first(rows) if needle in entry.text.casefold()][:limit]
 
-    def _read(self, sql: str, args: tuple) -> list[tuple]:
+        def pick(rows: Iterator[tuple]) -> list[Entry]:  # the index finds rows that may match
+            found = (entry for row in rows for entry in _newest_first([row])
+                     if needle in entry.text.casefold())
+            return list(itertools.islice(found, limit))
+
+        return self._read(self._searchers, *self._search_query(name_key(room), needle), pick)
+
+    def _search_query(self, room_key: str, needle: str) -> tuple[str, tuple]:
+        """SQL for the rows of a room that may hold ``needle`` (case-folded), newest first."""
+        if not self._indexed:
+            return (f"SELECT {_COLUMNS} FROM messages WHERE room_key = ?"
+                    " AND instr(casefold(text), ?) > 0 ORDER BY id DESC", (room_key, needle))
+        if len(needle) < 3:
+            return (f"SELECT {_COLUMNS} FROM messages WHERE room_key = ? ORDER BY id DESC LIMIT ?",
+                    (room_key, SCAN_ROWS))
+        return (f"SELECT {_COLUMNS} FROM messages_search CROSS JOIN messages"  # CROSS: the index
+                " ON messages.id = messages_search.rowid"  # leads, newest first, and stops early
+                " WHERE messages_search MATCH ? AND room_key = ? ORDER BY messages_search.rowid DESC",
+                (_trigram_query(needle), room_key))
+
+    def _read(self, connections: _Connections, sql: str, args: tuple,
+              pick: Callable[[Iterator[tuple]], _T]) -> _T:
+        """``pick`` what it needs from the rows of a query, on one of ``connections``."""
         self._wait_for_writer(READ_WAIT_SECONDS)  # a line the reader just saw is found
         try:
-            with self._reader() as db:
-                return db.execute(sql, args).fetchall()
+            with connections.lend() as db:
+                return pick(db.execute(sql, args))
         except sqlite3.Error as exc:
             raise HistoryError(f"cannot read history database {self.path}: {exc}") from exc
-
-    @contextlib.contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection]:
-        """A connection to read on: one of a few read-only ones kept for the file (WAL lets
-        them run beside the writer), or the one in-memory database, taken in turn with the
-        writer.  Keeping a few, rather than one per read, bounds the memory and the cost of
-        a crowd joining at once."""
-        if self.path is None:
-            with self._db_lock:
-                yield self._db
-            return
-        with self._readers_free:
-            db = self._idle_readers.pop() if self._idle_readers else None
-            if db is None and self._readers_open < READERS:
-                self._readers_open += 1
-            elif db is None:
-                self._readers_free.wait_for(lambda: self._idle_readers)
-                db = self._idle_readers.pop()
-        if db is None:
-            db = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, check_same_thread=False)
-            _add_functions(db)
-        try:
-            yield db
-        finally:
-            with self._readers_free:
-                self._idle_readers.append(db)
-                self._readers_free.notify()
 
     def _wait_for_writer(self, timeout: float) -> bool:
         with self._lock:
@@ -382,77 +427,187 @@ class HistoryStore:
     # -- the writer thread ----------------------------------------------------------------
 
     def _write_until_closed(self) -> None:
-        """Save what is queued, one transaction per batch, until closed; prune now and then."""
+        """Save what is queued, one transaction per batch, until closed; between batches keep
+        the file within its bounds: its size a step at a time, its retention now and then."""
         next_prune = time.monotonic() + self.prune_interval
+        over_size = self._prune_step_for_size()
         while True:
             with self._lock:
                 if self._failing:
                     self._wake.wait_for(lambda: self._closing, self.retry_interval)
                 else:
                     self._wake.wait_for(lambda: self._closing or self._queue,
-                                        None if self.retention is None
+                                        0 if over_size else None if self.retention is None
                                         else max(0.0, next_prune - time.monotonic()))
                     if self._queue and not self._closing:  # let a group gather: one commit for it
                         self._wake.wait_for(lambda: self._closing, self.commit_window)
                 rows = list(self._queue)
                 self._queue.clear()
-                self._queued = 0
-                closing = self._closing
+                self._queued = self._queued_bytes = 0
+                closing, failing = self._closing, self._failing
             if rows:
                 self._save(rows, final=closing)
             if closing:
                 return
             if self.retention is not None and time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + self.prune_interval
-                try:
-                    with self._db_lock:
-                        _prune(self._db, time.time() - self.retention)
-                except sqlite3.Error as exc:
-                    log.error("history: cannot prune %s: %s", self.path, exc)
+                self._prune("time < ?", time.time() - self.retention)
+            over_size = not failing and self._prune_step_for_size()
+
+    def _prune_step_for_size(self) -> bool:
+        """Prune the oldest :attr:`prune_step` bytes of text if the messages hold more than
+        :attr:`max_bytes`; return whether it did (and so may still be past it).
+
+        Counted in text, not in the file's pages: the index keeps what is deleted from it
+        until SQLite merges its segments, so the pages would say to prune everything.
+        """
+        if self.max_bytes is None or self._text_bytes <= self.max_bytes:
+            return False
+        try:
+            with self._db_lock:
+                cut = _id_past_oldest(self._db, self.prune_step)
+        except sqlite3.Error as exc:
+            log.error("history: cannot prune %s: %s", self.path, exc)
+            return False
+        if cut is None:
+            return False
+        if not self._pruned_for_size:
+            self._pruned_for_size = True
+            log.info("history: %s holds past its bound of %g MiB; pruning the oldest messages",
+                     self.path, self.max_bytes / (1 << 20))
+        return self._prune("id < ?", cut)
+
+    def _prune(self, where: str, bound: float) -> bool:
+        try:
+            with self._db_lock:
+                self._text_bytes -= _prune(self._db, where, bound, self._indexed)
+            return True
+        except sqlite3.Error as exc:
+            log.error("history: cannot prune %s: %s", self.path, exc)
+            return False
 
     def _save(self, rows: list[_Row], final: bool) -> None:
         try:
             with self._db_lock, _transaction(self._db):
-                _insert(self._db, rows)
+                _insert(self._db, rows, self._indexed)
                 if self._keep_at_most is not None:
-                    self._db.execute("DELETE FROM messages WHERE id <= "  # by rowid: no scan
-                                     "(SELECT max(id) FROM messages) - ?", (self._keep_at_most,))
+                    _delete(self._db, "id <= (SELECT max(id) FROM messages) - ?",  # by rowid: no scan
+                            self._keep_at_most, self._indexed)
         except sqlite3.Error as exc:
             self._hold(rows, exc, final)
             return
+        self._text_bytes += sum(len(row[6].encode()) for row in rows)
         with self._lock:
             self._saved += _messages(rows)
             recovered, self._failing = self._failing, False
-            dropped = self._dropped
+            dropped, lost, self._lost = self._dropped, self._lost, _Loss()
             self._progress.notify_all()
-        if recovered:
-            log.warning("history: saving to %s again (%d messages lost so far)", self.path, dropped)
+        if recovered or lost.messages:
+            log.warning("history: saving to %s again; %d unsaved messages (%d bytes of text) were "
+                        "dropped meanwhile, %d in all", self.path or "memory", lost.messages,
+                        lost.bytes, dropped)
 
     def _hold(self, rows: list[_Row], exc: sqlite3.Error, final: bool) -> None:
-        """Keep rows the disk refused, to retry (the oldest dropped past ``max_pending``); on
-        the last try, count them lost.  Logged once per failure, not once per retry."""
+        """Keep rows the disk refused, to retry (the oldest dropped past ``max_pending`` or
+        ``max_pending_bytes``); on the last try, count them lost.  Logged once per failure,
+        not once per retry."""
+        began_dropping = False
         with self._lock:
             if final:
                 self._dropped += _messages(rows)
             else:
                 self._queue.extendleft(reversed(rows))
                 self._queued += _messages(rows)
-                self._drop_past_max_pending()
+                self._queued_bytes += sum(map(_row_bytes, rows))
+                began_dropping = self._drop_past_max_pending()
             first, self._failing = not self._failing, True
             self._progress.notify_all()
         if final:
             log.error("history: %d messages could not be saved to %s: %s", _messages(rows), self.path,
                       exc)
         elif first:
-            log.error("history: cannot save to %s: %s; holding up to %d messages in memory and "
-                      "retrying every %gs", self.path, exc, self.max_pending, self.retry_interval)
+            log.error("history: cannot save to %s: %s; holding up to %d messages (%d MiB) in memory "
+                      "and retrying every %gs", self.path, exc, self.max_pending,
+                      self.max_pending_bytes >> 20, self.retry_interval)
+        if began_dropping:
+            self._log_dropping()
 
-    def _drop_past_max_pending(self) -> None:
+    def _drop_past_max_pending(self) -> bool:
         """Drop the oldest queued rows, counted as lost, while more than :attr:`max_pending`
-        messages wait, so memory stays bounded; call it holding ``self._lock``."""
-        while self._queued > self.max_pending:
-            self._dropped += self._queue[0][-1]
-            self._queued -= self._queue.popleft()[-1]
+        messages or :attr:`max_pending_bytes` wait, so memory stays bounded; call it holding
+        ``self._lock``.  True if these are the first dropped since the disk began refusing."""
+        first = not self._lost.messages
+        while self._queued > self.max_pending or self._queued_bytes > self.max_pending_bytes:
+            row = self._queue.popleft()
+            self._dropped += row[-1]
+            self._queued -= row[-1]
+            self._queued_bytes -= _row_bytes(row)
+            self._lost = _Loss(self._lost.messages + row[-1], self._lost.bytes + len(row[6].encode()))
+        return first and bool(self._lost.messages)
+
+    def _log_dropping(self) -> None:
+        log.warning("history: dropping the oldest unsaved messages for %s past %d (%d MiB) held in "
+                    "memory; how many is logged once it saves again", self.path or "memory", self.max_pending,
+                    self.max_pending_bytes >> 20)
+
+
+class _Loss(NamedTuple):
+    """Messages dropped unsaved, and the bytes of their text."""
+
+    messages: int = 0
+    bytes: int = 0
+
+
+class _Connections:
+    """Connections for reading, lent to one thread at a time: a few read-only ones kept for a
+    file (WAL lets them run beside the writer), opened as needed up to ``size``; or, for an
+    in-memory store, its one database, taken in turn with the writer.  Keeping a few, rather
+    than one per read, bounds the memory and the cost of a crowd joining at once."""
+
+    def __init__(self, path: Optional[Path], size: int, shared: sqlite3.Connection,
+                 shared_lock: threading.Lock) -> None:
+        self._path = path
+        self._size = size
+        self._shared = shared
+        self._shared_lock = shared_lock
+        self._free = threading.Condition()  # guards the two below
+        self._idle: list[sqlite3.Connection] = []
+        self._open = 0
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[sqlite3.Connection]:
+        if self._path is None:
+            with self._shared_lock:
+                yield self._shared
+            return
+        with self._free:
+            db = self._idle.pop() if self._idle else None
+            if db is None and self._open < self._size:
+                self._open += 1
+            elif db is None:
+                self._free.wait_for(lambda: self._idle)
+                db = self._idle.pop()
+        if db is None:
+            db = sqlite3.connect(f"{self._path.as_uri()}?mode=ro", uri=True, check_same_thread=False)
+            _add_functions(db)
+        try:
+            yield db
+        finally:
+            with self._free:
+                self._idle.append(db)
+                self._free.notify()
+
+    def close(self) -> None:
+        with self._free:
+            for db in self._idle:
+                db.close()
+            self._idle.clear()
+
+
+def _row_bytes(row: _Row) -> int:
+    """About what a queued row holds in memory: its strings and the rest."""
+    return (sys.getsizeof(row[2]) + sys.getsizeof(row[4]) + sys.getsizeof(row[6])
+            + ROW_OVERHEAD_BYTES)
 
 
 def _cap(limit: int, most: int) -> int:
@@ -472,6 +627,33 @@ def _make_directory(directory: Path) -> None:
                              f"write-ahead log go there); choose --history PATH")
 
 
+def _check_private(path: Path) -> None:
+    """Refuse, as ssh does its files, a history directory or file that another user owns or
+    may write: they could read the chat, change it, or swap its files.  The directory may also
+    be root's; a database that is a symbolic link is checked where it points."""
+    real = Path(os.path.realpath(path))
+    _check_owner(real.parent, "history directory", os.stat(real.parent), os.geteuid(), 0)
+    for each in (real, Path(f"{real}-wal"), Path(f"{real}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            _check_owner(each, "history database" if each == real else "history file",
+                         os.lstat(each), os.geteuid())
+
+
+def _check_owner(path: Path, what: str, status: os.stat_result, *owners: int) -> None:
+    """Refuse ``path`` unless it is a directory or plain file that one of ``owners`` owns and
+    no one else may write."""
+    if not (stat.S_ISDIR(status.st_mode) or stat.S_ISREG(status.st_mode)):
+        raise HistoryError(f"{what} {path} is not a plain file: refusing to follow it; "
+                           f"remove it or choose --history PATH")
+    if status.st_uid not in owners:
+        raise HistoryError(f"{what} {path} belongs to another user (uid {status.st_uid}): "
+                           f"refusing it, as they could read or change it; choose --history PATH")
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise HistoryError(f"{what} {path} may be written by other users "
+                           f"(mode {stat.S_IMODE(status.st_mode):04o}): refusing it; "
+                           f"chmod go-w it or choose --history PATH")
+
+
 def _check_space(path: Path) -> None:
     space = os.statvfs(path.parent)
     if space.f_bavail * space.f_frsize < MIN_FREE_BYTES:
@@ -480,14 +662,22 @@ def _check_space(path: Path) -> None:
 
 def _lock(path: Path) -> int:
     """Hold ``PATH.lock`` exclusively until closed (the kernel lets go if the process dies), so a
-    second server on the same file is refused rather than sharing it."""
+    second server on the same file is refused rather than sharing it.  A symbolic link there is
+    never followed (writing the pid would truncate its target), nor another user's file used."""
     lock_path = f"{path}.lock"
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise HistoryError(f"history lock file {lock_path} is a symbolic link: refusing to "
+                               f"follow it; remove it or choose --history PATH") from None
         raise HistoryError(f"cannot create the history lock file {lock_path}: {_reason(exc)}") from None
     try:
+        _check_owner(Path(lock_path), "history lock file", os.fstat(fd), os.geteuid())
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except HistoryError:
+        os.close(fd)
+        raise
     except OSError as exc:
         holder = os.read(fd, 32).decode(errors="replace").strip()
         os.close(fd)
@@ -521,15 +711,15 @@ def _check_file(path: Path) -> None:
         raise HistoryError(f"history database {path} is read-only; choose --history PATH")
 
 
-def _open_database(path: Path, retention: Optional[float]) -> sqlite3.Connection:
+def _open_database(path: Path, retention: Optional[float], search_index: bool) -> sqlite3.Connection:
     _check_file(path)
     db = None
     try:
         db = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, isolation_level=None,
                              check_same_thread=False)
-        _prepare(db, path)
+        _prepare(db, path, search_index)
         if retention is not None:
-            _prune(db, time.time() - retention)
+            _prune(db, "time < ?", time.time() - retention, _indexed(db))
         return db
     except BaseException as exc:
         if db is not None:
@@ -539,9 +729,11 @@ def _open_database(path: Path, retention: Optional[float]) -> sqlite3.Connection
         raise
 
 
-def _prepare(db: sqlite3.Connection, path: Optional[Path]) -> None:
+def _prepare(db: sqlite3.Connection, path: Optional[Path], search_index: bool) -> None:
     """Check the database is groupchat history of a schema we know (making it if empty), then
-    set it up for the writer.  Nothing is written before the checks pass."""
+    set it up for the writer and bring it to the newest schema this SQLite can keep: with the
+    search index if ``search_index`` and SQLite has FTS5's trigrams.  Nothing is written before
+    the checks pass."""
     _add_functions(db)
     app_id = db.execute("PRAGMA application_id").fetchone()[0]
     version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -551,17 +743,52 @@ def _prepare(db: sqlite3.Connection, path: Optional[Path]) -> None:
     if version > SCHEMA_VERSION:
         raise HistoryError(f"history database {path} was written by a newer groupchat "
                              f"(schema {version}; this one knows {SCHEMA_VERSION}): upgrade groupchat")
+    indexed = search_index and _can_index(db)
+    if version == SCHEMA_VERSION and not indexed:
+        raise HistoryError(f"history database {path} has a search index that this SQLite "
+                           f"({sqlite3.sqlite_version}) cannot keep, lacking FTS5 trigrams: "
+                           f"run groupchat with a Python whose SQLite has them")
     if path is not None:
         if tables:
             _probe(db)
         if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
             raise HistoryError(f"history database {path} cannot use write-ahead logging: {_DAMAGED}")
         db.execute("PRAGMA synchronous = FULL")
-    if not tables:
-        db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-    elif version == 1:
-        db.executescript(f"BEGIN IMMEDIATE; {_MIGRATE_FROM_1} COMMIT;")
-        log.info("history: %s upgraded to schema %d", path, SCHEMA_VERSION)
+        db.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+    steps = [] if tables else [_SCHEMA]
+    if version == 1:
+        steps.append(_MIGRATE_FROM_1)
+    if indexed and version < SCHEMA_VERSION:
+        steps.append(_MIGRATE_FROM_2)
+        if tables:
+            log.info("history: building the search index of %s (once; about a minute per 200 MB)",
+                     path)
+    if steps:
+        db.executescript(f"BEGIN IMMEDIATE; {''.join(steps)} COMMIT;")
+    if tables and steps:
+        log.info("history: %s upgraded to schema %d", path, _version(db))
+    if not indexed:
+        log.warning("history: no search index for %s (SQLite %s, FTS5 trigrams needed): /search "
+                    "reads whole rooms", path or "memory", sqlite3.sqlite_version)
+
+
+def _can_index(db: sqlite3.Connection) -> bool:
+    """Whether this SQLite has FTS5 and its trigram tokenizer (3.34 and later, if built with FTS5);
+    tried on a temporary table, so the file is not touched."""
+    try:
+        db.execute("CREATE VIRTUAL TABLE temp.can_index USING fts5(text, tokenize='trigram')")
+    except sqlite3.OperationalError:
+        return False
+    db.execute("DROP TABLE temp.can_index")
+    return True
+
+
+def _version(db: sqlite3.Connection) -> int:
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _indexed(db: sqlite3.Connection) -> bool:
+    return _version(db) >= SCHEMA_VERSION
 
 
 def _probe(db: sqlite3.Connection) -> None:
@@ -582,11 +809,58 @@ def _last_id(db: sqlite3.Connection) -> int:
     return max(largest, row[0] if row else 0)
 
 
-def _insert(db: sqlite3.Connection, rows: Sequence[_Row]) -> None:
+def _insert(db: sqlite3.Connection, rows: Sequence[_Row], indexed: bool) -> None:
     for start in range(0, len(rows), ROWS_PER_INSERT):
         chunk = rows[start:start + ROWS_PER_INSERT]
         db.execute(_INSERT + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
                    list(itertools.chain.from_iterable(chunk)))
+        if indexed:
+            db.execute(_INDEX + ",".join(["(?, ?)"] * len(chunk)),
+                       [value for row in chunk for value in (row[0], row[6].casefold())])
+
+
+def _delete(db: sqlite3.Connection, where: str, bound: float, indexed: bool) -> None:
+    """Delete the rows ``where`` (with one parameter, ``bound``) says, and their index entries.
+
+    A contentless index forgets a row only when told the words it was given for it, so those
+    are read back first: the same ``casefold`` of the same text.  It only marks them deleted,
+    until it merges the segments that hold them: a step of that merging follows each delete.
+    """
+    if indexed:
+        db.execute("INSERT INTO messages_search (messages_search, rowid, text)"
+                   f" SELECT 'delete', id, casefold(text) FROM messages WHERE {where}", (bound,))
+    db.execute(f"DELETE FROM messages WHERE {where}", (bound,))
+    if indexed:  # negative: merge whichever segments hold what was deleted
+        db.execute("INSERT INTO messages_search (messages_search, rank) VALUES ('merge', ?)",
+                   (-MERGE_PAGES,))
+
+
+def _trigram_query(needle: str) -> str:
+    '''An FTS5 query for the rows holding every trigram of ``needle`` (or, for a long one,
+    ``TRIGRAMS_PER_SEARCH`` spread along it), each quoted so that nothing is an operator.
+
+    >>> print(_trigram_query('1" OR x'))
+    "1"" " AND """ O" AND " OR" AND "OR " AND "R x"
+    '''
+    grams = list(dict.fromkeys(needle[at:at + 3] for at in range(len(needle) - 2)))
+    step = max(1, -(-len(grams) // TRIGRAMS_PER_SEARCH))
+    return " AND ".join('"' + gram.replace('"', '""') + '"' for gram in grams[::step])
+
+
+def _text_bytes(db: sqlite3.Connection, where: str, bound: float) -> int:
+    """Bytes of text (UTF-8) in the rows ``where`` says."""
+    return db.execute("SELECT coalesce(sum(length(CAST(text AS BLOB))), 0) FROM messages"
+                      f" WHERE {where}", (bound,)).fetchone()[0]
+
+
+def _id_past_oldest(db: sqlite3.Connection, size: int) -> Optional[int]:
+    """The id just past the oldest rows that hold ``size`` bytes of text; None if there are none."""
+    total, last = 0, None
+    for last, length in db.execute("SELECT id, length(CAST(text AS BLOB)) FROM messages ORDER BY id"):
+        total += length
+        if total >= size:
+            break
+    return None if last is None else last + 1
 
 
 def _newest_first(rows: Sequence[tuple]) -> Iterator[Entry]:
@@ -605,8 +879,9 @@ def _add_functions(db: sqlite3.Connection) -> None:
     db.create_function("casefold", 1, str.casefold, deterministic=True)
 
 
-def _prune(db: sqlite3.Connection, before: float) -> None:
-    """Delete the messages older than ``before``.
+def _prune(db: sqlite3.Connection, where: str, bound: float, indexed: bool) -> int:
+    """Delete the oldest messages, as ``where`` says (``time < ?`` or ``id < ?``, with ``bound``);
+    return the bytes of text they held.
 
     AUTOINCREMENT keeps the largest row id in sqlite_sequence; the largest message id is
     its row's last, so that is kept first: ids never go back, even once every row is gone.
@@ -615,7 +890,9 @@ def _prune(db: sqlite3.Connection, before: float) -> None:
         db.execute("UPDATE sqlite_sequence SET seq = max(seq, coalesce("
                    "(SELECT id + lines - 1 FROM messages ORDER BY id DESC LIMIT 1), 0))"
                    " WHERE name = 'messages'")
-        db.execute("DELETE FROM messages WHERE time < ?", (before,))
+        deleted = _text_bytes(db, where, bound)
+        _delete(db, where, bound, indexed)
+    return deleted
 
 
 @contextlib.contextmanager

@@ -16,6 +16,9 @@ WRONG_PASSWORD_DELAY_SECONDS = 2.0  # doubling after a few misses from one addre
 PASSWORD_LOCKOUT_AFTER = 20  # wrong passwords from one address before it is locked out
 PASSWORD_LOCKOUT_MINUTES = 15.0
 DEFAULT_REPLAY = 20
+# Megabytes of messages (their text) history keeps; past it the oldest are pruned.  The file,
+# with its search index, takes up to about four times as much: 256 keeps it near 1 GB.
+MAX_HISTORY_MB = 256
 MAX_LISTED_NAMES = 20  # the welcome and /who name this many, then say how many more
 MAX_TOPIC_CHARS = 200  # a longer topic is refused
 MAX_REASON_CHARS = 100  # a /quit reason is cut to this many characters
@@ -56,6 +59,7 @@ class ServerSettings:
     op_password: Optional[str] = None  # enables /op; None: no operators
     history_path: Optional[str] = None  # the history database; None keeps history in memory
     retention_days: float = 0  # history older than this is pruned; 0 keeps everything
+    max_history_mb: int = MAX_HISTORY_MB  # of text; past it the oldest history is pruned; 0: no bound
     replay: int = DEFAULT_REPLAY  # lines of history shown on entering a room
     notice_interval: float = NOTICE_INTERVAL_SECONDS  # join/leave notice lines per room, at most one per
 

@@ -199,8 +199,9 @@ class ChatServer(socketserver.ThreadingTCPServer):
         self.tls = server_context(settings.certfile, settings.keyfile) if settings.certfile else None
         self.address_family = address_family(address[0])
         retention = settings.retention_days * 86400 or None
-        self.history = (HistoryStore.open(settings.history_path, retention) if settings.history_path
-                        else HistoryStore.in_memory(retention))
+        self.history = (HistoryStore.open(settings.history_path, retention,
+                                          max_bytes=settings.max_history_mb << 20 or None)
+                        if settings.history_path else HistoryStore.in_memory(retention))
         self.chat = Chat(self.registry, settings, history=self.history, bans=self.admission.bans)
         self.deadlines = Deadlines()
         self.address_budget = BucketTable(settings.address_rate, settings.address_burst)  # flood.py

@@ -144,9 +144,51 @@ def test_a_schema_1_file_is_upgraded_in_place_and_keeps_its_messages(db_path):
     with HistoryStore.open(db_path) as store:
         assert [(e.id, e.text) for e in store.recent("lobby")] == [(1, "a"), (2, "b")]
         assert store.append("lobby", "bob", "message", "c") == 3
+        assert store.indexed
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert stored_messages(db_path) == [("alice", "a"), ("alice", "b"), ("bob", "c")]
+
+
+class Unindexed(HistoryStore):
+    search_index = False  # as with an SQLite that has no FTS5: schema 2, searches read the room
+
+
+def test_a_schema_2_file_gets_a_search_index_that_finds_its_old_messages(db_path, caplog):
+    with Unindexed.open(db_path) as store:
+        store.extend("lobby", "alice", "message", ["Straße", "deploy v1"])
+        store.append("ops", "bob", "message", "deploy v2")
+        assert not store.indexed and texts(store.search("lobby", "DEPLOY")) == ["deploy v1"]
     with contextlib.closing(sqlite3.connect(db_path)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
-    assert stored_messages(db_path) == [("alice", "a"), ("alice", "b"), ("bob", "c")]
+    with caplog.at_level("INFO"), HistoryStore.open(db_path) as store:
+        assert store.indexed
+        assert "building the search index" in caplog.text and "upgraded to schema 3" in caplog.text
+        assert texts(store.search("lobby", "DEPLOY")) == ["deploy v1"]
+        assert texts(store.search("lobby", "strasse")) == ["Straße"]
+        store.append("lobby", "carol", "message", "deploy v3")
+        assert texts(store.search("lobby", "deploy v")) == ["deploy v3", "deploy v1"]
+
+
+def test_an_indexed_file_is_refused_by_an_sqlite_that_cannot_keep_its_index(db_path):
+    HistoryStore.open(db_path).close()
+    with pytest.raises(GroupchatError, match="has a search index that this SQLite .* cannot keep"):
+        Unindexed.open(db_path)
+
+
+@pytest.mark.parametrize("cls", [HistoryStore, Unindexed])
+def test_search_finds_the_same_with_and_without_the_index(db_path, cls):
+    with cls.open(db_path) as store:
+        store.extend("lobby", "alice", "message", ['say "hi" OR bye', "x AND y", "NEAR(a b)", "ab", "   "])
+        store.extend("lobby", "alice", "message", ["abc " * 30 + "end", "abc " * 30])
+        assert texts(store.search("lobby", '"hi" or')) == ['say "hi" OR bye']
+        assert texts(store.search("lobby", "x and")) == ["x AND y"]
+        assert texts(store.search("lobby", "near(")) == ["NEAR(a b)"]
+        assert texts(store.search("lobby", "   ")) == ["   "]
+        assert texts(store.search("lobby", "b")) == ["abc " * 30, "abc " * 30 + "end", "ab",
+                                                     "NEAR(a b)", 'say "hi" OR bye']
+        assert texts(store.search("lobby", "abc " * 25 + "end")) == ["abc " * 30 + "end"]
+        assert store.search("lobby", "abc abd") == []  # every trigram is there, not the text
 
 
 def test_ids_never_go_back_even_once_every_row_is_pruned(db_path):
@@ -441,7 +483,7 @@ def make_newer(path: Path) -> None:
     (make_truncated, "is damaged (database disk image is malformed): refusing to touch it"),
     (make_header_only, "is damaged (database disk image is malformed): refusing to touch it"),
     (make_foreign, "is a SQLite database but not groupchat history: refusing to touch it"),
-    (make_newer, "was written by a newer groupchat (schema 99; this one knows 2): upgrade groupchat"),
+    (make_newer, "was written by a newer groupchat (schema 99; this one knows 3): upgrade groupchat"),
 ])
 def test_a_bad_database_is_refused_in_one_line_and_left_untouched(db_path, make, message):
     make(db_path)
@@ -526,7 +568,8 @@ def on_small_disk(tmp_path) -> Callable[..., subprocess.CompletedProcess]:
 
     def run(script: str, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs -o size=2m tmpfs "$DISK" && ' + script],
+            ["unshare", "--mount", "sh", "-c",
+             'mount -t tmpfs -o size=2m,mode=0700 tmpfs "$DISK" && ' + script],
             cwd=REPO, text=True, capture_output=True, timeout=WAIT_SECONDS,
             env={**os.environ, "DISK": str(disk), "PY": sys.executable, **env})
 
@@ -588,7 +631,9 @@ def test_a_full_disk_while_running_is_logged_once_and_what_fits_in_memory_is_sav
     assert outcome["dropped"] == 900
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1 and "database or disk is full" in errors[0], result.stderr
-    assert "saving to" in result.stderr and "again (900 messages lost so far)" in result.stderr
+    assert result.stderr.count("dropping the oldest unsaved messages") == 1, result.stderr
+    assert ("again; 900 unsaved messages (2590 bytes of text) were dropped meanwhile, 900 in all"
+            in result.stderr), result.stderr
 
 
 # -- figures, not tests: PYTHONPATH=.:tests python tests/server/test_history.py ------------
