@@ -1,7 +1,9 @@
 """Flood control as backpressure: a token bucket that says how long to wait before the next line.
 
 The handler sleeps that long before it reads on, so a flooder's own TCP window fills and it
-slows down; nothing it sent is dropped, and nobody else waits.
+slows down; nothing it sent is dropped while it is connected, and nobody else waits.  Each
+connection has its own bucket, and every connection from one address shares another
+(:class:`BucketTable`), which outlives them, so reconnecting buys no fresh budget.
 """
 
 from __future__ import annotations
