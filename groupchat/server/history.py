@@ -632,7 +632,10 @@ def _check_private(path: Path) -> None:
     may write: they could read the chat, change it, or swap its files.  The directory may also
     be root's; a database that is a symbolic link is checked where it points."""
     real = Path(os.path.realpath(path))
-    _check_owner(real.parent, "history directory", os.stat(real.parent), os.geteuid(), 0)
+    try:
+        _check_owner(real.parent, "history directory", os.stat(real.parent), os.geteuid(), 0)
+    except OSError as exc:  # a link to a directory that is not there
+        raise HistoryError(f"cannot use history directory {real.parent}: {_reason(exc)}") from None
     for each in (real, Path(f"{real}-wal"), Path(f"{real}-shm")):
         with contextlib.suppress(FileNotFoundError):
             _check_owner(each, "history database" if each == real else "history file",

@@ -221,6 +221,11 @@ def test_a_lock_file_another_user_placed_is_refused(db_path, as_root):
     assert refusal(db_path).startswith(f"history lock file {db_path}.lock belongs to another user")
 
 
+def test_a_symlink_to_nowhere_is_refused_in_one_line(db_path, tmp_path):
+    os.symlink(tmp_path / "gone" / "history.db", db_path)
+    assert refusal(db_path) == f"cannot use history directory {tmp_path / 'gone'}: no such file or directory"
+
+
 def test_a_private_database_reached_by_a_symlink_is_used(tmp_path):
     (tmp_path / "disk").mkdir(mode=0o700)
     real = tmp_path / "disk" / "history.db"
