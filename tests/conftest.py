@@ -143,7 +143,8 @@ class RecordingOutbox:
         held, self._held = self._held or [], None
         self.lines.extend(first.decode().splitlines() + held)
 
-    def end(self) -> None:
+    def end(self, last: bytes = b"") -> None:
+        self.put(last)
         self.ended = True
 
 

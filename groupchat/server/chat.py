@@ -136,8 +136,7 @@ class Chat:
 
     def refuse(self, member: Member, reason: str) -> None:
         """Tell a connection why it is being closed, and close it once that has gone out."""
-        member.send(encode_line(render_refusal(f"{reason}; goodbye")))
-        member.end()
+        member.end(encode_line(render_refusal(f"{reason}; goodbye")))
 
     def receive(self, member: Member, lines: Sequence[Union[str, LineTooLong]]) -> None:
         """Handle the lines one read brought from a connection, in order, as its stage says.
@@ -268,9 +267,13 @@ class Chat:
 
     # -- what commands do --------------------------------------------------------------------
 
-    def tell(self, member: Member, text: str) -> None:
-        """A notice to one member only."""
-        member.send(encode_line(self._notice(text)))
+    def tell(self, member: Member, text: str, last: bool = False) -> None:
+        """A notice to one member only; ``last``: the last line it gets, then its connection ends."""
+        data = encode_line(self._notice(text))
+        if last:
+            member.end(data)
+        else:
+            member.send(data)
 
     def rename(self, member: Member, new: str) -> None:
         """Give a member a new name, or raise :class:`CommandError` saying why not; its room hears it."""
@@ -304,8 +307,7 @@ class Chat:
     def quit(self, member: Member, reason: str) -> None:
         """End a member's connection at its own request; its room hears the reason."""
         member.leave_reason = f"quit: {reason[:MAX_REASON_CHARS]}" if reason else "quit"
-        self.tell(member, "Goodbye.")
-        member.end()
+        self.tell(member, "Goodbye.", last=True)
 
     def describe_rooms(self) -> list[str]:
         return [f"{info.name} ({info.count})" + (f": {info.topic}" if info.topic else "")

@@ -97,7 +97,8 @@ def describe_target(ban: Ban) -> str:
 
 
 class Moderation:
-    """Who is an operator, and kicking and banning; ``tell`` sends a member a notice.
+    """Who is an operator, and kicking and banning; ``tell(member, text, last)`` sends a member
+    a notice (``last``: and ends its connection after it).
 
     Without an operator password (``op_gate`` None) nobody can become an operator; the
     console still kicks and bans.
@@ -108,7 +109,7 @@ class Moderation:
     """
 
     def __init__(self, registry: Registry, bans: BanList, op_gate: Optional[PasswordGate],
-                 tell: Callable[[Member, str], None]) -> None:
+                 tell: Callable[[Member, str, bool], None]) -> None:
         self.registry = registry
         self.bans = bans
         self.op_gate = op_gate
@@ -134,8 +135,7 @@ class Moderation:
         why = f"kicked by {by}" + (f": {reason}" if reason else "")
         log.warning("%s (%s) %s", target.name, target.address, why)
         target.leave_reason = why
-        self.tell(target, f"You were {why}.")
-        target.end()
+        self.tell(target, f"You were {why}.", True)  # its last line: the connection ends
 
     def ban(self, order: BanOrder, by: str) -> str:
         """Ban what ``order`` says and kick whoever it covers; return what was done, in one line."""

@@ -152,14 +152,22 @@ class Outbox:
             return self._changed.wait_for(
                 lambda: self.closed or not (self._queue or self._sending), timeout)
 
-    def end(self) -> None:
-        """Take no more bytes and make the connection's reader see EOF, so it finishes.
+    def end(self, last: bytes = b"") -> None:
+        """Send ``last`` after what was put before, then take no more bytes and make the
+        connection's reader see EOF, so it finishes.
 
-        What is queued still goes out: the reader flushes the outbox as it finishes.
+        In one step, so no line another thread puts meanwhile can follow ``last`` (a kicked
+        member's "You were kicked" is the last line it gets).  What is queued still goes
+        out: the reader flushes the outbox as it finishes.
         """
         with self._lock:
+            if last and not (self.closed or self._ending):
+                if self._held:
+                    self._queue_locked(last, False)
+                else:
+                    self._send_locked(last, False)
             self._ending = True
-        self._shutdown_socket(socket.SHUT_RD)
+        self._shutdown_socket(socket.SHUT_RDWR if self.overflowed else socket.SHUT_RD)
 
     def close(self) -> None:
         """Drop what is queued and stop the writer; later puts are ignored."""

@@ -36,7 +36,7 @@ class Link(Protocol):
     def put(self, data: bytes, droppable: bool = False) -> None: ...
     def hold(self) -> None: ...
     def release(self, first: bytes) -> None: ...
-    def end(self) -> None: ...
+    def end(self, last: bytes = b"") -> None: ...
 
 
 class Member:
@@ -62,10 +62,11 @@ class Member:
         self.since = time.monotonic()  # when it connected: the oldest unnamed make room first
         self.leave_reason = ""  # set when the chat itself ends the connection (/quit, /kick)
 
-    def end(self) -> None:
-        """Close once what was sent has gone out; nothing more from this connection is acted on."""
+    def end(self, last: bytes = b"") -> None:
+        """Send ``last`` as the last line it gets, and close once everything has gone out;
+        nothing more from this connection is acted on."""
         self.stage = Stage.CLOSING
-        self.link.end()
+        self.link.end(last)
 
     def __repr__(self) -> str:
         return f"<Member {self.name or '(unnamed)'} from {self.address}>"

@@ -284,7 +284,10 @@ def child_pids() -> set[int]:
     resource tracker, which lives as long as this process."""
     found: set[int] = set()
     for children in Path("/proc/self/task").glob("*/children"):
-        found.update(int(pid) for pid in children.read_text().split())
+        try:
+            found.update(int(pid) for pid in children.read_text().split())
+        except FileNotFoundError:  # that thread ended between the listing and the read
+            pass
     return found - {resource_tracker._resource_tracker._pid}
 
 

@@ -110,3 +110,22 @@ def test_the_missed_notice_never_lands_inside_a_half_sent_line(pair, monkeypatch
     assert lines[0] == big[:-1], "the half-sent line was cut"
     assert lines[1] == b"*** missed %d" % outbox.missed_total
     assert all(re.fullmatch(rb"m \d+ x{90}", other) for other in lines[2:])
+
+
+def test_the_last_line_given_to_end_is_the_last_the_peer_gets(pair):
+    ours, theirs = pair
+    outbox = Outbox(ours, limit=1 << 20, name="end-test")
+    outbox.put(b"before\n")
+    outbox.end(b"You were kicked.\n")
+    outbox.put(b"from another thread, too late\n")  # e.g. someone else's leave notice
+    assert outbox.flush(5)
+    theirs.settimeout(5)
+    received = b""
+    while chunk := theirs.recv(4096):
+        received += chunk
+        if received.endswith(b"kicked.\n"):
+            break
+    theirs.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        theirs.recv(4096)  # nothing after it
+    assert received == b"before\nYou were kicked.\n"
