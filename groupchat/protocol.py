@@ -570,17 +570,12 @@ def render_comings(joined: list[str], left: list[str], cap: int, reason: str = "
     return "; ".join(parts)
 
 
-def render_left(name: str, reason: str) -> str:
-    """The notice for one leave, with its reason."""
-    return render_comings([], [name], 1, reason)
-
-
 def parse_comings(text: str) -> Optional[tuple[list[str], list[str]]]:
-    """``(names joined, names left)`` from :func:`render_comings` or :func:`render_left`, else None.
+    """``(names joined, names left)`` from :func:`render_comings`, else None.
 
     >>> parse_comings(render_comings(["a", "b", "c"], ["d"], cap=2))
     (['a', 'b'], ['d'])
-    >>> parse_comings(render_left("bob", "quit: see you (later); bye"))
+    >>> parse_comings(render_comings([], ["bob"], cap=2, reason="quit: see you (later); bye"))
     ([], ['bob'])
     >>> parse_comings(render_comings(["a"], ["b"], cap=2, reason="kicked by c: x joined; y left"))
     (['a'], ['b'])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 import threading
 import time
 from typing import Callable, Optional
@@ -19,10 +18,9 @@ from typing import Callable, Optional
 class Deadline:
     """One pending callback; :meth:`cancel` it once it is no longer needed (the peer is named)."""
 
-    __slots__ = ("when", "callback")
+    __slots__ = ("callback",)
 
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
-        self.when = when
+    def __init__(self, callback: Optional[Callable[[], None]]) -> None:
         self.callback: Optional[Callable[[], None]] = callback
 
     def cancel(self) -> None:
@@ -61,10 +59,10 @@ class Deadlines:
         """Run ``callback`` in ``seconds`` unless cancelled first; 0 seconds means never, as a
         limit of 0 does everywhere."""
         if not seconds:
-            return Deadline(math.inf, None)
-        deadline = Deadline(self._now() + seconds, callback)
+            return Deadline(None)
+        deadline = Deadline(callback)
         with self._changed:
-            heapq.heappush(self._heap, (deadline.when, next(self._order), deadline))
+            heapq.heappush(self._heap, (self._now() + seconds, next(self._order), deadline))
             if self._heap[0][2] is deadline:
                 self._changed.notify()
         return deadline
