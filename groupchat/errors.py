@@ -1,16 +1,33 @@
 """Every error groupchat raises on purpose; each message is one line a person can act on."""
 
+from typing import Optional
+
 
 class GroupchatError(Exception):
-    """Base class: the CLI prints the message as one line on stderr and exits non-zero."""
+    """Base class: the CLI prints the message as one line on stderr and exits non-zero.
+
+    ``code`` is the stable string a JSON client gets with the message (see groupchat.jsonl);
+    a subclass sets its own, and one raise may give another.
+    """
+
+    code = "COMMAND_FAILED"
+
+    def __init__(self, *args: object, code: Optional[str] = None) -> None:
+        super().__init__(*args)
+        if code is not None:
+            self.code = code
 
 
 class InvalidNameError(GroupchatError):
     """Raised when a name breaks the naming rules; the message says which rule."""
 
+    code = "NAME_INVALID"
+
 
 class NameTakenError(GroupchatError):
     """Raised when someone connected already has the name, ignoring case."""
+
+    code = "NAME_TAKEN"
 
 
 class ServerStartError(GroupchatError):
@@ -51,3 +68,13 @@ class BenchError(GroupchatError):
 
 class UsageError(CommandError):
     """Raised by a command given too few arguments, or bad ones; the reply is the command's usage."""
+
+    code = "USAGE"
+
+
+class BadOperationError(GroupchatError):
+    """Raised for a JSON client's line that is not a valid operation; carries the op's label, if any."""
+
+    def __init__(self, message: str, code: str, label: Optional[str] = None) -> None:
+        super().__init__(message, code=code)
+        self.label = label
