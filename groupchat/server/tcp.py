@@ -33,6 +33,7 @@ from groupchat.server.history import HistoryStore
 from groupchat.server.outbox import Outbox
 from groupchat.server.registry import Member, Registry, Stage
 from groupchat.server.settings import ServerSettings
+from groupchat.server.telnet import TelnetFilter
 from groupchat.tls import TLSConnection, describe_tls_error, server_context
 
 log = logging.getLogger(__name__)
@@ -97,20 +98,25 @@ class ChatHandler(socketserver.BaseRequestHandler):
             log.warning("%s (%s) disconnected: %s", self.member.name, self.member.address, self.reason)
 
     def _relay(self) -> None:
-        """Read lines and hand them to the chat, no faster than flood control allows."""
+        """Read lines and hand them to the chat, no faster than flood control allows; telnet's
+        commands are taken out and answered first (see groupchat.server.telnet)."""
         settings = self.server.settings
         receive = self.server.chat.receive
         lines = LineBuffer(settings.max_line)
         member = self.member
         bucket = FloodControl(TokenBucket(settings.rate, settings.burst), self.server.address_budget, member.host)
         hangup = HangupWatch(self.request, self._half_closed)
+        telnet = TelnetFilter()
         named = False
         data = self._read(bucket)
         if self.server.tls is None and data.startswith(TLS_HANDSHAKE_RECORD):
             self._hang_up("this server does not speak TLS (connect without --tls)")
             return
         while data:
-            waiting = lines.feed(data)
+            text, reply = telnet.feed(data)
+            if reply:
+                self.outbox.put(reply)
+            waiting = lines.feed(text)
             relayed = 0
             # Flood control's naps end at once if the peer hangs up or the chat ends it.
             for run in paced(waiting, bucket, hangup.wait):
