@@ -8,6 +8,7 @@ sides use this module, so what the server writes is what the client parses.
 
 from __future__ import annotations
 
+import calendar
 import json
 import time
 from typing import Any, NamedTuple, Optional
@@ -49,7 +50,7 @@ BYE_REFUSED = "REFUSED"
 OP_SEND, OP_CMD = "send", "cmd"
 
 
-def render_event(kind: str, **fields: Any) -> bytes:
+def render_event(kind: str, /, **fields: Any) -> bytes:
     """One event as its line on the wire; fields that are None are left out.
 
     >>> render_event("msg", id=7, room="lobby", ts="2026-12-01T18:40:12.345Z", **{"from": "bob"}, text="hé")
@@ -82,6 +83,17 @@ def iso_time(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((seconds - whole) * 1000):03d}Z"
 
 
+def parse_iso_time(ts: str) -> float:
+    """Seconds since the epoch from an event's ``ts`` (the inverse of :func:`iso_time`);
+    ValueError if it is not one.
+
+    >>> parse_iso_time(iso_time(1796150412.345))
+    1796150412.345
+    """
+    whole, _, millis = ts.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + int(millis or 0) / 1000
+
+
 class Operation(NamedTuple):
     """What a JSON client asked for in one object: a message (``send``) or a command line (``cmd``)."""
 
@@ -103,6 +115,10 @@ def parse_operation(line: str) -> Operation:
     Operation(op='send', text='hi', label='c7')
     >>> parse_operation('{"op": "cmd", "line": "/who"}')
     Operation(op='cmd', text='/who', label=None)
+    >>> parse_operation('{"op": "dance", "label": "d1"}').label  # the error knows whose it was
+    Traceback (most recent call last):
+    ...
+    groupchat.errors.BadOperationError: unknown op "dance"; use "send" or "cmd"
     >>> parse_operation('{"op": "send"')
     Traceback (most recent call last):
     ...
@@ -110,23 +126,35 @@ def parse_operation(line: str) -> Operation:
     """
     try:
         obj = json.loads(line)
-    except ValueError as exc:
-        raise BadOperationError(f"not a JSON object: {getattr(exc, 'msg', exc)} at column "
-                                f"{getattr(exc, 'colno', '?')}", code=BAD_JSON) from None
+    except json.JSONDecodeError as exc:
+        raise BadOperationError(f"not a JSON object: {exc.msg} at column {exc.colno}", code=BAD_JSON) from None
+    except (ValueError, RecursionError):  # arrays nested thousands deep
+        raise BadOperationError("not a JSON object", code=BAD_JSON) from None
     if not isinstance(obj, dict):
         raise BadOperationError("not a JSON object", code=BAD_JSON)
     label = obj.get("label")
-    if label is not None and not (isinstance(label, str) and len(label) <= MAX_LABEL_CHARS):
-        raise BadOperationError(f"a label is a string of at most {MAX_LABEL_CHARS} characters", code=BAD_JSON)
-    field = {OP_SEND: "text", OP_CMD: "line"}.get(obj.get("op"))
+    if label is not None and not (isinstance(label, str) and len(label) <= MAX_LABEL_CHARS
+                                  and label.isprintable() and _whole(label) == label):
+        raise BadOperationError(f"a label is a string of at most {MAX_LABEL_CHARS} printable characters",
+                                code=BAD_JSON)
+    op = obj.get("op")
+    field = {OP_SEND: "text", OP_CMD: "line"}.get(op) if isinstance(op, str) else None
     if field is None:
-        raise BadOperationError(f'unknown op {json.dumps(obj.get("op"), ensure_ascii=False)[:40]}; '
+        raise BadOperationError(f'unknown op {json.dumps(op)[:40]}; '
                                 f'use "{OP_SEND}" or "{OP_CMD}"', code=UNKNOWN_OP, label=label)
     text = obj.get(field)
     if not isinstance(text, str) or "\n" in text or "\r" in text:
-        raise BadOperationError(f'"{obj["op"]}" needs "{field}": a string of one line', code=BAD_JSON,
-                                label=label)
-    return Operation(obj["op"], text, label)
+        raise BadOperationError(f'"{op}" needs "{field}": a string of one line', code=BAD_JSON, label=label)
+    return Operation(op, _whole(text), label)
+
+
+def _whole(text: str) -> str:
+    """``text`` with any lone surrogate (``"\\ud800"`` is valid JSON, but no UTF-8) replaced.
+
+    >>> _whole("a\\ud800b") == "a\\ufffd\\ufffd\\ufffdb"
+    True
+    """
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def render_operation(op: str, text: str, label: Optional[str] = None) -> bytes:

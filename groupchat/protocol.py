@@ -696,6 +696,7 @@ CHAT_COMMANDS = (
     CommandSpec("history", "[N]", f"show the last N messages of your room (default "
                                   f"{DEFAULT_HISTORY_LINES}, at most {MAX_HISTORY})"),
     CommandSpec("search", "TEXT", f"find earlier messages in your room, newest first (at most {MAX_SEARCH})"),
+    CommandSpec("mode", "json|text", "switch this connection to JSON Lines, for programs, or back"),
     CommandSpec("op", "PASSWORD", "become an operator"),
     CommandSpec("kick", "NAME [REASON]", "disconnect someone", ops_only=True),
     CommandSpec("ban", "NAME|--address ADDRESS [MINUTES]", "refuse a name, or an address or block (or a "

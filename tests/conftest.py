@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import re
@@ -20,6 +21,7 @@ import pytest
 
 from groupchat.protocol import NAME_PROMPT, LineBuffer, is_welcome
 from groupchat.server.chat import Chat, Clock
+from groupchat.server.history import HistoryStore
 from groupchat.server.registry import Member, Registry
 from groupchat.server.settings import ServerSettings
 from groupchat.server.tcp import ChatServer
@@ -110,6 +112,34 @@ class Peer:
         except EOFError:
             return lines
 
+    def event(self, timeout: float | None = None) -> dict:
+        """The next line, as the JSON event it must be (after ``/mode json``)."""
+        return json.loads(self.next_line(timeout))
+
+    def expect_event(self, kind: str, timeout: float | None = None, **fields) -> dict:
+        """Read events until one of type ``kind`` with ``fields``; fail if none does in time."""
+        skipped = []
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            event = self.event(max(0.01, deadline - time.monotonic()))
+            if event["type"] == kind and all(event.get(key) == value for key, value in fields.items()):
+                return event
+            skipped.append(event)
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {kind} event with {fields}; got {skipped!r}")
+
+    def join_json(self, name: str) -> dict:
+        """Switch to JSON and do the handshake as ``name``; return the welcome event."""
+        assert self.next_line() == NAME_PROMPT
+        self.say("/mode json")
+        assert self.event() == {"v": 1, "type": "mode", "mode": "json"}
+        assert self.event() == {"v": 1, "type": "prompt", "for": "name"}
+        self.say(name)
+        welcome = self.event()
+        assert welcome["type"] == "welcome", welcome
+        self.name = name
+        return welcome
+
     def join(self, name: str) -> str:
         """Do the handshake as ``name``; return the welcome line."""
         assert self.next_line() == NAME_PROMPT
@@ -163,6 +193,14 @@ def newcomer(chat: Chat, address: str = "10.0.0.1:1") -> Member:
     chat.registry.connect(member)
     chat.greet(member)
     return member
+
+
+@pytest.fixture
+def history() -> Iterator[HistoryStore]:
+    """A history in memory, for a chat with no sockets (``chat.history = history``)."""
+    store = HistoryStore.in_memory()
+    yield store
+    store.close()
 
 
 def named(chat: Chat, name: str) -> Member:

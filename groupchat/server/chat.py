@@ -8,12 +8,22 @@ with members that record what they are sent.  The chat's slash commands are apar
 
 from __future__ import annotations
 
-import functools
 import logging
+import threading
 import time
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
-from groupchat.errors import CommandError, HistoryError, InvalidNameError, NameTakenError
+from groupchat import jsonl
+from groupchat.errors import (
+    BadOperationError,
+    CommandError,
+    GroupchatError,
+    HistoryError,
+    InvalidNameError,
+    NameTakenError,
+    UsageError,
+)
+from groupchat.jsonl import iso_time, render_event
 from groupchat.protocol import (
     LIVE_MARKER,
     NAME_PROMPT,
@@ -21,6 +31,7 @@ from groupchat.protocol import (
     STAMP_FORMAT,
     LineTooLong,
     check_name,
+    clean_text,
     encode_line,
     list_names,
     message_text,
@@ -28,7 +39,6 @@ from groupchat.protocol import (
     render_entered,
     render_history,
     render_missed,
-    render_moved,
     render_notice,
     render_private,
     render_refusal,
@@ -37,20 +47,20 @@ from groupchat.protocol import (
 )
 from groupchat.server.access import BanList
 from groupchat.server.chat_commands import ChatCommands
-from groupchat.server.events import RoomEvent
+from groupchat.server.events import EVENT_TYPES, Out, RoomEvent
 from groupchat.server.fanout import Delivery
 from groupchat.server.flood import PRIVATE_BURST, PRIVATE_RATE, BucketTable
 from groupchat.server.guesses import GuessLimiter, PasswordGate
 from groupchat.server.history import Batch, Entry, HistoryStore
 from groupchat.server.moderation import Moderation
-from groupchat.server.notices import JOINED, LEFT, NoticeBatcher
+from groupchat.server.notices import JOINED, LEFT, Comings, NoticeBatcher
 from groupchat.server.registry import LOBBY, Member, Registry, Room, Stage
 from groupchat.server.settings import MAX_LISTED_NAMES, MAX_REASON_CHARS, MAX_TOPIC_CHARS, ServerSettings
 
 log = logging.getLogger(__name__)
 
-_PROMPT = encode_line(NAME_PROMPT)
-_PASSWORD_PROMPT = encode_line(PASSWORD_PROMPT)
+_PROMPT = Out.line(NAME_PROMPT, "prompt", **{"for": "name"})
+_PASSWORD_PROMPT = Out.line(PASSWORD_PROMPT, "prompt", **{"for": "password"})
 # Messages relayed as one batch at most: bounds how far a flood can run ahead of the
 # history writer between two checks (see HistoryStore.wait_for_room).
 MAX_BATCH_LINES = 256
@@ -67,6 +77,10 @@ class Clock:
         self._now = now
         self._minute = -1
         self._stamp = ""
+
+    def now(self) -> float:
+        """Seconds since the epoch: the time of a JSON event."""
+        return self._now()
 
     def stamp(self) -> str:
         minute = int(self._now() // 60)
@@ -107,6 +121,7 @@ class Chat:
         self.moderation = Moderation(registry, bans or BanList(),
                                      self._gate(settings.op_password, "operator password"), self.tell)
         self.commands = ChatCommands(self)
+        self._ids = _IdSequence()
         self._stages = {Stage.PASSWORD: self._check_password, Stage.NAME: self._offer_name,
                         Stage.CHATTING: self._run_command}
 
@@ -125,77 +140,124 @@ class Chat:
         locked out of the password is told so at once and closed."""
         if self.password_gate is None:
             member.stage = Stage.NAME
-            member.send(_PROMPT)
+            member.say(_PROMPT)
             return
         locked = self.password_gate.lockout(member.host)
         if locked is not None:
-            self.refuse(member, locked)
+            self.refuse(member, locked, jsonl.BYE_LOCKED_OUT)
             return
         member.stage = Stage.PASSWORD
-        member.send(_PASSWORD_PROMPT)
+        member.say(_PASSWORD_PROMPT)
 
-    def refuse(self, member: Member, reason: str) -> None:
+    def refuse(self, member: Member, reason: str, code: str = jsonl.BYE_REFUSED) -> None:
         """Tell a connection why it is being closed, and close it once that has gone out."""
-        member.end(encode_line(render_refusal(f"{reason}; goodbye")))
+        member.end(Out.line(render_refusal(f"{reason}; goodbye"), "bye", code=code, message=reason))
 
     def receive(self, member: Member, lines: Sequence[Union[str, LineTooLong]]) -> None:
         """Handle the lines one read brought from a connection, in order, as its stage says.
 
         Consecutive messages go out as one batch: rendered once, encoded once, one send per
-        member of the room, which is what lets a busy room keep up.
+        member of the room, which is what lets a busy room keep up.  A JSON connection's
+        operations (see :mod:`groupchat.jsonl`) are taken as the lines they stand for, and
+        each labelled one is answered: an ack once done, or an error with its label.
         """
         said: list[str] = []
+        labels: list[Optional[str]] = []
         for line in lines:
             if member.stage is Stage.CLOSING:  # ended by an earlier line: the rest is not read
                 break
+            label = None
+            if member.json and isinstance(line, str) and jsonl.is_operation(line):
+                try:
+                    line, label = _operation_line(line)
+                except BadOperationError as exc:
+                    self._say(member, said, labels)
+                    said, labels = [], []
+                    self.error(member, exc, exc.label)
+                    continue
             if member.stage is Stage.CHATTING and isinstance(line, str) and split_command(line) is None:
                 if line:
                     said.append(message_text(line))
+                    labels.append(label)
                 continue
-            self._say(member, said)  # what came before this line goes first
-            said = []
+            self._say(member, said, labels)  # what came before this line goes first
+            said, labels = [], []
             if isinstance(line, LineTooLong):
-                self.tell(member, f"Line not sent: longer than {line.limit} bytes.")
+                self.error(member, CommandError(f"Line not sent: longer than {line.limit} bytes.",
+                                                code=jsonl.LINE_TOO_LONG))
+            elif member.stage is not Stage.CHATTING and _mode_asked(line) is not None:
+                try:
+                    self.switch_mode(member, _mode_asked(line))
+                except UsageError as exc:
+                    self.error(member, exc, label)
             else:
-                self._stages[member.stage](member, line)
-        self._say(member, said)
+                self._stages[member.stage](member, line, label)
+        self._say(member, said, labels)
 
-    def _say(self, member: Member, texts: list[str]) -> None:
+    def _say(self, member: Member, texts: list[str], labels: list[Optional[str]]) -> None:
         for start in range(0, len(texts), MAX_BATCH_LINES):
-            self.publish(member, RoomEvent.message(member.name, texts[start:start + MAX_BATCH_LINES]))
+            first = self.publish(member, RoomEvent.message(member.name, texts[start:start + MAX_BATCH_LINES]))
+            acks = [render_event("ack", label=label, id=first + n)
+                    for n, label in enumerate(labels[start:start + MAX_BATCH_LINES]) if label is not None]
+            if acks and first is not None and member.json:
+                member.send(b"".join(acks))
 
-    def _check_password(self, member: Member, given: str) -> None:
+    def switch_mode(self, member: Member, mode: str) -> None:
+        """``/mode json`` or ``/mode text`` (else :class:`UsageError`): answered in the new
+        format; before the handshake is over, the question asked is asked again, so a client
+        switching first still sees it."""
+        if mode not in (jsonl.MODE_JSON, jsonl.MODE_TEXT):
+            raise UsageError("usage: /mode json|text")
+        member.json = mode == jsonl.MODE_JSON
+        answer = Out.line(self._notice(f"Mode: {mode}."), "mode", mode=mode)
+        if member.stage is Stage.NAME:
+            answer += _PROMPT
+        elif member.stage is Stage.PASSWORD:
+            answer += _PASSWORD_PROMPT
+        member.say(answer)
+
+    def _check_password(self, member: Member, given: str, label: Optional[str] = None) -> None:
         """One guess per connection: a wrong one is refused, and nothing after it is read."""
         refusal = self.password_gate.check(member.host, member.address, given)
         if refusal is None:
             member.stage = Stage.NAME
-            member.send(_PROMPT)
+            member.say(_PROMPT)
             return
         member.leave_reason = refusal
-        self.refuse(member, refusal)
+        self.refuse(member, refusal, jsonl.BYE_WRONG_PASSWORD)
 
-    def _offer_name(self, member: Member, raw: str) -> None:
+    def _offer_name(self, member: Member, raw: str, label: Optional[str] = None) -> None:
         try:
             self.registry.claim(member, self.moderation.check_name(check_name(raw)))
         except (InvalidNameError, NameTakenError) as exc:
             member.name_tries += 1
+            refused = self._error(exc, label, text=render_refusal(str(exc)))
             if member.name_tries >= MAX_NAME_TRIES:  # a thousand names in one write end here
-                member.send(encode_line(render_refusal(str(exc))))
+                member.say(refused)
                 self.refuse(member, f"{MAX_NAME_TRIES} names refused")
             else:
-                member.send(encode_line(render_refusal(str(exc))) + _PROMPT)
+                member.say(refused + _PROMPT)
             return
         refusal = self.moderation.refusal(member)  # a ban made since it connected, or just now
         if refusal is not None:
             log.warning("%s (%s) refused: %s", member.name, member.address, refusal)
-            self.refuse(member, refusal)
+            self.refuse(member, refusal, jsonl.BYE_BANNED)
             return
         log.info("%s joined from %s", member.name, member.address)
         member.stage = Stage.CHATTING
         self.enter(member, LOBBY, welcome=True)
 
-    def _run_command(self, member: Member, line: str) -> None:
-        self.commands.table.run(member, line, self.tell, lambda m: m.is_op)
+    def _run_command(self, member: Member, line: str, label: Optional[str] = None) -> None:
+        """Run a command; a labelled one ends with its ack, or its error carries the label."""
+        failed = []
+
+        def fail(caller: Member, exc: GroupchatError) -> None:
+            failed.append(exc)
+            self.error(caller, exc, label)
+
+        self.commands.table.run(member, line, fail, lambda m: m.is_op)
+        if label is not None and not failed and member.json and member.stage is Stage.CHATTING:
+            member.send(render_event("ack", label=label))
 
     def leave(self, member: Member, reason: str = "") -> None:
         """Forget a connection; if it was in a room, tell the others there it left (and why).
@@ -228,66 +290,104 @@ class Chat:
         # The rooms hear of it before the member hears its welcome, so anything that follows
         # the welcome (its first line, the next person to come) comes after the notice too.
         if room_before is not None:
-            self._tell_room(room_before, render_moved(member.name, room.name))
+            self._tell_room(room_before, Comings([], [member.name], to=room.name))
         self._tell_room(room, self.notices.add(room, JOINED, member.name, count), besides=member)
         others = list_names(names, MAX_LISTED_NAMES, total=count)
-        greeting = [render_welcome(member.name, others) if welcome
-                    else self._notice(render_entered(room.name, others))]
+        if welcome:
+            greeting = Out.line(render_welcome(member.name, others), "welcome", name=member.name,
+                                room=room.name, names=names, count=count)
+        else:
+            greeting = Out.line(self._notice(render_entered(room.name, others)), "enter",
+                                room=room.name, names=names, count=count)
         if room.topic:
-            greeting.append(self._notice(f"Topic of {room.name}: {room.topic}"))
+            greeting += self.topic(room.name, room.topic)
         played = self.recent(room.name, self.settings.replay, before=live_from)
         if played:
-            greeting += played + [self._notice(LIVE_MARKER)]
-        member.release(b"".join(map(encode_line, greeting)))
+            greeting += self.played(room.name, played, replay=True)
+        member.release(greeting.json if member.json else greeting.text)
 
-    def recent(self, room: str, count: int, before: Optional[int] = None) -> list[str]:
-        """A room's last ``count`` stored lines, as history lines; none if history cannot be read."""
+    def recent(self, room: str, count: int, before: Optional[int] = None) -> list[Entry]:
+        """A room's last ``count`` stored lines; none if history cannot be read."""
         if not count or self.history is None:
             return []
         try:
-            return self._played(self.history.recent(room, count, before=before))
+            return self.history.recent(room, count, before=before)
         except HistoryError as exc:
             log.error("replay for %s: %s", room, exc)
             return []
 
-    def search(self, room: str, text: str) -> list[str]:
-        """The stored lines of a room that contain ``text``, newest first, as history lines."""
-        return self._played(self.history.search(room, text)) if self.history else []
+    def search(self, room: str, text: str) -> list[Entry]:
+        """The stored lines of a room that contain ``text``, newest first."""
+        return self.history.search(room, text) if self.history else []
 
-    @staticmethod
-    def _played(entries: Iterable[Entry]) -> list[str]:
-        """Stored lines as played back: stamped with their date when not from today."""
-        today = time.localtime().tm_yday
-        lines = []
-        for entry in entries:
-            moment = time.localtime(entry.time)
-            stamp = time.strftime(STAMP_FORMAT if moment.tm_yday == today else HISTORY_STAMP_FORMAT, moment)
-            lines.append(render_history(stamp, entry.kind, entry.sender, entry.text))
-        return lines
+    def played(self, room: str, entries: Sequence[Entry], replay: bool = False,
+               query: Optional[str] = None, none: str = "") -> Out:
+        """Stored lines played back, stamped with their date when not from today; as JSON,
+        ``history`` events and then one ``history_end``.  A replay ends with a line saying
+        live chat starts there; ``none`` is said when there are no lines."""
+        def text() -> bytes:
+            today = time.localtime().tm_yday
+            lines = []
+            for entry in entries:
+                moment = time.localtime(entry.time)
+                stamp = time.strftime(STAMP_FORMAT if moment.tm_yday == today else HISTORY_STAMP_FORMAT, moment)
+                lines.append(render_history(stamp, entry.kind, entry.sender, entry.text))
+            if replay:
+                lines.append(self._notice(LIVE_MARKER))
+            elif not entries and none:
+                lines.append(self._notice(none))
+            return b"".join(map(encode_line, lines))
+
+        def json() -> bytes:
+            return b"".join([render_event("history", replay=replay, id=entry.id, room=entry.room,
+                                          ts=iso_time(entry.time), **{"from": entry.sender},
+                                          kind=EVENT_TYPES[entry.kind], text=entry.text, query=query)
+                             for entry in entries]
+                            + [render_event("history_end", room=room, replay=replay, count=len(entries))])
+
+        return Out(text, json)
+
+    def topic(self, room: str, topic: str) -> Out:
+        """A room's topic, as said on entering it or asked with /topic."""
+        return Out.line(self._notice(f"Topic of {room}: {topic}" if topic else f"No topic is set in {room}."),
+                        "topic", room=room, text=topic)
 
     # -- what commands do --------------------------------------------------------------------
 
-    def tell(self, member: Member, text: str, last: bool = False) -> None:
-        """A notice to one member only; ``last``: the last line it gets, then its connection ends."""
-        data = encode_line(self._notice(text))
-        if last:
-            member.end(data)
+    def tell(self, member: Member, text: str, last: Optional[str] = None) -> None:
+        """A notice to one member only; ``last`` (a JSON bye code, see :mod:`groupchat.jsonl`):
+        the last line it gets, then its connection ends."""
+        if last is None:
+            member.say(Out.line(self._notice(text), "notice", text=text))
         else:
-            member.send(data)
+            member.end(Out.line(self._notice(text), "bye", code=last, message=text))
+
+    def reply(self, member: Member, lines: list[str], kind: str, **fields: Any) -> None:
+        """An answer to one member: notices in text, one JSON event of ``kind`` with ``fields``."""
+        member.say(Out(lambda: b"".join(encode_line(self._notice(line)) for line in lines),
+                       lambda: render_event(kind, **fields)))
+
+    def error(self, member: Member, exc: GroupchatError, label: Optional[str] = None) -> None:
+        """Something a member sent was refused: a notice in text, an ``error`` event in JSON."""
+        member.say(self._error(exc, label))
+
+    def _error(self, exc: GroupchatError, label: Optional[str], text: Optional[str] = None) -> Out:
+        return Out.line(text if text is not None else self._notice(str(exc)), "error", code=exc.code,
+                        message=str(exc), label=label)
 
     def rename(self, member: Member, new: str) -> None:
         """Give a member a new name, or raise :class:`CommandError` saying why not; its room hears it."""
         try:
             old = self.registry.claim(member, check_name(new))
         except (InvalidNameError, NameTakenError) as exc:
-            raise CommandError(f"Sorry, {exc}") from None
+            raise CommandError(f"Sorry, {exc}", code=exc.code) from None
         log.info("%s is now known as %s", old, member.name)
         self.publish(member, RoomEvent.renamed(old, member.name))
 
     def set_topic(self, member: Member, topic: str) -> None:
         """Set the topic of a member's room; the room hears who set it."""
         if self.settings.op_password is not None and not member.is_op:
-            raise CommandError("setting the topic is for operators only")
+            raise CommandError("setting the topic is for operators only", code=jsonl.NOT_OP)
         if len(topic) > MAX_TOPIC_CHARS:
             raise CommandError(f"a topic can have at most {MAX_TOPIC_CHARS} characters")
         self.registry.set_topic(member.room, topic)
@@ -298,16 +398,18 @@ class Chat:
         to one person are paced (flood.PRIVATE_RATE): one too many is refused, not queued."""
         if self.private_budget.take((sender.host, name_key(target.name)), only_if_free=True):
             raise CommandError(f"not sent: at most {PRIVATE_RATE:g} private message a second to one "
-                               f"person, after {PRIVATE_BURST} at once; wait a moment")
+                               f"person, after {PRIVATE_BURST} at once; wait a moment", code=jsonl.RATE_LIMITED)
         stamp = self.clock.stamp()
+        fields = {"id": self._take_ids(None, "", None, 1, 0.0), "ts": iso_time(self.clock.now()),
+                  "from": sender.name, "to": target.name, "text": text}
         # Droppable like room lines, so no one can get someone else cut off with them.
-        target.send(encode_line(render_private(stamp, sender.name, text)), True)
-        sender.send(encode_line(render_private(stamp, sender.name, text, to=target.name)))
+        target.say(Out.line(render_private(stamp, sender.name, text), "dm", **fields), True)
+        sender.say(Out.line(render_private(stamp, sender.name, text, to=target.name), "dm", **fields))
 
     def quit(self, member: Member, reason: str) -> None:
         """End a member's connection at its own request; its room hears the reason."""
         member.leave_reason = f"quit: {reason[:MAX_REASON_CHARS]}" if reason else "quit"
-        self.tell(member, "Goodbye.", last=True)
+        self.tell(member, "Goodbye.", last=jsonl.BYE_QUIT)
 
     def describe_rooms(self) -> list[str]:
         return [f"{info.name} ({info.count})" + (f": {info.topic}" if info.topic else "")
@@ -317,15 +419,23 @@ class Chat:
         """The member called ``name``, or a :class:`CommandError` saying there is none."""
         member = self.registry.find(name)
         if member is None or member.room is None:
-            raise CommandError(f'no one called "{name}" is here')
+            raise CommandError(f'no one called "{name}" is here', code=jsonl.NO_SUCH_NAME)
         return member
 
     # -- delivery ---------------------------------------------------------------------------
 
-    def publish(self, sender: Member, event: RoomEvent) -> None:
-        """Send a room event to the sender's room: rendered once for all, kept in history in
-        the same instant as the room is read (see :meth:`Registry.post`), so every member and
-        the history see one order.
+    def publish(self, sender: Member, event: RoomEvent) -> Optional[int]:
+        """Send a room event to the sender's room; return its first id (None if the sender is
+        in no room).  See :meth:`_post`."""
+        return self._post(event, sender.name, None if event.echo else sender,
+                          lambda post: self.registry.post(sender, post))
+
+    def _post(self, event: RoomEvent, sender: str, besides: Optional[Member],
+              post_in: Callable[[Callable[[Room], None]], Optional[Room]]) -> Optional[int]:
+        """Give a room event its ids, keep it in history and queue it for the room's fan-out in
+        the same instant as the room is read (``post_in`` runs ``post`` under the registry's
+        lock), so every member and the history see one order; then send it, rendered once per
+        format for all.
 
         A kept event is droppable: a reader too slow to take it live may miss it and find it
         with /history.  Notices that are not kept are never dropped.
@@ -334,41 +444,83 @@ class Chat:
         if event.kept and self.history is not None:
             self.history.wait_for_room()  # a flood faster than the disk slows here, before any lock
             kept = Batch.of(event.kind, event.texts)
-        delivery = functools.partial(Delivery, data=event.render(self.clock.stamp()), droppable=event.kept,
-                                     besides=None if event.echo else sender)
+        when = self.clock.now()
+        text = event.render_text(self.clock.stamp())
+        first = 0
 
-        def post(room: Room) -> None:  # under the registry's lock: one order for both
-            if kept is not None:
-                self.history.add(room.name, sender.name, kept)
-            room.fanout.add(delivery(room.members))
+        def post(room: Room) -> None:  # under the registry's lock: quick, no I/O
+            nonlocal first
+            first = self._take_ids(room, sender, kept, event.ids, when)
+            out = Out(lambda: text, lambda: event.render_json(first, room.name, when))
+            room.fanout.add(Delivery(room.members, out, droppable=event.kept, besides=besides))
 
-        room = self.registry.post(sender, post)
-        if room is not None:
-            room.fanout.flush()
+        room = post_in(post)
+        if room is None:
+            return None
+        room.fanout.flush()
+        return first
+
+    def _take_ids(self, room: Optional[Room], sender: str, kept: Optional[Batch], count: int,
+                  when: float) -> int:
+        """The first of ``count`` new ids: history's for what it keeps, the same sequence's
+        otherwise (see :meth:`HistoryStore.reserve`), so ids increase across all events."""
+        if self.history is None:
+            return self._ids.take(count)
+        first = self.history.add(room.name, sender, kept, when) if kept is not None else None
+        return self.history.reserve(count) if first is None else first
 
     def tell_due_notices(self) -> None:
         """Tell each room the comings and goings that waited for its next notice line."""
-        for room, text in self.notices.take_due():
-            self._tell_room(room, text)
+        for room, comings in self.notices.take_due():
+            self._tell_room(room, comings)
 
-    def announce(self, text: str) -> None:
-        """A server notice to every member in every room."""
-        self._send_all(self.registry.named(), self._notice(text))
+    def announce(self, text: str, bye: Optional[str] = None) -> None:
+        """A server notice to every member in every room; ``bye``: a JSON client gets a
+        ``bye`` with this code instead (the server is closing the connections)."""
+        out = Out.line(self._notice(text), "bye", code=bye, message=text) if bye else \
+            Out.line(self._notice(text), "notice", text=text)
+        for member in self.registry.named():
+            member.say(out)
 
-    def missed_notice(self, count: int) -> bytes:
+    def missed_notice(self, count: int, json: bool) -> bytes:
         """What a reader too slow for its queue is told in place of the messages it lost."""
-        return encode_line(self._notice(render_missed(count)))
+        return render_event("missed", count=count) if json else encode_line(self._notice(render_missed(count)))
 
-    def _tell_room(self, room: Room, text: Optional[str], besides: Optional[Member] = None) -> None:
-        if text is not None:
-            self._send_all((m for m in self.registry.members_in(room) if m is not besides),
-                           self._notice(text))
+    def _tell_room(self, room: Room, comings: Optional[Comings], besides: Optional[Member] = None) -> None:
+        if comings is not None:
+            self._post(RoomEvent.comings(comings), "", besides,
+                       lambda post: room if self.registry.post_to(room, post) else None)
 
     def _notice(self, text: str) -> str:
         return render_notice(self.clock.stamp(), text)
 
-    @staticmethod
-    def _send_all(members: Iterable[Member], line: str) -> None:
-        data = encode_line(line)
-        for member in members:
-            member.send(data)
+
+class _IdSequence:
+    """Event ids for a chat without history (tests): from 1, in blocks, from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 1
+
+    def take(self, count: int) -> int:
+        with self._lock:
+            first, self._next = self._next, self._next + count
+            return first
+
+
+def _operation_line(line: str) -> tuple[str, Optional[str]]:
+    """The line a JSON client's operation stands for, and its label (see :mod:`groupchat.jsonl`):
+    a message is taken literally (one starting with "/" is still a message)."""
+    op = jsonl.parse_operation(line)
+    text = clean_text(op.text)
+    if op.op == jsonl.OP_CMD:
+        return (text if text.startswith("/") else "/" + text), op.label
+    if not text:
+        raise BadOperationError("nothing to send", code=jsonl.USAGE, label=op.label)
+    return ("/" + text if text.startswith("/") else text), op.label
+
+
+def _mode_asked(line: str) -> Optional[str]:
+    """The mode a ``/mode ...`` line asks for ("" if none is named), else None."""
+    command = split_command(line)
+    return command[1].lower() if command is not None and command[0] == "mode" else None

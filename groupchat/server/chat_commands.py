@@ -8,7 +8,7 @@ and turns any mistake into a one-line answer.
 from __future__ import annotations
 
 import re
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol, Sequence
 
 from groupchat.errors import CommandError, InvalidNameError, UsageError
 from groupchat.protocol import (
@@ -16,12 +16,12 @@ from groupchat.protocol import (
     DEFAULT_HISTORY_LINES,
     MAX_HISTORY,
     check_room,
-    encode_line,
     name_key,
     render_who,
 )
 from groupchat.server.commands import CommandTable, split_args
-from groupchat.server.events import RoomEvent
+from groupchat.server.events import Out, RoomEvent
+from groupchat.server.history import Entry
 from groupchat.server.moderation import Moderation, parse_ban
 from groupchat.server.registry import Member, Registry
 from groupchat.server.settings import MAX_LISTED_NAMES, ServerSettings
@@ -37,15 +37,19 @@ class ChatAPI(Protocol):
     settings: ServerSettings
     moderation: Moderation
 
-    def tell(self, member: Member, text: str, last: bool = False) -> None: ...
-    def publish(self, sender: Member, event: RoomEvent) -> None: ...
+    def tell(self, member: Member, text: str, last: Optional[str] = None) -> None: ...
+    def reply(self, member: Member, lines: list[str], kind: str, **fields: Any) -> None: ...
+    def switch_mode(self, member: Member, mode: str) -> None: ...
+    def publish(self, sender: Member, event: RoomEvent) -> Optional[int]: ...
     def enter(self, member: Member, room_name: str, welcome: bool = False) -> None: ...
     def rename(self, member: Member, new: str) -> None: ...
     def set_topic(self, member: Member, topic: str) -> None: ...
     def private(self, sender: Member, target: Member, text: str) -> None: ...
     def quit(self, member: Member, reason: str) -> None: ...
-    def recent(self, room: str, count: int, before: Optional[int] = None) -> list[str]: ...
-    def search(self, room: str, text: str) -> list[str]: ...
+    def recent(self, room: str, count: int, before: Optional[int] = None) -> list[Entry]: ...
+    def search(self, room: str, text: str) -> list[Entry]: ...
+    def played(self, room: str, entries: Sequence[Entry], replay: bool = False,
+               query: Optional[str] = None, none: str = "") -> Out: ...
     def describe_rooms(self) -> list[str]: ...
     def find(self, name: str) -> Member: ...
 
@@ -74,9 +78,12 @@ class ChatCommands:
         self.chat.rename(member, new)
 
     def cmd_who(self, member: Member, rest: str) -> None:
+        """Text names the first few; JSON, for programs, names everyone."""
         here = [m.name for m in self.chat.registry.roommates(member)]
         online = len(self.chat.registry.named())
-        self.chat.tell(member, render_who(member.room.name, here, online, MAX_LISTED_NAMES))
+        room = member.room.name
+        self.chat.reply(member, [render_who(room, here, online, MAX_LISTED_NAMES)], "who",
+                        room=room, names=here, count=len(here), online=online)
 
     def cmd_me(self, member: Member, rest: str) -> None:
         if not rest:
@@ -98,15 +105,18 @@ class ChatCommands:
         self.chat.enter(member, room)
 
     def cmd_rooms(self, member: Member, rest: str) -> None:
-        self._tell_all(member, self.chat.describe_rooms())
+        self.chat.reply(member, self.chat.describe_rooms(), "rooms",
+                        rooms=[info._asdict() for info in self.chat.registry.rooms()])
+
+    def cmd_mode(self, member: Member, rest: str) -> None:
+        self.chat.switch_mode(member, rest.lower())
 
     def cmd_topic(self, member: Member, rest: str) -> None:
         room = member.room
         if rest:
             self.chat.set_topic(member, rest)
         else:
-            self.chat.tell(member, f"Topic of {room.name}: {room.topic}" if room.topic
-                           else f"No topic is set in {room.name}.")
+            member.say(self.chat.topic(room.name, room.topic))
 
     def cmd_history(self, member: Member, rest: str) -> None:
         count = DEFAULT_HISTORY_LINES
@@ -114,20 +124,15 @@ class ChatCommands:
             if not _COUNT.fullmatch(rest) or int(rest) < 1:
                 raise UsageError()
             count = min(int(rest), MAX_HISTORY)
-        self._play(member, self.chat.recent(member.room.name, count), f"No history in {member.room.name} yet.")
+        room = member.room.name
+        member.say(self.chat.played(room, self.chat.recent(room, count), none=f"No history in {room} yet."))
 
     def cmd_search(self, member: Member, rest: str) -> None:
         if not rest:
             raise UsageError()
-        self._play(member, self.chat.search(member.room.name, rest),
-                   f'No messages in {member.room.name} contain "{rest}".')
-
-    def _play(self, member: Member, lines: list[str], none: str) -> None:
-        """Played-back history lines, or one notice saying there are ``none``."""
-        if lines:
-            member.send(b"".join(map(encode_line, lines)))
-        else:
-            self.chat.tell(member, none)
+        room = member.room.name
+        member.say(self.chat.played(room, self.chat.search(room, rest), query=rest,
+                                    none=f'No messages in {room} contain "{rest}".'))
 
     def cmd_op(self, member: Member, rest: str) -> None:
         self.chat.moderation.make_op(member, rest)

@@ -12,6 +12,7 @@ import logging
 from typing import Any, Callable, Iterable, Optional
 
 from groupchat.errors import CommandError, GroupchatError, UsageError
+from groupchat.jsonl import INTERNAL, NOT_OP, UNKNOWN_COMMAND
 from groupchat.protocol import CommandSpec, split_command
 
 log = logging.getLogger(__name__)
@@ -32,28 +33,28 @@ class CommandTable:
             raise TypeError(f"{type(owner).__name__}: commands without a method or methods without a "
                             f"spec: {sorted(self._methods.keys() ^ self.specs.keys())}")
 
-    def run(self, caller: Any, line: str, reply: Callable[[Any, str], None],
+    def run(self, caller: Any, line: str, fail: Callable[[Any, GroupchatError], None],
             is_op: Callable[[Any], bool] = lambda caller: True) -> None:
-        """Run ``/name rest``; answer any mistake with one line through ``reply``."""
+        """Run ``/name rest``; hand any mistake to ``fail``, whose message is one line."""
         name, rest = split_command(line) or ("", "")
         try:
             spec = self.find(name)
             if spec.ops_only and not is_op(caller):
-                raise CommandError(f"/{spec.name} is for operators only")
+                raise CommandError(f"/{spec.name} is for operators only", code=NOT_OP)
             try:
                 self._methods[spec.name](caller, rest)
             except UsageError:
-                raise CommandError(f"usage: {spec.usage}") from None
+                raise UsageError(f"usage: {spec.usage}") from None
         except GroupchatError as exc:  # the caller's mistake, said back in one line
-            reply(caller, str(exc))
+            fail(caller, exc)
         except Exception:  # a bug must cost one command, never the connection or the console
             log.exception("command %r failed", line)
-            reply(caller, f"/{name} failed; the server's log says why")
+            fail(caller, CommandError(f"/{name} failed; the server's log says why", code=INTERNAL))
 
     def find(self, name: str) -> CommandSpec:
         spec = self.specs.get(name.lower())
         if spec is None:
-            raise CommandError(f'unknown command "/{name}"; /help lists them')
+            raise CommandError(f'unknown command "/{name}"; /help lists them', code=UNKNOWN_COMMAND)
         return spec
 
     def help_lines(self, topic: str = "", show_ops: bool = True) -> list[str]:

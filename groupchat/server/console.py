@@ -41,7 +41,7 @@ class Console:
                 continue
             if not line.startswith("/"):
                 line = "/" + line  # at the console every line is a command
-            self.commands.run(None, line, self._reply)
+            self.commands.run(None, line, lambda caller, exc: self._reply(caller, str(exc)))
         self.stop()
 
     def _reply(self, _caller: None, text: str) -> None:

@@ -10,18 +10,25 @@ returns.  So a busy room costs one send per member per turn, however many are ta
 Every flush returns only once the lines added before it are in the members' outboxes, so
 what a handler does next (a notice, leaving) still follows its lines.  Sends never block
 (see :mod:`groupchat.server.outbox`), so a turn is never held up by a slow member.
+
+Each delivery is rendered once per wire format (text, JSON Lines), and only in the formats
+some member takes.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-from typing import NamedTuple, Optional, Protocol, Sequence
+from typing import Callable, NamedTuple, Optional, Protocol, Sequence
+
+from groupchat.server.events import Out
 
 
 class Recipient(Protocol):
     """Whoever a room's lines go to (a :class:`~groupchat.server.registry.Member`): a send
-    that never blocks."""
+    that never blocks, and the format it takes."""
+
+    json: bool
 
     def send(self, data: bytes, droppable: bool = False) -> None: ...
 
@@ -30,7 +37,7 @@ class Delivery(NamedTuple):
     """Bytes for a snapshot of a room's members, ``besides`` (the sender, usually) left out."""
 
     members: tuple[Recipient, ...]
-    data: bytes
+    out: Out
     droppable: bool  # see Outbox.put
     besides: Optional[Recipient]
 
@@ -74,14 +81,33 @@ def _send(group: list[Delivery]) -> None:
     """One send per member for the whole group, each member's own lines left out."""
     first = group[0]
     if len(group) == 1:  # the usual case, in a room that is not busy
+        out = first.out
         for member in first.members:
             if member is not first.besides:
-                member.send(first.data, first.droppable)
+                member.send(out.json if member.json else out.text, first.droppable)
         return
-    everything = b"".join(d.data for d in group)
-    own = {d.besides: b"".join(o.data for o in group if o.besides is not d.besides)
-           for d in group if d.besides is not None}
+    text, json = _Merged(group, lambda out: out.text), _Merged(group, lambda out: out.json)
     for member in first.members:
-        data = own.get(member, everything)
+        data = (json if member.json else text).to(member)
         if data:
             member.send(data, first.droppable)
+
+
+class _Merged:
+    """A group's deliveries joined into one send, in one format: made when first needed."""
+
+    def __init__(self, group: list[Delivery], render: Callable[[Out], bytes]) -> None:
+        self._group = group
+        self._render = render
+        self._everything: Optional[bytes] = None
+        self._own: dict[Recipient, bytes] = {}
+
+    def to(self, member: Recipient) -> bytes:
+        """What ``member`` gets: everything, less its own lines."""
+        if self._everything is None:
+            datas = [self._render(d.out) for d in self._group]
+            self._everything = b"".join(datas)
+            self._own = {d.besides: b"".join(data for o, data in zip(self._group, datas)
+                                             if o.besides is not d.besides)
+                         for d in self._group if d.besides is not None}
+        return self._own.get(member, self._everything)

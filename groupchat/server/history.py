@@ -215,6 +215,7 @@ class HistoryStore:
         self._lost = _Loss()  # dropped since the disk began refusing, for the log
         self._failing = False
         self._closing = False
+        self._sequence_due = False  # ids were reserved since the writer last recorded the sequence
         self._pruned_for_size = False  # logged once a run
         self._readers = _Connections(path, READERS, db, self._db_lock)
         self._searchers = _Connections(path, SEARCHERS, db, self._db_lock)
@@ -300,6 +301,19 @@ class HistoryStore:
         if began_dropping:
             self._log_dropping()
         return first
+
+    def reserve(self, count: int = 1) -> int:
+        """Take ``count`` ids from the messages' sequence for events not kept (joins, leaves, a
+        /nick, a private message), so every event's id increases with the messages'; return
+        the first.  The writer records the sequence soon, so no id is given twice, even after
+        a restart."""
+        with self._lock:
+            first = self._next_id
+            self._next_id += count
+            if not self._sequence_due:
+                self._sequence_due = True
+                self._wake.notify()
+            return first
 
     def wait_for_room(self, timeout: float = FLUSH_SECONDS) -> None:
         """Wait, if the writer has fallen :attr:`high_water` messages behind, until it catches up.
@@ -436,7 +450,7 @@ class HistoryStore:
                 if self._failing:
                     self._wake.wait_for(lambda: self._closing, self.retry_interval)
                 else:
-                    self._wake.wait_for(lambda: self._closing or self._queue,
+                    self._wake.wait_for(lambda: self._closing or self._queue or self._sequence_due,
                                         0 if over_size else None if self.retention is None
                                         else max(0.0, next_prune - time.monotonic()))
                     if self._queue and not self._closing:  # let a group gather: one commit for it
@@ -445,8 +459,10 @@ class HistoryStore:
                 self._queue.clear()
                 self._queued = self._queued_bytes = 0
                 closing, failing = self._closing, self._failing
-            if rows:
-                self._save(rows, final=closing)
+                reserved = self._next_id - 1 if self._sequence_due else 0
+                self._sequence_due = False
+            if rows or reserved:
+                self._save(rows, final=closing, reserved=reserved)
             if closing:
                 return
             if self.retention is not None and time.monotonic() >= next_prune:
@@ -486,10 +502,13 @@ class HistoryStore:
             log.error("history: cannot prune %s: %s", self.path, exc)
             return False
 
-    def _save(self, rows: list[_Row], final: bool) -> None:
+    def _save(self, rows: list[_Row], final: bool, reserved: int = 0) -> None:
+        """Insert ``rows``, and record ids given up to ``reserved`` (see :meth:`reserve`)."""
         try:
             with self._db_lock, _transaction(self._db):
                 _insert(self._db, rows, self._indexed)
+                if reserved:
+                    _raise_sequence(self._db, reserved)
                 if self._keep_at_most is not None:
                     _delete(self._db, "id <= (SELECT max(id) FROM messages) - ?",  # by rowid: no scan
                             self._keep_at_most, self._indexed)
@@ -513,6 +532,7 @@ class HistoryStore:
         not once per retry."""
         began_dropping = False
         with self._lock:
+            self._sequence_due = True  # recorded with the next save
             if final:
                 self._dropped += _messages(rows)
             else:
@@ -810,6 +830,15 @@ def _last_id(db: sqlite3.Connection) -> int:
     largest = newest[0] if newest else 0
     row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
     return max(largest, row[0] if row else 0)
+
+
+def _raise_sequence(db: sqlite3.Connection, last: int) -> None:
+    """Make ``last`` the least id the sequence has given (where _last_id looks on opening)."""
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+    if row is None:
+        db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', ?)", (last,))
+    elif row[0] < last:
+        db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'messages'", (last,))
 
 
 def _insert(db: sqlite3.Connection, rows: Sequence[_Row], indexed: bool) -> None:

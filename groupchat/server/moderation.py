@@ -15,6 +15,7 @@ import time
 from typing import Callable, NamedTuple, Optional
 
 from groupchat.errors import CommandError, InvalidAddressError, InvalidNameError, UsageError
+from groupchat.jsonl import BYE_BANNED, BYE_KICKED, NAME_REFUSED
 from groupchat.protocol import check_name, list_names
 from groupchat.server.access import Ban, BanList, contains
 from groupchat.server.guesses import PasswordGate
@@ -24,6 +25,7 @@ from groupchat.server.settings import MAX_LISTED_NAMES
 log = logging.getLogger(__name__)
 
 ADDRESS_FLAG = "--address"
+BANNED = "banned"  # the reason a kick for a ban gives
 # ASCII digits only: str.isdigit() and float() take "²" or "١٢", which a person did not mean.
 _MINUTES = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 
@@ -98,7 +100,7 @@ def describe_target(ban: Ban) -> str:
 
 class Moderation:
     """Who is an operator, and kicking and banning; ``tell(member, text, last)`` sends a member
-    a notice (``last``: and ends its connection after it).
+    a notice (``last``, a JSON bye code: and ends its connection after it).
 
     Without an operator password (``op_gate`` None) nobody can become an operator; the
     console still kicks and bans.
@@ -109,7 +111,7 @@ class Moderation:
     """
 
     def __init__(self, registry: Registry, bans: BanList, op_gate: Optional[PasswordGate],
-                 tell: Callable[[Member, str, bool], None]) -> None:
+                 tell: Callable[[Member, str, Optional[str]], None]) -> None:
         self.registry = registry
         self.bans = bans
         self.op_gate = op_gate
@@ -128,14 +130,15 @@ class Moderation:
             raise CommandError(refusal)
         member.is_op = True
         log.info("%s is now an operator", member.name)
-        self.tell(member, "You are now an operator.")
+        self.tell(member, "You are now an operator.", None)
 
     def kick(self, target: Member, by: str, reason: str = "") -> None:
         """Disconnect a member; its room hears why."""
         why = f"kicked by {by}" + (f": {reason}" if reason else "")
         log.warning("%s (%s) %s", target.name, target.address, why)
         target.leave_reason = why
-        self.tell(target, f"You were {why}.", True)  # its last line: the connection ends
+        # Its last line: the connection ends.
+        self.tell(target, f"You were {why}.", BYE_BANNED if reason == BANNED else BYE_KICKED)
 
     def ban(self, order: BanOrder, by: str) -> str:
         """Ban what ``order`` says and kick whoever it covers; return what was done, in one line."""
@@ -151,7 +154,7 @@ class Moderation:
         log.warning("%s banned %s %s", by, describe_target(ban), self._span(order))
         holder = self.registry.find(name)
         if holder is not None:
-            self.kick(holder, by, "banned")
+            self.kick(holder, by, BANNED)
         said = f"Banned {describe_target(ban)} {self._span(order)}"
         return said + (f"; kicked {holder.name}." if holder else ".")
 
@@ -168,7 +171,7 @@ class Moderation:
         victims = [v for v in self.registry.connections()
                    if v.name is not None and contains([ban.target], v.host)]
         for victim in victims:
-            self.kick(victim, by, "banned")
+            self.kick(victim, by, BANNED)
         log.warning("%s banned %s %s, kicking %d", by, ban.target, self._span(order), len(victims))
         others = [v.name for v in victims if v is not member]
         said = f"Banned {ban.target}"
@@ -202,7 +205,7 @@ class Moderation:
     def check_name(self, name: str) -> str:
         """``name``, or an :class:`InvalidNameError` if it is banned (asked before a name is taken)."""
         if self.bans.is_name_banned(name):
-            raise InvalidNameError(f'the name "{name}" is banned')
+            raise InvalidNameError(f'the name "{name}" is banned', code=NAME_REFUSED)
         return name
 
     def refusal(self, member: Member) -> Optional[str]:

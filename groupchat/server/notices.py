@@ -11,9 +11,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Hashable, Optional, TypeVar
+from typing import Any, Callable, Generic, Hashable, NamedTuple, Optional, TypeVar
 
-from groupchat.protocol import JOINED, LEFT, render_comings
+from groupchat.protocol import JOINED, LEFT, render_comings, render_moved
 
 NOTICE_INTERVAL_SECONDS = 1.0
 MAX_NOTICE_NAMES = 10  # names spelled out in one coalesced line; the rest are counted
@@ -21,14 +21,37 @@ MAX_NOTICE_NAMES = 10  # names spelled out in one coalesced line; the rest are c
 Room = TypeVar("Room", bound=Hashable)
 
 
-def describe(joined: list[str], left: list[str], reason: str = "") -> str:
-    """One notice for a batch of comings and goings, a bounded number of names spelled out;
-    a lone leave keeps its reason, in a crowd reasons are left out.
+class Comings(NamedTuple):
+    """A batch of comings and goings in one room, told as one notice.
 
-    >>> describe([f"p{n}" for n in range(40)], ["q"])[-35:]
+    >>> Comings([f"p{n}" for n in range(40)], ["q"]).text()[-35:]
     'p8, p9 and 30 others joined; q left'
+    >>> Comings([], ["bob"], to="dev").parts()
+    [('leave', {'names': ['bob'], 'count': 1, 'reason': None, 'to': 'dev'})]
     """
-    return render_comings(joined, left, MAX_NOTICE_NAMES, reason)
+
+    joined: list[str]
+    left: list[str]
+    reason: str = ""  # of the last leave: shown when it is the batch's only one
+    to: Optional[str] = None  # the room a lone leaver went to
+
+    def text(self) -> str:
+        """The notice's text: a bounded number of names spelled out; a lone leave keeps its
+        reason, in a crowd reasons are left out."""
+        if self.to is not None:
+            return render_moved(self.left[0], self.to)
+        return render_comings(self.joined, self.left, MAX_NOTICE_NAMES, self.reason)
+
+    def parts(self) -> list[tuple[str, dict[str, Any]]]:
+        """The JSON events it makes, (type, fields): a join and a leave, each if any."""
+        parts: list[tuple[str, dict[str, Any]]] = []
+        if self.joined:
+            parts.append(("join", {"names": self.joined[:MAX_NOTICE_NAMES], "count": len(self.joined)}))
+        if self.left:
+            lone = len(self.left) == 1
+            parts.append(("leave", {"names": self.left[:MAX_NOTICE_NAMES], "count": len(self.left),
+                                    "reason": (self.reason or None) if lone else None, "to": self.to}))
+        return parts
 
 
 @dataclass
@@ -57,9 +80,9 @@ class NoticeBatcher(Generic[Room]):
         self._last_told: dict[Room, float] = {}
         self._batches: dict[Room, _Batch] = {}
 
-    def add(self, room: Room, event: str, name: str, audience: int, reason: str = "") -> Optional[str]:
-        """Note that ``name`` joined or left before ``audience`` others; return the notice to
-        tell now, or None if it waits (or, with no audience, needs no telling).
+    def add(self, room: Room, event: str, name: str, audience: int, reason: str = "") -> Optional[Comings]:
+        """Note that ``name`` joined or left before ``audience`` others; return what to tell
+        now, or None if it waits (or, with no audience, needs no telling).
 
         A leave's ``reason`` (a /quit message, a kick) is told when it is the only leave in its
         line; in a crowd's line it is left out, so whatever the reasons a room hears at most
@@ -72,7 +95,7 @@ class NoticeBatcher(Generic[Room]):
                 return None
             if batch is None and now - self._last_told.get(room, -self.interval) >= self.interval:
                 self._last_told[room] = now
-                return describe([name] if event == JOINED else [], [name] if event == LEFT else [], reason)
+                return Comings([name] if event == JOINED else [], [name] if event == LEFT else [], reason)
             if batch is None:
                 batch = self._batches[room] = _Batch(due=self._last_told[room] + self.interval)
                 self._changed.notify()
@@ -81,8 +104,8 @@ class NoticeBatcher(Generic[Room]):
                 batch.reason = reason
             return None
 
-    def take_due(self) -> list[tuple[Room, str]]:
-        """The batches whose time has come, as (room, notice), each taken once."""
+    def take_due(self) -> list[tuple[Room, Comings]]:
+        """The batches whose time has come, each taken once."""
         now = self._now()
         with self._lock:
             due = [room for room, batch in self._batches.items() if batch.due <= now]
@@ -90,7 +113,7 @@ class NoticeBatcher(Generic[Room]):
             for room, _ in taken:
                 self._last_told[room] = now
             self._forget_quiet_rooms(now)
-        return [(room, describe(batch.joined, batch.left, batch.reason)) for room, batch in taken]
+        return [(room, Comings(batch.joined, batch.left, batch.reason)) for room, batch in taken]
 
     def wait(self, timeout: float) -> None:
         """Sleep until a batch is due, something new waits, or ``timeout`` passes."""

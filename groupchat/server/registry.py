@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple, Optional, Protocol
 
 from groupchat.errors import NameTakenError
 from groupchat.protocol import name_key
+from groupchat.server.events import Out
 from groupchat.server.fanout import Fanout
 
 LOBBY = "lobby"
@@ -55,6 +56,7 @@ class Member:
         self.hold: Callable[[], None] = link.hold  # queue live lines until release(first)...
         self.release: Callable[[bytes], None] = link.release  # ...which sends ``first`` ahead of them
         self.stage = Stage.NAME
+        self.json = False  # sent JSON Lines (after "/mode json") rather than text
         self.name: Optional[str] = None
         self.room: Optional[Room] = None
         self.is_op = False
@@ -62,11 +64,15 @@ class Member:
         self.since = time.monotonic()  # when it connected: the oldest unnamed make room first
         self.leave_reason = ""  # set when the chat itself ends the connection (/quit, /kick)
 
-    def end(self, last: bytes = b"") -> None:
+    def say(self, out: Out, droppable: bool = False) -> None:
+        """Send ``out`` in this connection's format."""
+        self.send(out.json if self.json else out.text, droppable)
+
+    def end(self, last: Optional[Out] = None) -> None:
         """Send ``last`` as the last line it gets, and close once everything has gone out;
         nothing more from this connection is acted on."""
         self.stage = Stage.CLOSING
-        self.link.end(last)
+        self.link.end(b"" if last is None else last.json if self.json else last.text)
 
     def __repr__(self) -> str:
         return f"<Member {self.name or '(unnamed)'} from {self.address}>"
@@ -211,6 +217,15 @@ class Registry:
             if room is not None:
                 post(room)
             return room
+
+    def post_to(self, room: Room, post: Callable[[Room], object]) -> bool:
+        """:meth:`post` for a room rather than a member's; False, and nothing run, if the
+        room is gone (everyone left it)."""
+        with self._lock:
+            if self._rooms.get(name_key(room.name)) is not room:
+                return False
+            post(room)
+            return True
 
     def members_in(self, room: Room) -> tuple[Member, ...]:
         """A snapshot of a room's members (empty once the room is gone)."""

@@ -22,6 +22,7 @@ from typing import Callable, Optional, TextIO, Union, cast
 
 from groupchat import __version__
 from groupchat.errors import NoNewlineError, ServerStartError
+from groupchat.jsonl import BYE_CUT_OFF, BYE_FULL, BYE_REFUSED, BYE_SHUTDOWN, BYE_TIMEOUT
 from groupchat.net import address_family, format_address, raise_file_limit
 from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, render_refusal
 from groupchat.server.access import Admission, BanList
@@ -77,7 +78,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
             return
         address = format_address(self.client_address)
         self.outbox = Outbox(self.sock, settings.max_queued_bytes, name=address,
-                             missed=self.server.chat.missed_notice)
+                             missed=lambda count: self.server.chat.missed_notice(count, self.member.json))
         self.member = Member(address, self.outbox)
         self.server.registry.connect(self.member)
         self.server.chat.greet(self.member)
@@ -87,9 +88,9 @@ class ChatHandler(socketserver.BaseRequestHandler):
             if self.member.name is None:
                 self._handshake_expired()
             else:
-                self._hang_up(f"nothing came for {settings.idle_timeout:g} seconds")
+                self._hang_up(f"nothing came for {settings.idle_timeout:g} seconds", BYE_TIMEOUT)
         except NoNewlineError as exc:
-            self._hang_up(str(exc))
+            self._hang_up(str(exc), BYE_CUT_OFF)
         except OSError as exc:
             self.reason = f"connection lost: {exc.strerror or exc}"
         if self.outbox.overflowed or self.outbox.stalled:
@@ -173,12 +174,12 @@ class ChatHandler(socketserver.BaseRequestHandler):
             log.info("%s: %s", format_address(self.client_address), why)
             shut_down(self.request)
         elif member.name is None and member.stage is not Stage.CLOSING:
-            self._hang_up(why)
+            self._hang_up(why, BYE_TIMEOUT)
 
-    def _hang_up(self, why: str) -> None:
+    def _hang_up(self, why: str, code: str = BYE_REFUSED) -> None:
         self.reason = why
         log.info("%s: %s", self.member.address, why)
-        self.server.chat.refuse(self.member, why)
+        self.server.chat.refuse(self.member, why, code)
 
     def finish(self) -> None:
         self._handshake.cancel()
@@ -245,7 +246,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
         oldest = min(unnamed, key=lambda member: member.since)
         log.info("%s: hung up unnamed to make room", oldest.address)
         oldest.leave_reason = "the server is full"
-        self.chat.refuse(oldest, "the server is full and you gave no name")
+        self.chat.refuse(oldest, "the server is full and you gave no name", BYE_FULL)
         return True
 
     def handle_error(self, request: socket.socket, client_address: tuple) -> None:
@@ -273,7 +274,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
         self._stopping.set()
         self.deadlines.stop()
         self.shutdown()
-        self.chat.announce("Server is shutting down.")
+        self.chat.announce("Server is shutting down.", bye=BYE_SHUTDOWN)
         deadline = time.monotonic() + self.settings.shutdown_flush
         outboxes = [cast(Outbox, member.link) for member in self.registry.connections()]
         for outbox in outboxes:

@@ -9,7 +9,7 @@ from prompt_toolkit.document import Document
 from groupchat.client.completion import CHAT_COMMAND_NAMES, ChatCompleter, KnownNames
 from groupchat.protocol import render_notice
 from groupchat.server.chat_commands import ChatCommands
-from groupchat.server.notices import MAX_NOTICE_NAMES, describe
+from groupchat.server.notices import MAX_NOTICE_NAMES, Comings
 
 from conftest import make_chat, named, newcomer
 
@@ -80,8 +80,8 @@ def test_a_rooms_batch_of_comings_and_goings_is_learnt_whole():
 
 def test_the_servers_own_batches_are_understood():
     crowd = [f"p{n}" for n in range(3 * MAX_NOTICE_NAMES)]
-    names = known(render_notice("14:03", describe(["bob", "carol"], [])),
-                  render_notice("14:04", describe(crowd, ["bob"])))
+    names = known(render_notice("14:03", Comings(["bob", "carol"], []).text()),
+                  render_notice("14:04", Comings(crowd, ["bob"]).text()))
     assert names.starting("") == sorted(["carol", *crowd[:MAX_NOTICE_NAMES]])
 
 

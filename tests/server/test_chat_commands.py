@@ -9,7 +9,6 @@ import re
 import pytest
 
 from groupchat.protocol import CHAT_COMMANDS, NAME_PROMPT, PASSWORD_PROMPT, parse_who, render_notice
-from groupchat.server.history import HistoryStore
 from groupchat.server.registry import Stage
 
 from conftest import fixed_clock, make_chat, named, newcomer
@@ -26,13 +25,6 @@ def said(chat, member, line: str) -> list[str]:
     member.link.lines.clear()
     chat.receive(member, [line])
     return list(member.link.lines)
-
-
-@pytest.fixture
-def history():
-    store = HistoryStore.in_memory()
-    yield store
-    store.close()
 
 
 # -- the handshake's stages ------------------------------------------------------------------
@@ -176,8 +168,8 @@ def test_history_and_search_play_back_what_the_room_said(history):
     assert said(chat, alice, "/history") == [notice("No history in lobby yet.")]
     chat.receive(alice, ["first", "second build"])
     assert history.flush()
-    (line,) = said(chat, bob, "/history 1")  # stamped with the real time it was stored
-    assert re.fullmatch(r"\[\d\d:\d\d\] \(history\) <alice> second build", line)
+    (line,) = said(chat, bob, "/history 1")  # stamped with the chat's time it was said (1970 here)
+    assert re.fullmatch(r"\[(\d{4}-\d\d-\d\d )?\d\d:\d\d\] \(history\) <alice> second build", line)
     assert said(chat, bob, "/search BUILD") == [line]
     assert said(chat, bob, "/history 5")[-2:] == [line.replace("second build", "first"), line]
     assert said(chat, bob, "/search nothing") == [notice('No messages in lobby contain "nothing".')]
@@ -292,3 +284,11 @@ def test_every_command_of_the_table_has_a_test_here():
     tested = {name for name in globals() if name.startswith("test_")}
     for spec in CHAT_COMMANDS:
         assert any(spec.name in name.split("_") for name in tested), f"/{spec.name} has no test"
+
+
+def test_mode_switches_a_connection_to_json_and_back_and_says_its_usage():
+    chat = make_chat()
+    alice = named(chat, "alice")
+    assert said(chat, alice, "/mode json") == ['{"v":1,"type":"mode","mode":"json"}']
+    assert said(chat, alice, "/mode text") == [notice("Mode: text.")]
+    assert said(chat, alice, "/mode") == [notice("usage: /mode json|text")]

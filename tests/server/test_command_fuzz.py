@@ -5,6 +5,7 @@ the server's log says why"), and no one is disconnected but by their own /quit, 
 from __future__ import annotations
 
 import io
+import json
 import re
 from typing import Iterator
 
@@ -87,3 +88,43 @@ def test_every_console_command_answers_any_arguments_in_whole_lines(spec, argume
     assert BUG not in printed.getvalue()
     assert len(stops) == 1 + (spec.name == "quit")  # the end of input stops it too
     assert not alice.link.ended or spec.name in ("kick", "ban")
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                        max_size=3), max_leaves=8)
+OPERATIONS = st.one_of(
+    st.fixed_dictionaries({"op": st.sampled_from(["send", "cmd", "SEND", "", "x"]) | JSON_VALUES},
+                          optional={"text": st.text(max_size=20) | JSON_VALUES, "line": ARGUMENTS | JSON_VALUES,
+                                    "label": st.text(max_size=70) | JSON_VALUES}),
+    st.dictionaries(st.text(max_size=6), JSON_VALUES, max_size=4))
+
+
+@pytest.mark.parametrize("spec", CHAT_COMMANDS, ids=lambda spec: spec.name)
+@FUZZ
+@given(arguments=ARGUMENTS, label=st.none() | st.text(max_size=64))
+def test_every_chat_command_in_json_mode_answers_in_events_ending_with_its_label(spec, arguments, label):
+    chat = make_chat(op_password="root")
+    alice = named(chat, "alice")
+    chat.receive(alice, ["/op root", "/mode json"])
+    named(chat, "bob")
+    alice.link.lines.clear()
+    line = json.dumps({"op": "cmd", "line": f"/{spec.name} {arguments}", "label": label})
+    chat.receive(alice, [decode_line(line.encode())])
+    events = [json.loads(line) for line in alice.link.lines if line.startswith("{")]
+    assert all(event["v"] == 1 and event.get("code") != "INTERNAL" for event in events), events
+    if label is not None and label.isprintable() and not alice.link.ended and alice.json:
+        assert any(event.get("label") == label for event in events), events
+
+
+@FUZZ
+@given(operations=st.lists(OPERATIONS, min_size=1, max_size=4))
+def test_any_json_object_gets_at_most_one_answer_and_never_the_bug_path(operations):
+    chat = make_chat()
+    alice = named(chat, "alice")
+    chat.receive(alice, ["/mode json"])
+    alice.link.lines.clear()
+    chat.receive(alice, [decode_line(json.dumps(op).encode()) for op in operations])
+    events = [json.loads(line) for line in alice.link.lines]
+    assert all(event.get("code") != "INTERNAL" for event in events), events
+    assert len([e for e in events if e["type"] in ("error", "ack")]) <= len(operations) + 1

@@ -7,14 +7,16 @@ import time
 
 import pytest
 
+from groupchat.server.events import Out
 from groupchat.server.fanout import Delivery, Fanout
 
 
 class Recorder:
-    """A member as the fan-out sees it: something with ``send``."""
+    """A member as the fan-out sees it: something with ``send``, and the format it takes."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, json: bool = False) -> None:
         self.name = name
+        self.json = json
         self.sends: list[tuple[bytes, bool]] = []
 
     def send(self, data: bytes, droppable: bool = False) -> None:
@@ -25,6 +27,11 @@ class Recorder:
         return b"".join(data for data, _ in self.sends).splitlines()
 
 
+def out(text: bytes) -> Out:
+    """Text, and its upper case standing for its JSON form."""
+    return Out(lambda: text, lambda: text.upper())
+
+
 @pytest.fixture
 def room() -> tuple[Recorder, ...]:
     return tuple(Recorder(name) for name in ("alice", "bob", "carol"))
@@ -33,7 +40,7 @@ def room() -> tuple[Recorder, ...]:
 def test_one_delivery_reaches_everyone_but_its_sender(room):
     alice, bob, carol = room
     fanout = Fanout()
-    fanout.add(Delivery(room, b"hi\n", True, besides=alice))
+    fanout.add(Delivery(room, out(b"hi\n"), True, besides=alice))
     fanout.flush()
     assert alice.sends == []
     assert bob.sends == carol.sends == [(b"hi\n", True)]
@@ -42,20 +49,47 @@ def test_one_delivery_reaches_everyone_but_its_sender(room):
 def test_what_queued_meanwhile_goes_out_merged_one_send_per_member_without_its_own_lines(room):
     alice, bob, carol = room
     fanout = Fanout()
-    fanout.add(Delivery(room, b"a1\na2\n", True, besides=alice))
-    fanout.add(Delivery(room, b"b1\n", True, besides=bob))
-    fanout.add(Delivery(room, b"a3\n", True, besides=alice))
+    fanout.add(Delivery(room, out(b"a1\na2\n"), True, besides=alice))
+    fanout.add(Delivery(room, out(b"b1\n"), True, besides=bob))
+    fanout.add(Delivery(room, out(b"a3\n"), True, besides=alice))
     fanout.flush()
     assert alice.sends == [(b"b1\n", True)]
     assert bob.sends == [(b"a1\na2\na3\n", True)]
     assert carol.sends == [(b"a1\na2\nb1\na3\n", True)]
 
 
+def test_each_member_gets_its_format_and_each_format_is_rendered_once_per_turn():
+    rendered = []
+    alice, bob, carol, dave = Recorder("alice"), Recorder("bob", json=True), Recorder("carol"), Recorder("dave", json=True)
+    room = (alice, bob, carol, dave)
+
+    def counted(text: bytes) -> Out:
+        return Out(lambda: rendered.append("text") or text, lambda: rendered.append("json") or text.upper())
+
+    fanout = Fanout()
+    fanout.add(Delivery(room, counted(b"a1\n"), True, besides=alice))
+    fanout.flush()
+    assert sorted(rendered) == ["json", "text"]
+    assert (bob.lines, carol.lines, dave.lines) == ([b"A1"], [b"a1"], [b"A1"])
+    rendered.clear()
+    fanout.add(Delivery(room, counted(b"a2\n"), True, besides=alice))
+    fanout.add(Delivery(room, counted(b"b1\n"), True, besides=bob))
+    fanout.flush()
+    assert sorted(rendered) == ["json", "json", "text", "text"]  # once per delivery and format
+    assert (alice.lines, bob.lines[1:], carol.lines[1:], dave.lines[1:]) == (
+        [b"b1"], [b"A2"], [b"a2", b"b1"], [b"A2", b"B1"])
+    text_only = (Recorder("erin"), Recorder("frank"))
+    rendered.clear()
+    fanout.add(Delivery(text_only, counted(b"c1\n"), True, besides=None))
+    fanout.flush()
+    assert rendered == ["text"]  # no JSON member: no JSON made
+
+
 def test_a_join_between_two_lines_keeps_the_earlier_line_from_the_newcomer(room):
     alice, bob, carol = room
     fanout = Fanout()
-    fanout.add(Delivery(room[:2], b"before\n", True, besides=alice))
-    fanout.add(Delivery(room, b"after\n", True, besides=alice))
+    fanout.add(Delivery(room[:2], out(b"before\n"), True, besides=alice))
+    fanout.add(Delivery(room, out(b"after\n"), True, besides=alice))
     fanout.flush()
     assert bob.lines == [b"before", b"after"]
     assert carol.lines == [b"after"]
@@ -64,8 +98,8 @@ def test_a_join_between_two_lines_keeps_the_earlier_line_from_the_newcomer(room)
 def test_notices_and_droppable_messages_are_never_merged_into_one_send(room):
     alice, bob, _ = room
     fanout = Fanout()
-    fanout.add(Delivery(room, b"msg\n", True, besides=alice))
-    fanout.add(Delivery(room, b"*** notice\n", False, besides=None))
+    fanout.add(Delivery(room, out(b"msg\n"), True, besides=alice))
+    fanout.add(Delivery(room, out(b"*** notice\n"), False, besides=None))
     fanout.flush()
     assert bob.sends == [(b"msg\n", True), (b"*** notice\n", False)]
     assert alice.sends == [(b"*** notice\n", False)]
@@ -93,7 +127,7 @@ def test_under_concurrent_senders_everyone_sees_one_order_and_a_flush_returns_it
         for n in range(lines_each):
             line = f"{me.name}:{n}\n".encode()
             with order_lock:
-                fanout.add(Delivery(members, line, True, besides=me))
+                fanout.add(Delivery(members, out(line), True, besides=me))
             fanout.flush()
             if not any(line in data for data, _ in reversed(listeners[0].sends)):
                 unsent.append(line.decode())

@@ -24,34 +24,43 @@ STAMP = r"\[\d\d:\d\d\] "
 
 
 class Honest:
-    """Two honest clients that keep talking; :meth:`check` proves nothing they said was lost."""
+    """Three honest clients that keep talking, bob reading text and carol JSON (so every hostile
+    test runs against both modes); :meth:`check` proves nothing alice said was lost to either."""
 
     def __init__(self, server: ChatServer) -> None:
         self.server = server
-        self.alice, self.bob = Peer(server.server_address), Peer(server.server_address)
+        self.alice, self.bob, self.carol = (Peer(server.server_address) for _ in range(3))
         self.alice.join("alice")
         self.bob.join("bob")
-        self.alice.expect("bob joined")
+        self.carol.join_json("carol")
+        self.alice.expect("carol joined")
         self.said = 0
         self.threads = threading.active_count()
 
     def check(self, lines: int = 5) -> None:
-        """Alice says a few numbered lines; bob must get exactly those next, in order."""
+        """Alice says a few numbered lines; bob and carol must get exactly those next, in order."""
         for _ in range(lines):
             self.alice.say(f"honest {self.said}")
             self.said += 1
-        first = self.said - lines
-        got = [self.bob.expect(f"^{STAMP}<alice> honest (\\d+)$").group(1) for _ in range(lines)]
-        assert got == [str(n) for n in range(first, self.said)]
+        expected = [f"honest {n}" for n in range(self.said - lines, self.said)]
+        got = [self.bob.expect(f"^{STAMP}<alice> (honest \\d+)$").group(1) for _ in range(lines)]
+        assert got == expected
+        got = [self._next_honest_event()["text"] for _ in range(lines)]
+        assert got == expected
+
+    def _next_honest_event(self) -> dict:
+        while not (event := self.carol.expect_event("msg", **{"from": "alice"}))["text"].startswith("honest "):
+            pass
+        return event
 
     def back_to_baseline(self) -> None:
-        wait_for(lambda: len(self.server.registry) == 2, what="the registry to hold only the honest two")
+        wait_for(lambda: len(self.server.registry) == 3, what="the registry to hold only the honest three")
         wait_for(lambda: threading.active_count() <= self.threads, what="the thread count to return")
         self.check()
 
     def close(self) -> None:
-        self.alice.close()
-        self.bob.close()
+        for peer in (self.alice, self.bob, self.carol):
+            peer.close()
 
 
 @pytest.fixture
@@ -83,6 +92,25 @@ def test_random_bytes_nuls_and_escapes_harm_nobody(honest):
         peer.send(b"\x00\x00\x1b[2J\x1b]0;owned\x07\xff\xfe\r\n")
         honest.check(2)
         peer.close()
+    honest.back_to_baseline()
+
+
+def test_malformed_and_hostile_json_is_answered_one_error_each_and_harms_nobody(honest):
+    peer = Peer(honest.server.server_address)
+    peer.join_json("jason")
+    honest.carol.expect_event("join", names=["jason"])
+    bad = ['{"op": "send"', '{"a": ' + "[" * 2000 + "]" * 2000 + "}", '{"op": "send", "text": 1e999}',
+           '{"op": ["send"]}', '{"op": "send", "text": "x", "label": "' + "L" * 100 + '"}', "{}",
+           '{"op": "send", "text": "two\\nlines"}', '{"op": "cmd", "line": null}', '{"op": "\\ud800"}']
+    peer.send("".join(line + "\n" for line in bad).encode())
+    errors = [peer.expect_event("error") for _ in bad]
+    assert {e["code"] for e in errors} == {"BAD_JSON", "UNKNOWN_OP"}
+    peer.say('{"op": "send", "text": "\\u001b[2Jwipe \\ud800 \\u202eevil", "label": "x"}')
+    assert peer.expect_event("ack", label="x")
+    assert honest.carol.expect_event("msg", **{"from": "jason"})["text"] == "wipe \ufffd\ufffd\ufffd evil"
+    assert re.fullmatch(f"{STAMP}<jason> wipe \ufffd\ufffd\ufffd evil", honest.bob.expect("<jason>").string)
+    honest.check()
+    peer.close()
     honest.back_to_baseline()
 
 
@@ -175,13 +203,13 @@ def test_a_thousand_connect_disconnect_cycles(honest):
 
 
 def test_a_flood_past_max_clients_is_refused_one_line_each(honest_on):
-    honest = honest_on(max_clients=12, max_per_address=0)
+    honest = honest_on(max_clients=13, max_per_address=0)
     admitted = [Peer(honest.server.server_address) for _ in range(10)]
     for n, peer in enumerate(admitted):
         peer.join(f"p{n}")  # named: unnamed ones would make room (see the test below)
     refused = [Peer(honest.server.server_address) for _ in range(50)]
     for peer in refused:
-        assert peer.expect_eof() == ["*** Sorry, the server is full (12 connections); try again later."]
+        assert peer.expect_eof() == ["*** Sorry, the server is full (13 connections); try again later."]
         peer.close()
     honest.check()
     for peer in admitted:
@@ -193,7 +221,7 @@ def test_a_flood_past_max_clients_is_refused_one_line_each(honest_on):
 
 
 def test_connections_that_give_no_name_cannot_keep_newcomers_out(honest_on):
-    honest = honest_on(max_clients=12, max_per_address=0)
+    honest = honest_on(max_clients=13, max_per_address=0)
     squatters = [Peer(honest.server.server_address) for _ in range(10)]
     for peer in squatters:
         assert peer.next_line() == "*** What is your name?"
@@ -334,8 +362,8 @@ def test_reconnecting_does_not_give_a_fresh_burst(honest_on):
 
 
 def test_more_than_16_connections_from_one_address_are_refused(honest_on):
-    honest = honest_on()  # the defaults: 16 per address; the honest two count
-    mine = [Peer(honest.server.server_address) for _ in range(14)]
+    honest = honest_on()  # the defaults: 16 per address; the honest three count
+    mine = [Peer(honest.server.server_address) for _ in range(13)]
     for peer in mine:
         assert peer.next_line() == "*** What is your name?"
     extra = Peer(honest.server.server_address)
