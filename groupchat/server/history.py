@@ -833,7 +833,7 @@ def _last_id(db: sqlite3.Connection) -> int:
 
 
 def _raise_sequence(db: sqlite3.Connection, last: int) -> None:
-    """Make ``last`` the least id the sequence has given (where _last_id looks on opening)."""
+    """Record that the sequence has given ids up to ``last`` (where _last_id looks on opening)."""
     row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
     if row is None:
         db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', ?)", (last,))

@@ -199,6 +199,19 @@ def test_ids_never_go_back_even_once_every_row_is_pruned(db_path):
         assert store.append("lobby", "bob", "message", "d") == first + 3
 
 
+def test_ids_reserved_for_events_not_kept_are_never_given_again_after_a_restart(db_path):
+    with HistoryStore.open(db_path) as store:
+        first = store.append("lobby", "alice", "message", "kept")
+        joins = store.reserve(3)  # a join, a leave, a /nick: ids, no rows
+        assert joins == first + 1
+    with HistoryStore.open(db_path) as store:
+        reserved = store.reserve()  # with nothing appended since the last restart either
+        assert reserved == joins + 3
+    with HistoryStore.open(db_path) as store:
+        assert store.append("lobby", "bob", "message", "after") == reserved + 1
+        assert [entry.text for entry in store.recent("lobby")] == ["kept", "after"]
+
+
 SCHEMA_1 = f"""
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT, room_key TEXT NOT NULL, room TEXT NOT NULL,
