@@ -172,6 +172,9 @@ def join(host: str, port: int, name: str | None, tls: bool, cafile: str | None, 
 @click.option("--rate", type=click.FloatRange(0), default=None,
               help="Lines per second per sender; 0: as fast as the server takes them.  "
                    "[default: latency 100, others 0]")
+@click.option("--mode", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="How groupchat's clients speak: its text lines, or its JSON Lines mode "
+                   "(/mode json, as programs use it).  The relay and ncat always speak text.")
 @click.option("--workers", type=click.IntRange(1), default=None,
               help="Load generator processes.  [default: CPUs, at most 4]")
 @click.option("--server-arg", "server_args", multiple=True, metavar="ARG",
@@ -183,8 +186,8 @@ def join(host: str, port: int, name: str | None, tls: bool, cafile: str | None, 
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object instead of text.")
 def bench(scenario: str, target: str, compare: str | None, rounds: int, host: str | None,
           port: int | None, clients: int | None, senders: int | None, messages: int | None,
-          size: int | None, rate: float | None, workers: int | None, server_args: tuple[str, ...],
-          timeout: float, json_output: bool) -> None:
+          size: int | None, rate: float | None, mode: str, workers: int | None,
+          server_args: tuple[str, ...], timeout: float, json_output: bool) -> None:
     """Measure a server under load: SCENARIO is fanout, latency or scale.  Exits 1 if any line
     was lost, duplicated or reordered."""
     from groupchat.bench.runner import DEFAULT_WORKERS, run_bench
@@ -192,7 +195,7 @@ def bench(scenario: str, target: str, compare: str | None, rounds: int, host: st
     targets = [t.strip() for t in compare.split(",") if t.strip()] if compare else [target]
     with _errors_as_one_line():
         sys.exit(run_bench(scenario, targets=targets, host=host, port=port, clients=clients,
-                           senders=senders, messages=messages, size=size, rate=rate,
+                           senders=senders, messages=messages, size=size, rate=rate, mode=mode,
                            rounds=rounds, workers=workers or DEFAULT_WORKERS,
                            server_args=server_args, timeout=timeout, json_output=json_output))
 

@@ -12,7 +12,9 @@ Every line a sender sends says who sent it, its sequence number and when it was 
     ~SENDER:SEQ:SENT_NS:xxxxxxxx...
 
 so each receiver can check, per sender, that every line came exactly once and in order
-(:class:`SequenceChecker`), and how long it took.
+(:class:`SequenceChecker`), and how long it took.  In groupchat's JSON Lines mode
+(:data:`MODE_JSON`) the clients send the same plain lines and find them in the ``text`` of
+the ``msg`` events they receive, every event parsed as a program would.
 
 A worker's life, driven by its parent over a pipe: connect and do the handshake for each
 client (a bounded number at a time), report ``ready``; on ``go`` send (flat out, or at a
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import heapq
+import json
 import multiprocessing
 import os
 import re
@@ -37,14 +40,20 @@ from multiprocessing.connection import Connection, wait
 from typing import Callable, Iterable, Optional, Sequence
 
 from groupchat.errors import BenchError
+from groupchat.jsonl import parse_event
 from groupchat.net import raise_file_limit
 from groupchat.protocol import MISSED_START, NAME_PROMPT, WELCOME_PREFIX, is_refusal, parse_line, parse_missed
 
 # How a target greets a client: groupchat and the naive relay ask a name and welcome it;
-# ncat --chat asks nothing and prefixes each chunk it relays with "<userN> ".
+# ncat --chat asks nothing and prefixes each chunk it relays with "<userN> "; in JSON mode
+# the client asks groupchat for JSON Lines first, and the handshake comes as events.
 MODE_HANDSHAKE = "handshake"
 MODE_NCAT = "ncat"
+MODE_JSON = "json"
 NCAT_WELCOME = b"<announce> already connected: "
+JSON_SWITCH = b"/mode json\n"
+# What a line of the handshake asks of a client (see handshake_step).
+WAIT, ANSWER_NAME, WELCOMED, REFUSED = "wait", "answer name", "welcomed", "refused"
 
 RECV_BYTES = 256 * 1024
 SEND_BATCH_BYTES = 16 * 1024
@@ -64,6 +73,7 @@ WORKER_STOP_SECONDS = 10.0
 HANG_SECONDS = 30.0
 
 _BENCH_LINE = re.compile(rb"~(\d+):(\d+):(\d+):")
+_BENCH_TEXT = re.compile(r"~(\d+):(\d+):(\d+):")  # a msg event's text, decoded
 # groupchat drops room messages a reader is too slow for, and says how many in their place.
 _MISSED_START = MISSED_START.encode()
 
@@ -96,6 +106,75 @@ def scan_lines(data: bytes) -> list[tuple[int, int, int]]:
     return [(int(s), int(n), int(t)) for s, n, t in _BENCH_LINE.findall(data)]
 
 
+def scan_events(data: bytes) -> tuple[list[tuple[str, str, str]], int, int]:
+    """What whole JSON Lines hold for the bench: the ``(sender, seq, sent_ns)`` of each bench
+    line in a ``msg`` event's text, how many messages ``missed`` events say were dropped, and
+    how many lines were no event at all.
+
+    >>> scan_events(b'{"v":1,"type":"msg","from":"c3","text":"~3:7:1000:xx"}\\n'
+    ...             b'{"v":1,"type":"missed","count":4}\\n{"v":1,"type":"join","names":["c5"]}\\n'
+    ...             b'[12:00] <c3> ~3:8:1000:xx\\n')
+    ([('3', '7', '1000')], 4, 1)
+    """
+    try:  # every line in one call: a JSON array of the lines
+        events = json.loads(b"[" + data.rstrip(b"\n").replace(b"\n", b",") + b"]")
+    except ValueError:  # some line is not JSON: take them one by one
+        events = [_json_or_none(line) for line in data.splitlines()]
+    found = []
+    missed = bad = 0
+    for event in events:
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "msg":
+            if match := _BENCH_TEXT.match(event["text"]):
+                found.append(match.groups())
+        elif kind == "missed":
+            missed += event["count"]
+        elif kind is None:
+            bad += 1
+    return found, missed, bad
+
+
+def _json_or_none(line: bytes) -> object:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def handshake_step(mode: str, line: bytes) -> tuple[str, str]:
+    """What one line a target sends before its welcome asks of a client: :data:`WAIT`,
+    :data:`ANSWER_NAME`, :data:`WELCOMED`, or :data:`REFUSED` with why.
+
+    >>> handshake_step(MODE_HANDSHAKE, NAME_PROMPT.encode())
+    ('answer name', '')
+    >>> handshake_step(MODE_JSON, NAME_PROMPT.encode())  # the prompt before the switch: asked again
+    ('wait', '')
+    >>> handshake_step(MODE_JSON, b'{"v":1,"type":"error","code":"NAME_TAKEN","message":"taken"}')
+    ('refused', 'NAME_TAKEN: taken')
+    """
+    if mode == MODE_NCAT:
+        return (WELCOMED if line.startswith(NCAT_WELCOME) else WAIT), ""
+    text = line.decode("utf-8", "replace")
+    if mode != MODE_JSON:
+        if text == NAME_PROMPT:
+            return ANSWER_NAME, ""
+        if is_refusal(text):
+            return REFUSED, text
+        return (WELCOMED if text.startswith(WELCOME_PREFIX) else WAIT), ""
+    if not text.startswith("{"):
+        return WAIT, ""
+    try:
+        event = parse_event(text)
+    except ValueError:
+        return REFUSED, f"not a JSON event: {text[:80]}"
+    kind = event["type"]
+    if kind == "prompt" and event.get("for") == "name":
+        return ANSWER_NAME, ""
+    if kind in ("error", "bye"):
+        return REFUSED, f"{event.get('code')}: {event.get('message')}"
+    return (WELCOMED if kind == "welcome" else WAIT), ""
+
+
 class SequenceChecker:
     """What one receiver got: from each expected sender, lines ``0..count-1``, each once, in order.
 
@@ -117,7 +196,7 @@ class SequenceChecker:
         self.received = 0
         self.duplicated = 0
         self.out_of_order = 0
-        self.unexpected = 0  # from a sender not expected, or a sequence number out of range
+        self.unexpected = 0  # from a sender not expected, a sequence number out of range, or no event
 
     def record(self, sender: int, seq: int) -> bool:
         """Take one delivery; return whether it was a line not received before."""
@@ -268,7 +347,7 @@ class WorkerSpec:
     """What one worker is to do; sent to it when it starts."""
 
     address: tuple[str, int]
-    mode: str  # MODE_HANDSHAKE or MODE_NCAT
+    mode: str  # MODE_HANDSHAKE, MODE_NCAT or MODE_JSON
     client_ids: tuple[int, ...]  # the clients this worker plays
     sender_ids: tuple[int, ...]  # every sender of the benchmark, in any worker
     messages: int  # lines per sender
@@ -350,6 +429,7 @@ class Worker:
         self.finish_checked_at = 0.0
         self.due: list[tuple[int, int, _Client]] = []
         self.interval_ns = int(1e9 / spec.rate) if spec.rate > 0 else 0
+        self.json_events = spec.mode == MODE_JSON
         self.cpu_at_go = 0.0
         self.stopping = False
 
@@ -444,6 +524,8 @@ class Worker:
             self._fail(client, f"cannot connect: {os.strerror(err)}")
             return
         client.state = _GREETING
+        if self.json_events:
+            client.sock.send(JSON_SWITCH)  # a few bytes: always fits
         self._want_write(client, False)
 
     def _greeting(self, client: _Client, data: bytes) -> None:
@@ -451,20 +533,14 @@ class Worker:
         data = client.tail + data
         start = 0
         while (end := data.find(b"\n", start)) >= 0:
-            line = data[start:end].rstrip(b"\r")
+            step, why = handshake_step(self.spec.mode, data[start:end].rstrip(b"\r"))
             start = end + 1
-            if self.spec.mode == MODE_NCAT:
-                welcomed = line.startswith(NCAT_WELCOME)
-            else:
-                text = line.decode("utf-8", "replace")
-                if text == NAME_PROMPT:
-                    client.sock.send(client.name.encode() + b"\n")  # a few bytes: always fits
-                    continue
-                if is_refusal(text):
-                    self._fail(client, f"name {client.name} refused: {text}")
-                    return
-                welcomed = text.startswith(WELCOME_PREFIX)
-            if welcomed:
+            if step == ANSWER_NAME:
+                client.sock.send(client.name.encode() + b"\n")  # a few bytes: always fits
+            elif step == REFUSED:
+                self._fail(client, f"name {client.name} refused: {why}")
+                return
+            elif step == WELCOMED:
                 client.state = _READY
                 client.tail = b""
                 self.opening -= 1
@@ -598,11 +674,17 @@ class Worker:
             cut = data.rfind(b"\n") + 1
             client.tail = data[cut:]
             data = data[:cut]
-        if _MISSED_START in data:
-            self.report.shed += count_missed(data)
-        if b"~" not in data:
-            return
-        new = client.checker.record_all(_BENCH_LINE.findall(data), now_ns, self.report.latencies_ns)
+        if self.json_events:
+            deliveries, missed, not_events = scan_events(data)
+            self.report.shed += missed
+            client.checker.unexpected += not_events
+        else:
+            if _MISSED_START in data:
+                self.report.shed += count_missed(data)
+            if b"~" not in data:
+                return
+            deliveries = _BENCH_LINE.findall(data)
+        new = client.checker.record_all(deliveries, now_ns, self.report.latencies_ns)
         if new:
             self.remaining -= new
             self.delivered += new

@@ -13,6 +13,9 @@ Scenarios:
 - ``latency``: the same at a fixed rate per sender, for send-to-receive latency;
 - ``scale``: N idle clients and one sender: connect time, memory, delivery at size.
 
+In every scenario groupchat's clients speak its text lines, or with ``mode="json"`` its JSON
+Lines mode (what programs use); the relay and ncat, which have no such mode, speak text.
+
 With several targets the rounds are interleaved (A, B, C, A, B, C, ...) so a noisy
 machine affects them alike, and the summary gives per-target medians and their ratios to
 the naive relay.  Every line is checked: a round in which any line is lost, duplicated or
@@ -43,6 +46,7 @@ from typing import Iterator, Optional, Sequence, TextIO
 
 from groupchat.bench.loadgen import (
     MODE_HANDSHAKE,
+    MODE_JSON,
     MODE_NCAT,
     ConnectResult,
     LoadGenerator,
@@ -56,6 +60,7 @@ __all__ = ["BenchError", "run_bench", "SCENARIOS", "TARGETS"]
 
 SCENARIOS = ("fanout", "latency", "scale")
 TARGETS = ("groupchat", "relay", "ncat")
+CLIENT_MODES = ("text", MODE_JSON)  # how groupchat's clients speak: see the module docstring
 REFERENCE = "relay"  # what ratios are taken against
 
 # Per scenario: clients, senders, lines per sender, bytes per line, lines/s per sender
@@ -108,6 +113,7 @@ class LoadPlan:
     messages: int  # lines per sender
     size: int  # bytes per line, newline included
     rate: float  # lines/s per sender; 0: as fast as the server takes them
+    mode: str = "text"  # groupchat's clients: "text" or "json" (JSON Lines)
 
     @property
     def expected(self) -> int:
@@ -118,12 +124,13 @@ class LoadPlan:
         pace = f"at {self.rate:g}/s each" if self.rate else "flat out"
         idle = self.connections - self.senders
         return (f"{self.scenario}: {self.connections:,} clients ({idle:,} only reading), "
-                f"{self.senders:,} sending {self.messages:,} lines of {self.size} bytes {pace}")
+                f"{self.senders:,} sending {self.messages:,} lines of {self.size} bytes {pace}"
+                + ("; groupchat's in JSON mode" if self.mode == MODE_JSON else ""))
 
 
 def make_plan(scenario: str, clients: Optional[int] = None, senders: Optional[int] = None,
               messages: Optional[int] = None, size: Optional[int] = None,
-              rate: Optional[float] = None) -> LoadPlan:
+              rate: Optional[float] = None, mode: str = "text") -> LoadPlan:
     """The scenario's defaults with any of them overridden; :class:`BenchError` if they make no sense.
 
     >>> make_plan("scale", clients=50).connections
@@ -135,6 +142,8 @@ def make_plan(scenario: str, clients: Optional[int] = None, senders: Optional[in
     """
     if scenario not in SCENARIO_DEFAULTS:
         raise BenchError(f'unknown scenario "{scenario}": choose from {", ".join(SCENARIOS)}')
+    if mode not in CLIENT_MODES:
+        raise BenchError(f'unknown mode "{mode}": choose from {", ".join(CLIENT_MODES)}')
     given = dict(clients=clients, senders=senders, messages=messages, size=size, rate=rate)
     knobs = {**SCENARIO_DEFAULTS[scenario], **{k: v for k, v in given.items() if v is not None}}
     if knobs["senders"] < 1 or knobs["messages"] < 1:
@@ -151,7 +160,7 @@ def make_plan(scenario: str, clients: Optional[int] = None, senders: Optional[in
     if connections < 2:
         raise BenchError("a benchmark needs at least two clients")
     return LoadPlan(scenario, connections, knobs["senders"], knobs["messages"], knobs["size"],
-                    float(knobs["rate"]))
+                    float(knobs["rate"]), mode)
 
 
 # -- the servers under test -----------------------------------------------------------------
@@ -415,7 +424,8 @@ def _measure(plan: LoadPlan, target: str, label: str, server: Optional[ServerPro
              address: tuple[str, int], workers: int, timeout: float,
              progress: "ProgressLine") -> _Measurement:
     """Connect the clients, let the server settle, start the senders, collect the reports."""
-    mode = MODE_NCAT if target == "ncat" else MODE_HANDSHAKE
+    mode = (MODE_NCAT if target == "ncat" else MODE_JSON if plan.mode == MODE_JSON and target == "groupchat"
+            else MODE_HANDSHAKE)
     specs = LoadGenerator.plan(
         address, mode, plan.connections, range(plan.senders), workers, messages=plan.messages,
         size=plan.size, rate=plan.rate, timeout=timeout,
@@ -647,25 +657,28 @@ def run_bench(scenario: str, *, targets: Sequence[str] = ("groupchat",),
               host: Optional[str] = None, port: Optional[int] = None,
               clients: Optional[int] = None, senders: Optional[int] = None,
               messages: Optional[int] = None, size: Optional[int] = None,
-              rate: Optional[float] = None, rounds: int = 1, workers: int = DEFAULT_WORKERS,
-              server_args: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT,
-              json_output: bool = False, out: Optional[TextIO] = None,
-              err: Optional[TextIO] = None) -> int:
+              rate: Optional[float] = None, mode: str = "text", rounds: int = 1,
+              workers: int = DEFAULT_WORKERS, server_args: Sequence[str] = (),
+              timeout: float = DEFAULT_TIMEOUT, json_output: bool = False,
+              out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
     """Run ``scenario`` ``rounds`` times against each of ``targets``, interleaved; report on ``out``.
 
     Servers are started for each round unless ``host`` and ``port`` name a running one
     (then only one target, which says how to talk to it).  ``server_args`` go to each
-    ``groupchat serve`` started.  The report is text, or with ``json_output`` one JSON
+    ``groupchat serve`` started; ``mode`` is how groupchat's clients speak ("text" or "json",
+    its JSON Lines mode).  The report is text, or with ``json_output`` one JSON
     object; a progress line goes to ``err`` if it is a terminal.  Returns 0 if every line
     arrived once and in order in every round, else 1; raises :class:`BenchError` when a
     round cannot run at all.
     """
     out = out or sys.stdout
     err = err or sys.stderr
-    plan = make_plan(scenario, clients, senders, messages, size, rate)
+    plan = make_plan(scenario, clients, senders, messages, size, rate, mode)
     targets = list(dict.fromkeys(targets))
     for target in targets:
         check_target(target, plan)
+    if plan.mode == MODE_JSON and "groupchat" not in targets:
+        raise BenchError("JSON mode is groupchat's: the relay and ncat speak only text")
     if (host is None) != (port is None):
         raise BenchError("give both --host and --port to use a running server, or neither")
     address = (host, port) if host is not None else None

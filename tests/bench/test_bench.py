@@ -18,11 +18,27 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from click.testing import CliRunner
 
 from groupchat.bench import runner as bench
-from groupchat.bench.loadgen import NcatDemux, SequenceChecker, make_line, scan_lines
+from groupchat.bench.loadgen import (
+    ANSWER_NAME,
+    MODE_HANDSHAKE,
+    MODE_JSON,
+    REFUSED,
+    WAIT,
+    WELCOMED,
+    NcatDemux,
+    SequenceChecker,
+    handshake_step,
+    make_line,
+    scan_events,
+    scan_lines,
+)
 from groupchat.bench.relay import NaiveRelay, RelayHandler
 from groupchat.bench.runner import BenchError, make_plan, percentile, run_bench, summarize
+from groupchat.cli import cli
+from groupchat.jsonl import render_event
 
 from conftest import Peer, serve_in_thread
 
@@ -138,6 +154,56 @@ def test_one_whole_ncat_chunk_takes_the_short_way():
     assert demux.feed(b"<user4> ~4:0:1:\n~4:1:1:\n") == b"~4:0:1:\n~4:1:1:\n"
 
 
+# -- JSON Lines mode --------------------------------------------------------------------------
+
+def msg_event(text: str, sender: str = "c3") -> bytes:
+    return render_event("msg", id=9, room="lobby", ts="2026-12-01T18:40:12.345Z", **{"from": sender},
+                        text=text)
+
+
+def test_bench_lines_are_found_in_the_text_of_msg_events_only():
+    line = make_line(3, 7, 1000, 64).decode().rstrip("\n")
+    data = (render_event("join", id=1, room="lobby", ts="2026-12-01T18:40:12.345Z", names=["c5"], count=1)
+            + msg_event(line) + msg_event("hello ~4:1:2: in passing")  # not a bench line: it does not start one
+            + render_event("notice", text=line) + msg_event(make_line(5, 0, 2000, 32).decode().rstrip("\n")))
+    assert scan_events(data) == ([("3", "7", "1000"), ("5", "0", "2000")], 0, 0)
+
+
+def test_missed_events_are_counted_and_a_line_that_is_no_event_is_unexpected():
+    data = (msg_event("~3:0:1:") + render_event("missed", count=4) + b"[12:00] <c3> ~3:1:1:\n"
+            + b"42\n" + render_event("missed", count=2) + msg_event("~3:2:1:"))
+    assert scan_events(data) == ([("3", "0", "1"), ("3", "2", "1")], 6, 2)
+    assert scan_events(b"") == ([], 0, 0)
+
+
+@pytest.mark.parametrize("line, step", [
+    (b"*** What is your name?", WAIT),  # sent before the switch: the prompt comes again as an event
+    (render_event("mode", mode="json"), WAIT),
+    (render_event("prompt", **{"for": "name"}), ANSWER_NAME),
+    (render_event("prompt", **{"for": "password"}), WAIT),
+    (render_event("welcome", name="c1", room="lobby", names=[], count=0), WELCOMED),
+    (render_event("error", code="NAME_TAKEN", message="taken"), REFUSED),
+    (render_event("bye", code="FULL", message="the server is full"), REFUSED),
+    (b'{"v":1,"type":', REFUSED),
+])
+def test_the_json_handshake_is_read_from_events(line, step):
+    assert handshake_step(MODE_JSON, line.rstrip(b"\n"))[0] == step
+
+
+def test_the_text_handshake_is_unchanged():
+    assert handshake_step(MODE_HANDSHAKE, b"*** What is your name?") == (ANSWER_NAME, "")
+    assert handshake_step(MODE_HANDSHAKE, b"*** Welcome, c1! Nobody else is here yet.") == (WELCOMED, "")
+    assert handshake_step(MODE_HANDSHAKE, render_event("prompt", **{"for": "name"})) == (WAIT, "")
+
+
+def test_json_mode_needs_groupchat_among_the_targets():
+    with pytest.raises(BenchError, match="unknown mode"):
+        make_plan("fanout", mode="xml")
+    result = CliRunner().invoke(cli, ["bench", "fanout", "--mode", "json", "--target", "relay"])
+    assert result.exit_code == 1
+    assert result.output == "Error: JSON mode is groupchat's: the relay and ncat speak only text\n"
+
+
 # -- statistics and the report ----------------------------------------------------------------
 
 def test_percentile_by_nearest_rank():
@@ -195,7 +261,7 @@ def test_a_failed_round_says_what_went_wrong():
 # -- plans ------------------------------------------------------------------------------------
 
 def test_each_scenario_has_the_issues_defaults():
-    assert make_plan("fanout") == bench.LoadPlan("fanout", 50, 5, 2000, 64, 0.0)
+    assert make_plan("fanout") == bench.LoadPlan("fanout", 50, 5, 2000, 64, 0.0, "text")
     assert make_plan("latency").connections == 50 and make_plan("latency").rate == 100
     assert make_plan("scale", clients=10_000).connections == 10_001
 
@@ -326,13 +392,27 @@ def test_fanout_against_groupchat_and_the_relay_interleaved_delivers_every_line(
     code, report = run_json("fanout", targets=["groupchat", "relay"], rounds=2, **SMALL)
     assert code == 0
     assert report["plan"] == {"scenario": "fanout", "connections": 6, "senders": 2,
-                              "messages": 200, "size": 64, "rate": 0.0, "expected": 2000}
+                              "messages": 200, "size": 64, "rate": 0.0, "mode": "text", "expected": 2000}
     assert_all_delivered(report, ["groupchat", "relay"], rounds=2)
     assert report["reference"] == "relay"
     assert set(report["medians"]) == set(report["ratios"]) == {"groupchat", "relay"}
     assert report["ratios"]["relay"]["deliveries_per_second"] == 1.0
     # groupchat: 6 handler threads and the main and accept threads at least
     assert report["rounds"][0]["server_peak_threads"] >= 8
+
+
+def test_fanout_with_groupchat_in_json_mode_and_the_relay_in_text_delivers_every_line(no_leftovers):
+    code, report = run_json("fanout", targets=["groupchat", "relay"], mode="json", **SMALL)
+    assert code == 0
+    assert report["plan"]["mode"] == "json"
+    assert_all_delivered(report, ["groupchat", "relay"])
+
+
+def test_latency_in_json_mode_delivers_every_line(no_leftovers):
+    code, report = run_json("latency", clients=5, senders=2, messages=20, rate=100, workers=2,
+                            timeout=15, mode="json")
+    assert code == 0
+    assert_all_delivered(report, ["groupchat"])
 
 
 def test_latency_at_a_fixed_rate_delivers_every_line(no_leftovers):
