@@ -135,8 +135,11 @@ def serve(host: str, port: int, password_file: str | None, op_password_file: str
               help="File whose first line is the server's password (or set GROUPCHAT_PASSWORD). "
                    "[default: asked for at a terminal]")
 @click.option("--no-bell", is_flag=True, help="No terminal bell on a mention or a private message.")
+@click.option("--json", "json_events", is_flag=True,
+              help="For programs: print the server's events as JSON Lines on stdout; read lines "
+                   "(messages, /commands or JSON operations) from stdin, and exit 0 once all are answered.")
 def join(host: str, port: int, name: str | None, tls: bool, cafile: str | None, insecure: bool,
-         password_file: str | None, no_bell: bool) -> None:
+         password_file: str | None, no_bell: bool, json_events: bool) -> None:
     """Join the chat served at HOST PORT."""
     from groupchat.client.terminal import run_client
     from groupchat.tls import client_context
@@ -146,7 +149,8 @@ def join(host: str, port: int, name: str | None, tls: bool, cafile: str | None, 
             raise GroupchatError("--cafile and --insecure need --tls")
         password = chat_password(password_file)
         sys.exit(run_client(host=host, port=port, name=name or _login_name(), password=password,
-                            tls=client_context(cafile, insecure) if tls else None, bell=not no_bell))
+                            tls=client_context(cafile, insecure) if tls else None, bell=not no_bell,
+                            json_events=json_events))
 
 
 @cli.command()

@@ -37,6 +37,21 @@ def test_usage_mistakes_are_one_usage_error(args):
     assert "Error:" in result.output and "Traceback" not in result.output
 
 
+def test_join_help_offers_json_for_programs():
+    result = CliRunner().invoke(cli, ["join", "--help"])
+    assert result.exit_code == 0
+    assert "--json" in result.output and "JSON Lines" in result.output
+
+
+def test_join_json_keeps_stdout_for_events_even_when_it_cannot_connect():
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: refused
+        port = closed.getsockname()[1]
+        result = run_cli("join", "127.0.0.1", str(port), "--json", "--name", "bot")
+    assert result.stdout == ""
+    assert_one_line_error(result, "connection refused")
+
+
 def test_two_raw_clients_chat_through_the_real_server(server_process):
     server = server_process()
     alice, bob = Peer(server.address), Peer(server.address)

@@ -1,15 +1,18 @@
-"""How a line from the server looks at a colour terminal, and whether it rings the bell.
+"""How a line for the transcript looks at a colour terminal, and whether it rings the bell.
 
-Pure functions of the line and your name, so every rule is tested without a terminal:
-each name has its own colour, the same in every run (a CRC of the name, not Python's
-randomised ``hash``); notices are dimmed; private messages and lines that mention you are
-highlighted; a private message or a mention from someone else rings the bell.  The colours
-are the terminal's own six hues, so they follow its theme and read on light and dark alike.
+Pure functions of a :class:`~groupchat.client.view.Shown` line and your name, so every rule is
+tested without a terminal: each name has its own colour, the same in every run (a CRC of the
+name, not Python's randomised ``hash``); notices are dimmed; private messages and lines that
+mention you are highlighted; a private message or a mention from someone else rings the bell.
+Whose line it is and what they said come from the event's fields, never from reading the line.
+The colours are the terminal's own six hues, so they follow its theme and read on light and
+dark alike.
 
->>> to_ansi(style_line("[14:03] <bob> hi alice", "alice")) == (
+>>> bob = Shown(LINE_MESSAGE, "[14:03] <bob> hi alice", "bob", "hi alice")
+>>> to_ansi(style_line(bob, "alice")) == (
 ...     "\\x1b[7m[14:03]\\x1b[0m \\x1b[1;35m<bob>\\x1b[0m\\x1b[1m hi alice\\x1b[0m")
 True
->>> should_ring("[14:03] <bob> hi alice", "alice"), should_ring("[14:03] <alice> hi bob", "alice")
+>>> should_ring(bob, "alice"), should_ring(bob, "bob")
 (True, False)
 """
 
@@ -20,15 +23,8 @@ import re
 import zlib
 from typing import Mapping
 
-from groupchat.protocol import (
-    LINE_ACTION,
-    LINE_HANDSHAKE,
-    LINE_MESSAGE,
-    LINE_NOTICE,
-    LINE_PRIVATE,
-    name_key,
-    parse_line,
-)
+from groupchat.client.view import Shown
+from groupchat.protocol import LINE_ACTION, LINE_MESSAGE, LINE_PRIVATE, name_key
 
 # SGR codes (ECMA-48 "select graphic rendition").
 BOLD, DIM, REVERSE = 1, 2, 7
@@ -71,43 +67,42 @@ def _mention_pattern(name: str) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
 
 
-def is_highlighted(line: str, me: str) -> bool:
+def is_highlighted(shown: Shown, me: str) -> bool:
     """Whether a line is a private message (either way) or someone else's line that mentions ``me``."""
-    parsed = parse_line(line)
-    if parsed.kind == LINE_PRIVATE:
+    if shown.kind == LINE_PRIVATE:
         return True
-    return (parsed.kind in _PEOPLE_KINDS and name_key(parsed.sender) != name_key(me)
-            and mentions(parsed.text, me))
+    return shown.kind in _PEOPLE_KINDS and name_key(shown.sender) != name_key(me) and mentions(shown.text, me)
 
 
-def should_ring(line: str, me: str) -> bool:
+def should_ring(shown: Shown, me: str) -> bool:
     """Whether a line should ring the bell: someone else's private message to you, or mention of you.
 
-    >>> should_ring("[14:03] (private) <bob> psst", "alice")
+    >>> should_ring(Shown(LINE_PRIVATE, "[14:03] (private) <bob> psst", "bob", "psst"), "alice")
     True
-    >>> should_ring("[14:03] (private to bob) <alice> psst", "alice")
+    >>> should_ring(Shown(LINE_PRIVATE, "[14:03] (private to bob) <alice> psst", "alice", "psst"), "alice")
     False
     """
-    parsed = parse_line(line)
-    return name_key(parsed.sender) != name_key(me) and is_highlighted(line, me)
+    return name_key(shown.sender) != name_key(me) and is_highlighted(shown, me)
 
 
-def style_line(line: str, me: str) -> list[Fragment]:
-    """The line cut into styled fragments that join back into exactly ``line``.
+def style_line(shown: Shown, me: str) -> list[Fragment]:
+    """The line cut into styled fragments that join back into exactly ``shown.line``: a person's
+    line is its stamp, the mark with their name (``<bob>``, ``* bob``, ``(private) <bob>``) and
+    what they said; anything else is dimmed whole.
 
-    >>> style_line("[14:03] *** bob joined", "alice")
+    >>> style_line(Shown("notice", "[14:03] *** bob joined"), "alice")
     [((2,), '[14:03] *** bob joined')]
     """
-    parsed = parse_line(line)
-    if parsed.kind in (LINE_NOTICE, LINE_HANDSHAKE):
+    line = shown.line
+    if not shown.sender or not line.startswith("[") or not line.endswith(" " + shown.text):
         return [(NOTICE_STYLE, line)]
-    highlighted = is_highlighted(line, me)
-    stamp_end = len(f"[{parsed.stamp}]")
-    text_start = len(line) - len(parsed.text) - 1  # the text with the space before it
+    highlighted = is_highlighted(shown, me)
+    stamp_end = line.index("]") + 1
+    text_start = len(line) - len(shown.text) - 1  # the text with the space before it
     return [
         (HIGHLIGHT_STAMP_STYLE if highlighted else STAMP_STYLE, line[:stamp_end]),
         ((), " "),
-        ((BOLD, name_colour(parsed.sender)), line[stamp_end + 1:text_start]),  # "<bob>", "* bob", ...
+        ((BOLD, name_colour(shown.sender)), line[stamp_end + 1:text_start]),  # "<bob>", "* bob", ...
         (HIGHLIGHT_TEXT_STYLE if highlighted else (), line[text_start:]),
     ]
 
@@ -141,7 +136,7 @@ class Painter:
         self.colour = colour
         self.bell = bell
 
-    def paint(self, line: str, me: str) -> str:
-        """``line`` as it should be printed for ``me``."""
-        shown = to_ansi(style_line(line, me)) if self.colour else line
-        return shown + BELL if self.bell and should_ring(line, me) else shown
+    def paint(self, shown: Shown, me: str) -> str:
+        """The line as it should be printed for ``me``."""
+        printed = to_ansi(style_line(shown, me)) if self.colour else shown.line
+        return printed + BELL if self.bell and should_ring(shown, me) else printed

@@ -1,7 +1,8 @@
 """Tab completion for the join client's prompt: the chat's commands, and the names it has seen.
 
-:class:`KnownNames` is fed every line the server sends and keeps who is around; it does no
-I/O, so it is tested by feeding it lines.  :class:`ChatCompleter` is the prompt_toolkit
+:class:`KnownNames` is fed every event the server sends and keeps who is around, from the
+events' fields (a welcome's names, who joined, left or was renamed, who spoke); it does no
+I/O, so it is tested by feeding it events.  :class:`ChatCompleter` is the prompt_toolkit
 completer that offers a command for a ``/word`` at the start of the line and a name for
 any other word (so ``/msg bo`` and ``/kick bo`` complete too).
 """
@@ -9,37 +10,33 @@ any other word (so ``/msg bo`` and ``/kick bo`` complete too).
 from __future__ import annotations
 
 import threading
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
-from groupchat.protocol import (
-    CHAT_COMMANDS,
-    LINE_NOTICE,
-    name_key,
-    parse_comings,
-    parse_entered,
-    parse_line,
-    parse_moved,
-    parse_rename,
-    parse_welcome,
-    parse_who,
-)
+from groupchat.client.session import MODE_COMMAND
+from groupchat.protocol import CHAT_COMMANDS, name_key
 
-CHAT_COMMAND_NAMES = tuple(spec.name for spec in CHAT_COMMANDS)
+# The client keeps /mode to itself (see session.kept_back), so it is not offered.
+CHAT_COMMAND_NAMES = tuple(spec.name for spec in CHAT_COMMANDS if spec.name != MODE_COMMAND)
+# Events that list who is in your room, and events whose sender is a person.
+_LISTING_EVENTS = ("welcome", "enter", "who", "join")
+_SPEAKING_EVENTS = ("msg", "me", "dm", "history")
 
 
 class KnownNames:
-    """The names of the people around, as learnt from what the server sends; unique ignoring case.
+    """The names of the people around, as learnt from the server's events; unique ignoring case.
 
     Thread-safe: the client's reader thread feeds it while the prompt's thread completes.
 
     >>> names = KnownNames()
-    >>> for line in ["*** Welcome, alice! Here now: bob, Carol.", "[14:03] *** dave, frank joined",
-    ...              "[14:04] <erin> hi", "[14:05] *** bob left (quit)",
-    ...              "[14:06] *** dave is now known as dan"]:
-    ...     names.heard(line)
+    >>> for event in [{"type": "welcome", "name": "alice", "names": ["bob", "Carol"], "count": 2},
+    ...               {"type": "join", "names": ["dave", "frank"], "count": 2},
+    ...               {"type": "msg", "from": "erin", "text": "hi"},
+    ...               {"type": "leave", "names": ["bob"], "count": 1, "reason": "quit"},
+    ...               {"type": "nick", "old": "dave", "new": "dan"}]:
+    ...     names.heard(event)
     >>> names.starting("")
     ['Carol', 'dan', 'erin', 'frank']
     >>> names.starting("c")
@@ -50,15 +47,21 @@ class KnownNames:
         self._names: dict[str, str] = {}  # name_key -> the name as last seen
         self._lock = threading.Lock()
 
-    def heard(self, line: str) -> None:
-        """Learn from one line the server sent: who speaks, arrives, leaves or is renamed."""
-        parsed = parse_line(line)
-        if parsed.sender:
-            self._add(parsed.sender)
-        elif parsed.kind == LINE_NOTICE:
-            self._notice(parsed.text)
-        elif welcome := parse_welcome(line):
-            self._add_all(welcome[1])
+    def heard(self, event: Mapping[str, Any]) -> None:
+        """Learn from one event: who is listed, speaks, arrives, leaves or is renamed."""
+        kind = event.get("type")
+        if kind in _LISTING_EVENTS:
+            self._add_all(event.get("names", []))
+        elif kind in _SPEAKING_EVENTS:
+            self._add_all([event.get("from"), event.get("to")])
+        elif kind == "leave":
+            if event.get("to"):  # still online, in another room: /msg reaches them
+                self._add_all(event.get("names", []))
+            else:
+                self._forget_all(event.get("names", []))
+        elif kind == "nick":
+            self._forget_all([event.get("old")])
+            self._add_all([event.get("new")])
 
     def starting(self, prefix: str) -> list[str]:
         """The known names that start with ``prefix`` ignoring case, sorted that way."""
@@ -67,32 +70,17 @@ class KnownNames:
             found = [name for k, name in self._names.items() if k.startswith(key)]
         return sorted(found, key=name_key)
 
-    def _notice(self, text: str) -> None:
-        if renamed := parse_rename(text):
-            self._forget(renamed[0])
-            self._add(renamed[1])
-        elif moved := parse_moved(text):
-            self._add(moved[0])  # still online, in another room: /msg reaches them
-        elif comings := parse_comings(text):
-            self._add_all(comings[0])
-            for name in comings[1]:
-                self._forget(name)
-        elif entered := parse_entered(text):
-            self._add_all(entered[1])
-        elif who := parse_who(text):
-            self._add_all(who[1])
-
-    def _add_all(self, names: list[str]) -> None:
-        for name in names:
-            self._add(name)
-
-    def _add(self, name: str) -> None:
+    def _add_all(self, names: Iterable[Any]) -> None:
         with self._lock:
-            self._names[name_key(name)] = name
+            for name in names:
+                if isinstance(name, str) and name:
+                    self._names[name_key(name)] = name
 
-    def _forget(self, name: str) -> None:
+    def _forget_all(self, names: Iterable[Any]) -> None:
         with self._lock:
-            self._names.pop(name_key(name), None)
+            for name in names:
+                if isinstance(name, str):
+                    self._names.pop(name_key(name), None)
 
 
 class ChatCompleter(Completer):

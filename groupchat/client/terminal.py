@@ -1,31 +1,35 @@
-"""The ``groupchat join`` client: a reader thread prints what the server sends, the input loop sends.
+"""The ``groupchat join`` client: a reader thread shows what the server sends, the input loop sends.
+
+It answers the server's greeting by switching the connection to JSON Lines
+(:mod:`groupchat.jsonl`), so the client reads the server's events, never its sentences:
+:class:`~groupchat.client.session.Session` follows them (your name, your room, the last id
+seen in each room, the answers to what you sent), and for a person
+:class:`~groupchat.client.view.View` renders each into the line a text connection gets.
 
 With stdin a terminal the input loop is a prompt_toolkit prompt in the main thread, and incoming
-lines are printed above it (``patch_stdout``) so they never garble a half-typed line; each line
-you send is echoed as the others will see it.  With stdin a pipe or a file, its lines are sent
-as they come; at its end the client half-closes the connection and waits a little for the
-server to close, printing whatever still arrives.
+lines are printed above it (``patch_stdout``) so they never garble a half-typed line.  Each line
+you send goes as a labeled operation, and is shown as the others see it once the server
+acknowledges it.  With stdin a pipe or a file, its lines are sent as they come; at its end the
+client waits until the server has answered every one (while answers keep coming), says
+``/quit``, and prints what still arrives until the server closes.  With ``json_events``
+(``join --json``) it does the same for a program: the events go to stdout as they come, one
+JSON object a line, and a piped line that is a JSON object is sent as it is.
 
 At a terminal, lines are coloured (:mod:`groupchat.client.colours`) unless stdout is not a terminal
 or ``NO_COLOR`` is set, a mention or a private message rings the bell, Tab completes commands
 and names (:mod:`groupchat.client.completion`) and the up arrow recalls your earlier lines.
-
-The decisions are small classes with no I/O, tested by calling them: :class:`Handshake` (what
-to do with each line until the server lets you in) and :class:`Me` (how your own lines look
-to the others, your name after ``/nick``, whether you said ``/quit``).  The rest moves bytes;
-over TLS the two threads share the connection through a :class:`TLSConnection`.
+Over TLS the two threads share the connection through a :class:`TLSConnection`.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
+import json
 import os
 import socket
 import ssl
 import sys
 import threading
-import time
 from collections import deque
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, TextIO, Union
@@ -35,166 +39,38 @@ from prompt_toolkit.application import Application
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from groupchat import jsonl
 from groupchat.client.colours import Painter, colour_allowed
 from groupchat.client.completion import ChatCompleter, KnownNames
+from groupchat.client.session import Handshake, Heard, Sent, Session, Step, kept_back
+from groupchat.client.view import Shown, View, clean_event
 from groupchat.errors import ConnectError, ConnectionLostError, NameRefusedError, NoNewlineError
 from groupchat.net import format_address
 from groupchat.passwords import PASSWORD_ENV
-from groupchat.protocol import (
-    ENCODING,
-    LINE_NOTICE,
-    MAX_LINE_BYTES,
-    NAME_PROMPT,
-    PASSWORD_PROMPT,
-    STAMP_FORMAT,
-    LineBuffer,
-    LineTooLong,
-    clean_text,
-    encode_line,
-    is_refusal,
-    is_welcome,
-    message_text,
-    parse_line,
-    parse_rename,
-    refusal_reason,
-    render_action,
-    render_message,
-    split_command,
-)
+from groupchat.protocol import LINE_HANDSHAKE, MAX_LINE_BYTES, LineBuffer, LineTooLong, clean_text, encode_line
 from groupchat.tls import TLSConnection, describe_tls_error
 
 # For connecting, and then for each answer during the handshake: a port that is not a
 # groupchat server (it never asks for a name) fails instead of hanging.
 CONNECT_TIMEOUT_SECONDS = 10.0
-# Piped input: after the last line, how long to wait for the server to close and print what comes.
+# Piped input, after its last line: how long the server may go without answering any of the
+# lines still unanswered before the client gives up on them, and then how long to wait for
+# the server to close after /quit, printing what comes.
+ANSWER_TIMEOUT_SECONDS = 10.0
 DRAIN_TIMEOUT_SECONDS = 5.0
 # How long to wait for the reader thread once its socket is shut down (it ends at once).
 STOP_TIMEOUT_SECONDS = 1.0
 READ_BYTES = 64 * 1024
-# Longest line taken from the server: a relayed line is its sender's (MAX_LINE_BYTES, or what a
-# server's --max-line allows) plus a stamp and a name.
-MAX_SERVER_LINE_BYTES = 16 * MAX_LINE_BYTES
+# Longest line taken from the server: a relayed message (MAX_LINE_BYTES, or what a server's
+# --max-line allows) as a JSON event, or the answer to /who, which names everyone in the room.
+MAX_SERVER_LINE_BYTES = 256 * MAX_LINE_BYTES
+SWITCH_TO_JSON = encode_line(f"/mode {jsonl.MODE_JSON}")
+QUIT = encode_line("/quit")
 PROMPT = "> "
 ASK_NAME = "Name: "
 ASK_PASSWORD = "Password: "
 
 Line = Union[str, LineTooLong]
-
-
-# -- decisions, no I/O ------------------------------------------------------------------------
-
-class Step(enum.Enum):
-    """What to do with one line the server sent during the handshake."""
-
-    SEND_PASSWORD = enum.auto()  # the server has a password and asks for it
-    SEND_NAME = enum.auto()  # the server asks for the name
-    ASK_ANOTHER_NAME = enum.auto()  # it refused the name and asks again
-    SHOW = enum.auto()  # a line for the person: a refusal, or anything unexpected
-    PASSWORD_REFUSED = enum.auto()  # the refusal of the password just sent: show it; it is over
-    JOINED = enum.auto()  # the welcome: show it; the chat has begun
-
-
-class Handshake:
-    """The client's half of the handshake (password, name): fed the server's lines, it says what next.
-
-    >>> handshake = Handshake("bob")
-    >>> handshake.feed(NAME_PROMPT).name
-    'SEND_NAME'
-    >>> handshake.feed('*** Sorry, the name "bob" is taken.').name
-    'SHOW'
-    >>> handshake.feed(NAME_PROMPT).name, handshake.refusal
-    ('ASK_ANOTHER_NAME', 'the name "bob" is taken')
-    >>> handshake.rename("rob")
-    >>> handshake.feed("*** Welcome, rob! Here now: bob.").name
-    'JOINED'
-
-    A refusal that answers the password, not a name, ends it:
-
-    >>> handshake = Handshake("bob")
-    >>> handshake.feed(PASSWORD_PROMPT).name
-    'SEND_PASSWORD'
-    >>> handshake.feed("*** Sorry, wrong password; goodbye.").name
-    'PASSWORD_REFUSED'
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name.strip()  # as the server will take it
-        self.refusal: Optional[str] = None  # the server's last reason for refusing a name
-        self._password_pending = False  # a password was asked for, and no name yet
-
-    def feed(self, line: Line) -> Step:
-        if isinstance(line, LineTooLong):
-            return Step.SHOW
-        if line == PASSWORD_PROMPT:
-            self._password_pending = True
-            return Step.SEND_PASSWORD
-        if is_welcome(line):
-            return Step.JOINED
-        if is_refusal(line):
-            if self._password_pending:
-                return Step.PASSWORD_REFUSED
-            self.refusal = refusal_reason(line)
-            return Step.SHOW
-        if line == NAME_PROMPT:
-            self._password_pending = False  # the password, if any, was taken
-            return Step.SEND_NAME if self.refusal is None else Step.ASK_ANOTHER_NAME
-        return Step.SHOW
-
-    def rename(self, name: str) -> None:
-        """Take the name to offer next, after a refusal."""
-        self.name = name.strip()
-        self.refusal = None
-
-
-class Me:
-    """You, as the server knows you once joined: your name, and whether you said ``/quit``.
-
-    It follows the server's rules for a line: ``/command ...`` is for the server, and the others
-    see nothing of it but a ``/me`` action; ``//text`` is a message starting with "/"; the rest
-    are messages.
-
-    >>> me = Me("alice")
-    >>> me.echo("hi", "14:03")
-    '[14:03] <alice> hi'
-    >>> me.echo("/me waves", "14:03")
-    '[14:03] * alice waves'
-    >>> me.echo("//etc/hosts", "14:03")
-    '[14:03] <alice> /etc/hosts'
-    >>> me.echo("/who", "14:03") is None
-    True
-    >>> me.heard("[14:04] *** alice is now known as al")
-    >>> me.name
-    'al'
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.quitting = False
-
-    def echo(self, line: str, stamp: str) -> Optional[str]:
-        """``line`` as the others see it once sent, or None if they will not see it."""
-        if len(line.encode(ENCODING)) > MAX_LINE_BYTES:
-            return None  # the server refuses it and tells you so
-        command = split_command(line)
-        if command is None:
-            return render_message(stamp, self.name, message_text(line))
-        name, argument = command
-        if name == "me" and argument:
-            return render_action(stamp, self.name, argument)
-        return None
-
-    def sent(self, line: str) -> None:
-        """Note a line on its way to the server: after ``/quit`` its closing is expected."""
-        command = split_command(line)
-        if command is not None and command[0] == "quit":
-            self.quitting = True
-
-    def heard(self, line: str) -> None:
-        """Follow your own ``/nick``, from the notice the server sends your room and you."""
-        parsed = parse_line(line)
-        renamed = parse_rename(parsed.text) if parsed.kind == LINE_NOTICE else None
-        if renamed and renamed[0] == self.name:
-            self.name = renamed[1]
 
 
 def outgoing_lines(typed: str) -> list[str]:
@@ -205,6 +81,81 @@ def outgoing_lines(typed: str) -> list[str]:
     """
     lines = (clean_text(line) for line in typed.splitlines())
     return [line for line in lines if line.strip()]
+
+
+def parsed(line: Line) -> Heard:
+    """What a line from the server is: an event, or text (sent before it read the switch to JSON).
+
+    >>> parsed('{"v":1,"type":"mode","mode":"json"}')["type"], parsed("*** What is your name?")
+    ('mode', '*** What is your name?')
+    """
+    if isinstance(line, LineTooLong):
+        return line
+    try:
+        return jsonl.parse_event(line)
+    except ValueError:
+        return line
+
+
+# -- where what the server sends goes ---------------------------------------------------------
+
+class Output:
+    """Takes what the server sends: the session follows it, then :meth:`present` shows it."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def take(self, line: Heard) -> None:
+        answered = self.session.heard(line) if isinstance(line, dict) else None
+        self.present(line, answered)
+
+    def present(self, line: Heard, answered: Optional[Sent]) -> None:
+        raise NotImplementedError
+
+
+class Transcript(Output):
+    """For a person: each event as text mode shows it, painted for the terminal; names noted for Tab."""
+
+    def __init__(self, session: Session, show: Callable[[str], None], painter: Painter) -> None:
+        super().__init__(session)
+        self.show = show
+        self.painter = painter
+        self.view = View(session)
+        self.names = KnownNames()
+
+    def present(self, line: Heard, answered: Optional[Sent]) -> None:
+        if isinstance(line, LineTooLong):
+            shown = [Shown(LINE_HANDSHAKE, f"(a line longer than {line.limit} bytes from the server was left out)")]
+        elif isinstance(line, str):
+            shown = [Shown(LINE_HANDSHAKE, line)]
+        else:
+            self.names.heard(line)
+            shown = self.view.lines(line, answered)
+        for one in shown:
+            self.show(self.painter.paint(one, self.session.name))
+
+    def note(self, text: str) -> None:
+        """A notice from the client itself."""
+        self.show(self.painter.paint(self.view.notice(text), self.session.name))
+
+
+class EventLog(Output):
+    """For a program (``join --json``): each event on stdout, one JSON object a line, and nothing
+    else there; what is not an event is told on stderr.  Strings are cleaned as a person's lines
+    are, so stdout can go to a terminal too."""
+
+    def __init__(self, session: Session, stdout: Optional[TextIO]) -> None:
+        super().__init__(session)
+        self.stdout = stdout
+
+    def present(self, line: Heard, answered: Optional[Sent]) -> None:
+        if isinstance(line, dict):
+            print(json.dumps(clean_event(line), ensure_ascii=False, separators=(",", ":")),
+                  file=self.stdout, flush=True)
+        elif isinstance(line, LineTooLong):
+            _warn(f"a line longer than {line.limit} bytes from the server was left out")
+        else:
+            _warn(f"the server said: {line}")
 
 
 # -- bytes and sockets --------------------------------------------------------------------
@@ -280,44 +231,47 @@ def _tls_failure(exc: OSError) -> str:
 
 
 class ServerReader(threading.Thread):
-    """Shows each line the server sends until the connection ends, then records why and calls ``on_end``.
+    """Hands each line the server sends to ``output`` until the connection ends, then records why
+    and calls ``on_end``.
 
     ``end`` is None while the connection lasts, then the :class:`ConnectionLostError` to raise
     if nobody meant it to end; whoever started the reader knows whether somebody did.
     """
 
-    def __init__(self, lines: LineReader, show: Callable[[str], None],
+    def __init__(self, lines: LineReader, output: Output,
                  on_end: Callable[[ConnectionLostError], None]) -> None:
         super().__init__(name="server-reader", daemon=True)
         self._lines = lines
-        self._show = show
+        self._output = output
         self._on_end = on_end
         self.end: Optional[ConnectionLostError] = None
 
     def run(self) -> None:
         try:
             while (line := self._lines.read_line()) is not None:
-                self._show(_displayed(line))
+                self._output.take(parsed(line))
             self.end = _lost()
         except OSError as exc:
             self.end = _lost(exc)
         except NoNewlineError as exc:
             self.end = ConnectionLostError(f"the server {exc}")
+        self._output.session.labels.close()  # no answer comes now: stop waiting for one
         self._on_end(self.end)
 
 
 class StdinSender(threading.Thread):
-    """Sends piped input's lines in order, then half-closes so the server sees EOF after the last.
+    """Sends piped input's lines in order, each as ``encode`` makes it, then calls ``on_end``.
 
-    ``sent_all`` turns true just before the half-close, so a close the server makes in answer
-    counts as expected; ``error`` is what stopped the sending early, if anything did.
+    ``sent_all`` turns true once the input has ended and all of it was sent; ``error`` is what
+    stopped the sending early, if anything did.
     """
 
-    def __init__(self, lines: LineReader, sock: Connection, me: Me, on_end: Callable[[], None]) -> None:
+    def __init__(self, lines: LineReader, sock: Connection, encode: Callable[[str], bytes],
+                 on_end: Callable[[], None]) -> None:
         super().__init__(name="stdin-sender", daemon=True)
         self._lines = lines
         self._sock = sock
-        self._me = me
+        self._encode = encode
         self._on_end = on_end
         self.sent_all = False
         self.error: Optional[OSError] = None
@@ -326,13 +280,15 @@ class StdinSender(threading.Thread):
         try:
             while (line := self._lines.read_line()) is not None:
                 if isinstance(line, LineTooLong):
-                    print(f"groupchat: a line longer than {line.limit} bytes was not sent", file=sys.stderr)
+                    _warn(f"a line longer than {line.limit} bytes was not sent")
                     continue
                 for text in outgoing_lines(line):
-                    self._me.sent(text)
-                    self._sock.sendall(encode_line(text))
+                    why = kept_back(text)
+                    if why is None:
+                        self._sock.sendall(self._encode(text))
+                    else:
+                        _warn(f"{why}: {text}")
             self.sent_all = True
-            self._sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
             self.error = exc
         self._on_end()
@@ -341,105 +297,106 @@ class StdinSender(threading.Thread):
 # -- the client ------------------------------------------------------------------------------
 
 def run_client(*, host: str, port: int, name: str, password: Optional[str] = None,
-               tls: Optional[ssl.SSLContext] = None, bell: bool = True,
+               tls: Optional[ssl.SSLContext] = None, bell: bool = True, json_events: bool = False,
                stdin: Optional[TextIO] = None, stdout: Optional[TextIO] = None) -> int:
     """Chat at ``host`` ``port`` as ``name`` until the person leaves, or piped input ends; return 0.
 
     ``password`` answers a server that asks for one; without it a person at a terminal is asked.
     ``tls`` is the context to connect with TLS (see :func:`groupchat.tls.client_context`).
     At a terminal lines are coloured, unless stdout is not one or ``NO_COLOR`` is set, and
-    with ``bell`` a mention or a private message rings it; piped, lines are printed as they came.
+    with ``bell`` a mention or a private message rings it; piped, lines are printed plain.
+    With ``json_events`` stdout gets the server's events, one JSON object a line, and stdin is
+    read as piped input whatever it is.
     Raises :class:`~groupchat.errors.ConnectError` when it cannot connect (or no password can be
     given, or the password is refused), :class:`~groupchat.errors.NameRefusedError` when the
     name is refused and stdin is not a terminal to ask for another, and
-    :class:`~groupchat.errors.ConnectionLostError` when the server goes away.  ``stdin`` and
-    ``stdout`` default to the process's; when ``stdin`` is a terminal, prompt_toolkit reads the
-    process's terminal, else ``stdin.buffer`` is read.
+    :class:`~groupchat.errors.ConnectionLostError` when the server goes away (or, piped, leaves
+    lines unanswered).  ``stdin`` and ``stdout`` default to the process's; when ``stdin`` is a
+    terminal, prompt_toolkit reads the process's terminal, else ``stdin.buffer`` is read.
     """
     stdin = sys.stdin if stdin is None else stdin
     # With file=None, print looks up sys.stdout each time: patch_stdout's proxy while prompting.
     show = functools.partial(print, file=stdout, flush=True)
-    at_terminal = stdin.isatty()
+    at_terminal = stdin.isatty() and not json_events
     to_terminal = at_terminal and (sys.stdout if stdout is None else stdout).isatty()
-    transcript = Transcript(show, Painter(colour=to_terminal and colour_allowed(os.environ),
-                                          bell=to_terminal and bell))
+    session = Session(name)
+    transcript = None if json_events else Transcript(
+        session, show, Painter(colour=to_terminal and colour_allowed(os.environ), bell=to_terminal and bell))
+    output = transcript or EventLog(session, stdout)
     try:
         with connect(host, port, tls) as sock:
-            show(f"Connected to server at ({host}, {port})")
+            if not json_events:
+                show(f"Connected to server at ({host}, {port})")
             lines = LineReader(sock.recv, LineBuffer(MAX_SERVER_LINE_BYTES, collapse_blanks=False))
             ask = _ask_person if at_terminal else None
-            me = Me(_run_handshake(sock, lines, Handshake(name), transcript, ask, password,
-                                   tls=tls is not None))
-            if at_terminal:
-                _chat_at_terminal(sock, lines, me, transcript)
+            _run_handshake(sock, lines, Handshake(name), output, ask, password, tls=tls is not None)
+            if transcript is not None and at_terminal:
+                _chat_at_terminal(sock, lines, transcript)
             else:
-                _chat_from_pipe(sock, lines, me, transcript.show, stdin)
+                _chat_from_pipe(sock, lines, output, stdin, json_events)
     except (EOFError, KeyboardInterrupt):
-        pass  # Ctrl-D or Ctrl-C: the person chose to leave
+        pass  # Ctrl-D or Ctrl-C while asked for a name or password: the person chose to leave
     return 0
 
 
-class Transcript:
-    """What the person sees: each line painted for the terminal, and the names in it noted for Tab."""
-
-    def __init__(self, show: Callable[[str], None], painter: Painter) -> None:
-        self.show = show
-        self.painter = painter
-        self.names = KnownNames()
-
-    def line(self, line: str, me: str) -> None:
-        """Show a line from the server, or one of yours as the others see it, to ``me``."""
-        self.names.heard(line)
-        self.show(self.painter.paint(line, me))
-
-
-def _chat_at_terminal(sock: Connection, lines: LineReader, me: Me, transcript: Transcript) -> None:
+def _chat_at_terminal(sock: Connection, lines: LineReader, transcript: Transcript) -> None:
     """A prompt in this thread sends what is typed; the server's lines are printed above it."""
-    session: PromptSession[str] = PromptSession(
+    prompter: PromptSession[str] = PromptSession(
         erase_when_done=True, history=InMemoryHistory(), completer=ChatCompleter(transcript.names),
         complete_while_typing=False)  # Tab completes; a menu popping up mid-sentence would not help
-    app = session.app
-
-    def hear(line: str) -> None:
-        me.heard(line)
-        transcript.line(line, me.name)
-
+    app = prompter.app
     # raw: the colours' escape codes pass through; the server's text was cleaned of any of its own.
     interrupt = functools.partial(_interrupt_prompt, app)
-    with patch_stdout(raw=True), _reading(sock, lines, hear, interrupt) as reader:
+    with patch_stdout(raw=True), _reading(sock, lines, transcript, interrupt) as reader:
         while True:
             try:
-                typed = session.prompt(PROMPT, pre_run=lambda: _end_prompt(app, reader.end))
+                typed = prompter.prompt(PROMPT, pre_run=lambda: _end_prompt(app, reader.end))
             except ConnectionLostError:
-                if me.quitting:
+                if transcript.session.quitting:
                     return
                 raise
+            except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C: the person chose to leave
+                try:
+                    sock.sendall(QUIT)  # so the server ends the session, not holds it for a return
+                except OSError:
+                    pass  # the connection is gone already
+                return
             for line in outgoing_lines(typed):
-                me.sent(line)
-                _send(sock, line)
-                echo = me.echo(line, time.strftime(STAMP_FORMAT))
-                if echo is not None:
-                    transcript.line(echo, me.name)
+                why = kept_back(line)
+                if why is None:
+                    _send(sock, transcript.session.op_line(line))
+                else:
+                    transcript.note(why)
 
 
-def _chat_from_pipe(sock: Connection, lines: LineReader, me: Me, show: Callable[[str], None],
-                    stdin: TextIO) -> None:
-    """Send the piped lines; after the last, wait (bounded) for the server to close."""
+def _chat_from_pipe(sock: Connection, lines: LineReader, output: Output, stdin: TextIO,
+                    json_events: bool) -> None:
+    """Send the piped lines; after the last, wait (bounded) for their answers, then /quit and
+    wait (bounded) for the server to close."""
+    session = output.session
     ended = threading.Event()  # set by whichever thread finishes first, and by the other
-    with _reading(sock, lines, show, lambda end: ended.set()) as reader:
+    with _reading(sock, lines, output, lambda end: ended.set()) as reader:
         # Piped input may hold lines too long to send; they are skipped, whatever their length.
         piped_lines = LineReader(stdin.buffer.read1, LineBuffer(max_unterminated=sys.maxsize))
-        sender = StdinSender(piped_lines, sock, me, ended.set)
+        sender = StdinSender(piped_lines, sock, session.program_line if json_events else session.op_line,
+                             ended.set)
         sender.start()
         ended.wait()
-        if not (sender.sent_all or me.quitting):
+        unanswered = session.labels.wait(ANSWER_TIMEOUT_SECONDS) if sender.sent_all else 0
+        if reader.end is not None or not sender.sent_all:
+            if session.quitting:
+                return
             raise reader.end or _lost(sender.error)
+        _send(sock, QUIT)
         reader.join(DRAIN_TIMEOUT_SECONDS)
+        if unanswered:
+            raise ConnectionLostError(f"the server left {unanswered} of your lines unanswered for "
+                                      f"{ANSWER_TIMEOUT_SECONDS:g} s")
 
 
-def _run_handshake(sock: Connection, lines: LineReader, handshake: Handshake, transcript: Transcript,
-                   ask: Optional[Callable[[str, bool], str]], password: Optional[str], tls: bool) -> str:
-    """Run the handshake; return the name the server accepted.
+def _run_handshake(sock: Connection, lines: LineReader, handshake: Handshake, output: Output,
+                   ask: Optional[Callable[[str, bool], str]], password: Optional[str], tls: bool) -> None:
+    """Run the handshake until the server lets you in.
 
     ``ask(question, secret)`` asks the person at the terminal.  Without it (no terminal) a
     refused name raises :class:`NameRefusedError`, and a password asked for and not given
@@ -447,32 +404,36 @@ def _run_handshake(sock: Connection, lines: LineReader, handshake: Handshake, tr
     """
     given = password is not None  # by the caller, not typed at the terminal
     while True:
-        line = _handshake_line(lines, handshake, tls)
+        line = parsed(_handshake_line(lines, handshake, tls))
         step = handshake.feed(line)
-        if step is Step.SEND_PASSWORD:
+        if step is not Step.SWITCH:  # the greeting in text is asked again as an event
+            output.take(line)
+        if step is Step.SWITCH:
+            _send(sock, SWITCH_TO_JSON)
+        elif step is Step.NO_JSON:
+            raise ConnectError("the server has no JSON mode, which this client needs: "
+                               "is it an older groupchat server?")
+        elif step is Step.SEND_PASSWORD:
             if password is None:
                 if ask is None:
                     raise ConnectError("the server wants a password, and stdin is not a terminal "
                                        "to ask for it")
                 password = ask(ASK_PASSWORD, True)
-            _send(sock, password)
+            _send(sock, encode_line(password))
         elif step is Step.PASSWORD_REFUSED:
-            transcript.line(_displayed(line), handshake.name)
             raise ConnectError("the server refused the password" +
                                (f" (from --password-file or {PASSWORD_ENV})" if given else ""))
         elif step is Step.SEND_NAME:
-            _send(sock, handshake.name)
+            _send(sock, encode_line(handshake.name))
         elif step is Step.ASK_ANOTHER_NAME:
             if ask is None:
                 raise NameRefusedError(f'the server refused the name "{handshake.name}": '
                                        f"{handshake.refusal}; choose another with --name")
             handshake.rename(ask(ASK_NAME, False))
-            _send(sock, handshake.name)
-        else:
-            transcript.line(_displayed(line), handshake.name)
-            if step is Step.JOINED:
-                sock.settimeout(None)
-                return handshake.name
+            _send(sock, encode_line(handshake.name))
+        elif step is Step.JOINED:
+            sock.settimeout(None)
+            return
 
 
 def _handshake_line(lines: LineReader, handshake: Handshake, tls: bool) -> Line:
@@ -494,10 +455,10 @@ def _handshake_line(lines: LineReader, handshake: Handshake, tls: bool) -> Line:
 
 
 @contextmanager
-def _reading(sock: Connection, lines: LineReader, show: Callable[[str], None],
+def _reading(sock: Connection, lines: LineReader, output: Output,
              on_end: Callable[[ConnectionLostError], None]) -> Iterator[ServerReader]:
     """Run a :class:`ServerReader` for the body; then shut the socket, which ends it, and wait for it."""
-    reader = ServerReader(lines, show, on_end)
+    reader = ServerReader(lines, output, on_end)
     reader.start()
     try:
         yield reader
@@ -534,17 +495,16 @@ def _end_prompt(app: Application[str], end: Optional[ConnectionLostError]) -> No
         app.exit(exception=end)
 
 
-def _send(sock: Connection, line: str) -> None:
+def _send(sock: Connection, data: bytes) -> None:
     try:
-        sock.sendall(encode_line(line))
+        sock.sendall(data)
     except OSError as exc:
         raise _lost(exc) from exc
 
 
-def _displayed(line: Line) -> str:
-    if isinstance(line, LineTooLong):
-        return f"(a line longer than {line.limit} bytes from the server was left out)"
-    return line
+def _warn(text: str) -> None:
+    """A diagnostic for whoever runs the client, on stderr (stdout may be a program's)."""
+    print(f"groupchat: {text}", file=sys.stderr, flush=True)
 
 
 def _lost(exc: Optional[OSError] = None) -> ConnectionLostError:

@@ -1,21 +1,27 @@
-"""The join client: its pure decisions, then the real client against a scripted server on loopback.
+"""The join client against a scripted JSON server on loopback: in a pipe, a thread, a terminal, for programs.
 
-The scripted server is a real listening socket played line by line by the test, so each
-refusal, welcome and close comes exactly when the test says.  The client runs in a thread
-(piped input), as ``python -m groupchat join`` (exit codes, one-line errors) and in a real
-pseudo-terminal (the prompt, colours, Tab, the up arrow); the last tests join the real
-``groupchat serve``, with TLS (certificates made by trustme for the run) and passwords.
+The scripted server is a real listening socket played line by line by the test, speaking the
+JSON mode (:mod:`groupchat.jsonl`) as the real server does: a text greeting, then, once the
+client's ``/mode json`` is read, events.  So each refusal, welcome, acknowledgement and close
+comes exactly when the test says.  The client runs in a thread (piped input), as ``python -m
+groupchat join`` (exit codes, one-line errors) and in a real pseudo-terminal (the prompt,
+colours, Tab, the up arrow) and with ``--json`` (every line of stdout an event); the last
+tests join the real ``groupchat serve``, with TLS (certificates made by trustme for the run),
+passwords, a text connection beside it, and the README's example bot.  The pure parts (the handshake,
+labels, rendering) are tested in test_session.py and test_view.py.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import select
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -27,19 +33,11 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
+from groupchat import jsonl
 from groupchat.client import terminal as client
-from groupchat.client.terminal import Handshake, LineReader, Me, Step, connect, outgoing_lines, run_client
+from groupchat.client.terminal import LineReader, connect, outgoing_lines, parsed, run_client
 from groupchat.errors import ConnectError, ConnectionLostError
-from groupchat.protocol import (
-    NAME_PROMPT,
-    PASSWORD_PROMPT,
-    LineTooLong,
-    clean_text,
-    encode_line,
-    render_notice,
-    render_refusal,
-    render_welcome,
-)
+from groupchat.protocol import NAME_PROMPT, PASSWORD_PROMPT, LineTooLong, clean_text, encode_line, render_refusal
 from groupchat.tls import client_context, server_context
 
 from conftest import GROUPCHAT, REPO, UNLIMITED, WAIT_SECONDS, Peer, ServerProcess, wait_for
@@ -55,6 +53,35 @@ UP_ARROW = "\x1b[A"
 PASSWORD = "s3cret"
 # SGR parameters that set a foreground colour: 30-37, 90-97, and 38 (256 colours or RGB).
 FOREGROUNDS = {str(code) for code in [*range(30, 39), *range(90, 98)]}
+NOON = 1796126400.0  # 2026-12-01 12:00 UTC: the time of the scripted server's messages
+NOON_STAMP = time.strftime("%H:%M", time.localtime(NOON))  # as the client shows it, here
+SWITCH = "/mode json"
+QUIT = "/quit"
+
+
+def event(kind: str, **fields) -> str:
+    """One event's line, as the server sends it."""
+    return jsonl.render_event(kind, **fields).decode().rstrip("\n")
+
+
+def message(sender: str, text: str, id: int = 100, **fields) -> str:
+    return event("msg", id=id, room="lobby", ts=jsonl.iso_time(NOON), **{"from": sender}, text=text, **fields)
+
+
+def sent(op: str, text: str, label: str) -> str:
+    """The line the client sends for one labeled operation."""
+    return jsonl.render_operation(op, text, label).decode().rstrip("\n")
+
+
+def ack(label: str, id: Optional[int] = None) -> str:
+    return event("ack", label=label, id=id)
+
+
+def welcome_event(name: str, names: tuple[str, ...] = ()) -> str:
+    return event("welcome", name=name, room="lobby", names=list(names), count=len(names))
+
+
+GOODBYE = event("bye", code=jsonl.BYE_QUIT, message="Goodbye.")
 
 
 class ScriptedServer:
@@ -83,12 +110,32 @@ class ScriptedServer:
         """The client's next line; None once it has closed its side; TimeoutError if it is silent."""
         return self._lines.read_line()
 
-    def welcome(self, name: str) -> None:
-        """Accept the client and let it in as ``name``."""
+    def switch(self, asks: str = "name") -> None:
+        """Accept the client and greet it as the real server does: in text at once, then, once
+        its switch to JSON is read, the same question as an event."""
         self.accept()
-        self.say(NAME_PROMPT)
+        self.say(PASSWORD_PROMPT if asks == "password" else NAME_PROMPT)
+        assert self.next_line() == SWITCH
+        self.say(event("mode", mode="json"), event("prompt", **{"for": asks}))
+
+    def welcome(self, name: str, names: tuple[str, ...] = ()) -> None:
+        """Accept the client and let it in as ``name``, with ``names`` here already."""
+        self.switch()
         assert self.next_line() == name
-        self.say(render_welcome(name, ""))
+        self.say(welcome_event(name, names))
+
+    def take(self, *operations: tuple[str, str]) -> None:
+        """Read the client's next labeled operations, (op, text) each, and acknowledge them."""
+        for op, text in operations:
+            line = json.loads(self.next_line())
+            assert (line["op"], line.get("text", line.get("line"))) == (op, text), line
+            self.say(ack(line["label"], id=200 if op == jsonl.OP_SEND else None))
+
+    def goodbye(self) -> None:
+        """Wait for the client's /quit, answer it, and close."""
+        assert self.next_line() == QUIT
+        self.say(GOODBYE)
+        self.close()
 
     def close(self) -> None:
         for sock in (self.conn, self.listener):
@@ -290,74 +337,16 @@ class Terminal:
         return bool(data)
 
 
-# -- the pure parts ------------------------------------------------------------------------
-
-def test_handshake_sends_the_name_when_asked_and_ends_at_the_welcome():
-    handshake = Handshake(" alice ")
-    assert handshake.feed(NAME_PROMPT) is Step.SEND_NAME
-    assert handshake.name == "alice"
-    assert handshake.feed(render_welcome("alice", "bob")) is Step.JOINED
-
-
-def test_handshake_answers_a_password_prompt():
-    assert Handshake("alice").feed(PASSWORD_PROMPT) is Step.SEND_PASSWORD
-
-
-def test_a_refusal_answers_the_password_until_the_name_is_asked():
-    handshake = Handshake("bob")
-    handshake.feed(PASSWORD_PROMPT)
-    assert handshake.feed(render_refusal("wrong password; goodbye")) is Step.PASSWORD_REFUSED
-    handshake = Handshake("bob")
-    handshake.feed(PASSWORD_PROMPT)
-    assert handshake.feed(NAME_PROMPT) is Step.SEND_NAME
-    assert handshake.feed(render_refusal('the name "bob" is taken')) is Step.SHOW
-
-
-def test_handshake_asks_for_another_name_only_after_a_refusal():
-    handshake = Handshake("bob")
-    handshake.feed(NAME_PROMPT)
-    assert handshake.feed(render_refusal('the name "bob" is taken')) is Step.SHOW
-    assert handshake.refusal == 'the name "bob" is taken'
-    assert handshake.feed(NAME_PROMPT) is Step.ASK_ANOTHER_NAME
-    handshake.rename("rob")
-    assert handshake.refusal is None
-    assert handshake.feed(NAME_PROMPT) is Step.SEND_NAME
-
-
-@pytest.mark.parametrize("line", ["*** Server is full, try later", "SSH-2.0-OpenSSH_9.6", LineTooLong(4096)])
-def test_handshake_shows_anything_unexpected(line):
-    assert Handshake("alice").feed(line) is Step.SHOW
-
-
-def test_your_lines_are_echoed_as_the_others_see_them():
-    me = Me("alice")
-    assert me.echo("hi there", "14:03") == "[14:03] <alice> hi there"
-    assert me.echo("/ME  waves ", "14:03") == "[14:03] * alice waves"
-    assert me.echo("//slash", "14:03") == "[14:03] <alice> /slash"
-    for answered_by_the_server in ["/who", "/msg bob psst", "/me", "/nick al", "x" * 5000]:
-        assert me.echo(answered_by_the_server, "14:03") is None
-
-
-def test_your_name_follows_your_own_nick_only():
-    me = Me("alice")
-    me.heard(render_notice("14:03", "bob is now known as rob"))
-    me.heard("[14:03] <bob> alice is now known as mallory")
-    assert me.name == "alice"
-    me.heard(render_notice("14:03", "alice is now known as al"))
-    assert me.name == "al"
-
-
-def test_only_quit_makes_the_close_expected():
-    me = Me("alice")
-    for line in ["quit", "//quit", "/quitting", "/who"]:
-        me.sent(line)
-    assert not me.quitting
-    me.sent("/QUIT bye all")
-    assert me.quitting
-
+# -- the small parts --------------------------------------------------------------------------
 
 def test_outgoing_lines_split_clean_and_skip_blanks():
     assert outgoing_lines("one\r\ntwo\x07\n\n \t\n\x1b[31mred") == ["one", "two", "red"]
+
+
+def test_a_line_from_the_server_is_an_event_or_text():
+    assert parsed(GOODBYE) == {"v": 1, "type": "bye", "code": "QUIT", "message": "Goodbye."}
+    for text in (NAME_PROMPT, "[not json", '["a list"]', LineTooLong(4096)):
+        assert parsed(text) == text
 
 
 def test_line_reader_keeps_lines_across_reads_and_reports_overlong_ones():
@@ -443,8 +432,7 @@ def test_ipv6():
     try:
         future, printed = in_background(piped(b""), host="::1", port=server.port, name="alice")
         server.welcome("alice")
-        assert server.next_line() is None
-        server.close()
+        server.goodbye()
         assert future.result(WAIT_SECONDS) == 0
         assert printed.getvalue().startswith(f"Connected to server at (::1, {server.port})\n")
     finally:
@@ -453,31 +441,54 @@ def test_ipv6():
 
 # -- piped input ---------------------------------------------------------------------------
 
-def test_piped_lines_all_go_in_order_and_the_client_stays_for_the_servers_last_words(scripted):
+def test_piped_lines_go_in_order_are_shown_when_acknowledged_and_the_client_stays_for_the_last_words(
+        scripted):
     future, printed = in_background(piped(b"one\ntwo\n\n  \nthree"), host="127.0.0.1",
                                     port=scripted.port, name="bot")
     scripted.welcome("bot")
-    assert [scripted.next_line() for _ in range(4)] == ["one", "two", "three", None]
-    scripted.conn.sendall(b"[12:00] <bob> " + b"x" * client.MAX_SERVER_LINE_BYTES + b"\n")
-    scripted.say("[12:00] <bob> bye bot")
+    lines = [json.loads(scripted.next_line()) for _ in range(3)]
+    assert lines == [{"op": "send", "text": text, "label": f"c{n}"}
+                     for n, text in enumerate(["one", "two", "three"], 1)]
+    scripted.say(ack("c1", 7), event("error", code=jsonl.RATE_LIMITED, message="Slow down.", label="c2"),
+                 ack("c3", 8))
+    assert scripted.next_line() == QUIT  # only once every line was answered
+    scripted.conn.sendall(b'{"type":"msg","text":"' + b"x" * client.MAX_SERVER_LINE_BYTES + b'"}\n')
+    scripted.say(message("bob", "bye bot"), GOODBYE)
     scripted.close()
     assert future.result(WAIT_SECONDS) == 0
-    assert printed.getvalue().splitlines() == [
+    printed_lines = printed.getvalue().splitlines()
+    assert [re.sub(STAMPED, "[HH:MM]", line) for line in printed_lines] == [
         f"Connected to server at (127.0.0.1, {scripted.port})",
         "*** Welcome, bot! Nobody else is here yet.",
+        "[HH:MM] <bot> one",
+        "[HH:MM] *** Slow down.",
+        "[HH:MM] <bot> three",
         f"(a line longer than {client.MAX_SERVER_LINE_BYTES} bytes from the server was left out)",
-        "[12:00] <bob> bye bot",
+        "[HH:MM] <bob> bye bot",
+        "[HH:MM] *** Goodbye.",
     ]
+    assert printed_lines[6] == f"[{NOON_STAMP}] <bob> bye bot"  # the message's own time, in local time
 
 
 def test_a_piped_line_too_long_is_not_sent_however_long(scripted, capfd):
     future, _ = in_background(piped(b"x" * 1_000_000 + b"\nok\n"), host="127.0.0.1",
                               port=scripted.port, name="bot")
     scripted.welcome("bot")
-    assert [scripted.next_line(), scripted.next_line()] == ["ok", None]
-    scripted.close()
+    scripted.take((jsonl.OP_SEND, "ok"))
+    scripted.goodbye()
     assert future.result(WAIT_SECONDS) == 0
     assert "a line longer than 4096 bytes was not sent" in capfd.readouterr().err
+
+
+def test_lines_the_server_never_answers_are_given_up_on_and_exit_1(scripted, monkeypatch):
+    monkeypatch.setattr(client, "ANSWER_TIMEOUT_SECONDS", 0.3)
+    future, _ = in_background(piped(b"one\ntwo\n"), host="127.0.0.1", port=scripted.port, name="bot")
+    scripted.welcome("bot")
+    scripted.take((jsonl.OP_SEND, "one"))
+    assert json.loads(scripted.next_line())["text"] == "two"  # and never acknowledged
+    scripted.goodbye()
+    with pytest.raises(ConnectionLostError, match="^the server left 1 of your lines unanswered for 0.3 s$"):
+        future.result(WAIT_SECONDS)
 
 
 def test_the_server_leaving_ends_a_piped_client_even_while_its_input_is_quiet(scripted, open_pipe):
@@ -494,44 +505,63 @@ def test_quit_ends_a_piped_client_cleanly_even_with_input_left(scripted, open_pi
     future, printed = in_background(stdin, host="127.0.0.1", port=scripted.port, name="bot")
     scripted.welcome("bot")
     os.write(writer, b"/quit\n")
-    assert scripted.next_line() == "/quit"
-    scripted.say(render_notice("12:00", "Goodbye."))
+    assert json.loads(scripted.next_line()) == {"op": "cmd", "line": "/quit", "label": "c1"}
+    scripted.say(GOODBYE)
     scripted.close()
     assert future.result(WAIT_SECONDS) == 0
-    assert printed.getvalue().endswith("[12:00] *** Goodbye.\n")
+    assert re.search(rf"{STAMPED} \*\*\* Goodbye\.\n$", printed.getvalue())
 
 
 def test_a_close_during_the_handshake_says_the_servers_reason(scripted):
     future, printed = in_background(piped(b""), host="127.0.0.1", port=scripted.port, name="bot")
     scripted.accept()
-    scripted.say(render_refusal("this address is banned"))
+    scripted.say(render_refusal("this address is banned"))  # before it reads the switch to JSON
     scripted.close()
     with pytest.raises(ConnectionLostError, match="before letting you in: this address is banned$"):
         future.result(WAIT_SECONDS)
     assert "*** Sorry, this address is banned." in printed.getvalue()
 
 
+def test_a_server_with_no_json_mode_is_one_error(scripted):
+    future, _ = in_background(piped(b""), host="127.0.0.1", port=scripted.port, name="bot")
+    scripted.accept()
+    scripted.say(NAME_PROMPT)
+    assert scripted.next_line() == SWITCH  # taken for a name, as an older server would
+    scripted.say(render_refusal('a name cannot start with "/"'), NAME_PROMPT)
+    with pytest.raises(ConnectError, match="^the server has no JSON mode, which this client needs: "
+                                           "is it an older groupchat server\\?$"):
+        future.result(WAIT_SECONDS)
+
+
+def test_a_bye_during_the_handshake_says_the_servers_reason(scripted):
+    future, printed = in_background(piped(b""), host="127.0.0.1", port=scripted.port, name="bot")
+    scripted.switch()
+    assert scripted.next_line() == "bot"
+    scripted.say(event("bye", code=jsonl.BYE_BANNED, message='the name "bot" is banned'))
+    scripted.close()
+    with pytest.raises(ConnectionLostError, match='before letting you in: the name "bot" is banned$'):
+        future.result(WAIT_SECONDS)
+    assert printed.getvalue().endswith('*** Sorry, the name "bot" is banned; goodbye.\n')
+
+
 def test_a_password_is_given_before_the_name(scripted):
     future, _ = in_background(piped(b""), host="127.0.0.1", port=scripted.port, name="bot",
                               password="s3cret")
-    scripted.accept()
-    scripted.say(PASSWORD_PROMPT)
+    scripted.switch(asks="password")
     assert scripted.next_line() == "s3cret"
-    scripted.say(NAME_PROMPT)
+    scripted.say(event("prompt", **{"for": "name"}))
     assert scripted.next_line() == "bot"
-    scripted.say(render_welcome("bot", ""))
-    assert scripted.next_line() is None
-    scripted.close()
+    scripted.say(welcome_event("bot"))
+    scripted.goodbye()
     assert future.result(WAIT_SECONDS) == 0
 
 
 def test_a_refused_password_ends_the_handshake_at_once(scripted):
     future, printed = in_background(piped(b""), host="127.0.0.1", port=scripted.port, name="bot",
                                     password="wrong")
-    scripted.accept()
-    scripted.say(PASSWORD_PROMPT)
+    scripted.switch(asks="password")
     assert scripted.next_line() == "wrong"
-    scripted.say(render_refusal("wrong password; goodbye"))  # and the server keeps it open a while
+    scripted.say(event("bye", code=jsonl.BYE_WRONG_PASSWORD, message="wrong password"))  # kept open a while
     with pytest.raises(ConnectError, match=r"^the server refused the password \(from --password-file "
                                            r"or GROUPCHAT_PASSWORD\)$"):
         future.result(WAIT_SECONDS)
@@ -540,8 +570,7 @@ def test_a_refused_password_ends_the_handshake_at_once(scripted):
 
 def test_a_password_nobody_can_give_is_one_error(scripted):
     future, _ = in_background(piped(b"hi\n"), host="127.0.0.1", port=scripted.port, name="bot")
-    scripted.accept()
-    scripted.say(PASSWORD_PROMPT)
+    scripted.switch(asks="password")
     with pytest.raises(ConnectError, match="wants a password, and stdin is not a terminal"):
         future.result(WAIT_SECONDS)
     assert scripted.next_line() is None
@@ -559,79 +588,88 @@ def test_a_server_sending_no_newlines_is_cut_off(scripted, open_pipe):
         future.result(WAIT_SECONDS)
 
 
-def test_join_piped_sends_every_line_and_exits_0_when_the_server_closes(scripted):
+def test_join_piped_sends_every_line_and_exits_0_once_they_are_answered(scripted):
     proc = join_process(scripted.port, "bot", stdin=b"build 1234 passed\n\nsecond line\n//third\n")
     scripted.welcome("bot")
-    assert [scripted.next_line() for _ in range(4)] == ["build 1234 passed", "second line", "//third", None]
-    scripted.say("[12:00] <alice> thanks bot")
-    scripted.close()
+    scripted.take((jsonl.OP_SEND, "build 1234 passed"), (jsonl.OP_SEND, "second line"), (jsonl.OP_SEND, "/third"))
+    scripted.say(message("alice", "thanks bot"))
+    scripted.goodbye()
     code, out, err = finish(proc)
     assert (code, err) == (0, "")
-    assert out.splitlines() == [f"Connected to server at (127.0.0.1, {scripted.port})",
-                                "*** Welcome, bot! Nobody else is here yet.",
-                                "[12:00] <alice> thanks bot"]
+    lines = out.splitlines()
+    assert lines[:2] == [f"Connected to server at (127.0.0.1, {scripted.port})",
+                         "*** Welcome, bot! Nobody else is here yet."]
+    assert [re.sub(STAMPED, "", line) for line in lines[2:]] == [
+        " <bot> build 1234 passed", " <bot> second line", " <bot> /third", " <alice> thanks bot", " *** Goodbye."]
+    assert lines[5] == f"[{NOON_STAMP}] <alice> thanks bot"  # the message's own time, in local time
 
 
-def test_join_piped_with_a_refused_name_exits_1_with_the_reason(scripted):
-    proc = join_process(scripted.port, "bob", stdin=b"hi\n")
-    scripted.accept()
-    scripted.say(NAME_PROMPT)
+def refused_as_bob(scripted: ScriptedServer, *options: str) -> tuple[int, str, str]:
+    """``groupchat join`` as bob, piped, at a server that refuses the name: exit code, stdout, stderr."""
+    proc = join_process(scripted.port, "bob", b"hi\n", *options)
+    scripted.switch()
     assert scripted.next_line() == "bob"
-    scripted.say(render_refusal('the name "bob" is taken'), NAME_PROMPT)
+    scripted.say(event("error", code=jsonl.NAME_TAKEN, message='the name "bob" is taken'),
+                 event("prompt", **{"for": "name"}))
     assert scripted.next_line() is None
     code, out, err = finish(proc)
     assert code == 1
     assert err == ('Error: the server refused the name "bob": the name "bob" is taken; '
                    "choose another with --name\n")
-    assert out.splitlines()[-1] == '*** Sorry, the name "bob" is taken.'
+    return code, out, err
+
+
+def test_join_piped_with_a_refused_name_exits_1_with_the_reason(scripted):
+    assert refused_as_bob(scripted)[1].splitlines()[-1] == '*** Sorry, the name "bob" is taken.'
 
 
 # -- at a terminal -------------------------------------------------------------------------
 
-def test_incoming_lines_do_not_garble_a_half_typed_line_and_ctrl_d_leaves(scripted):
+def test_incoming_lines_do_not_garble_a_half_typed_line_and_ctrl_d_leaves_saying_quit(scripted):
     with Terminal(scripted.port, "alice") as term:
         scripted.welcome("alice")
         term.expect(rf"Welcome, alice!.*{PROMPT}")
         term.type("hel")
         term.expect(r"> ?hel")
-        scripted.say("[12:00] <bob> one", "[12:00] <bob> two")
+        scripted.say(message("bob", "one"), message("bob", "two"))
         term.expect(r"<bob> one.*<bob> two.*> ?hel")  # the half line is drawn again below them
         term.type("lo\r")
-        assert scripted.next_line() == "hello"
-        term.expect(rf"{STAMPED} <alice> hello")
+        assert scripted.next_line() == sent(jsonl.OP_SEND, "hello", "c1")
         term.type("/me waves\r")
-        assert scripted.next_line() == "/me waves"
-        term.expect(rf"{STAMPED} \* alice waves{PROMPT}")
+        assert scripted.next_line() == sent(jsonl.OP_CMD, "/me waves", "c2")
+        assert "<alice> hello" not in term.text  # not before the server has it
+        scripted.say(ack("c1", 7), ack("c2"))
+        term.expect(rf"{STAMPED} <alice> hello.*{STAMPED} \* alice waves{PROMPT}")
         term.type("\x04")
         assert term.wait() == 0
-        assert scripted.next_line() is None
+        assert [scripted.next_line(), scripted.next_line()] == [QUIT, None]
         assert "Traceback" not in term.text
 
 
-def test_ctrl_c_leaves_with_exit_0(scripted):
+def test_ctrl_c_leaves_with_exit_0_saying_quit(scripted):
     with Terminal(scripted.port, "alice") as term:
         scripted.welcome("alice")
         term.expect(rf"Welcome, alice!.*{PROMPT}")
         term.type("never sent")
         term.type("\x03")
         assert term.wait() == 0
-        assert scripted.next_line() is None
+        assert [scripted.next_line(), scripted.next_line()] == [QUIT, None]
         assert "Traceback" not in term.text
 
 
 def test_a_refused_name_at_a_terminal_asks_for_another(scripted):
     with Terminal(scripted.port, "bob") as term:
-        scripted.accept()
-        scripted.say(NAME_PROMPT)
+        scripted.switch()
         assert scripted.next_line() == "bob"
-        scripted.say(render_refusal('the name "bob" is taken'), NAME_PROMPT)
+        scripted.say(event("error", code=jsonl.NAME_TAKEN, message='the name "bob" is taken'),
+                     event("prompt", **{"for": "name"}))
         term.expect(r'\*\*\* Sorry, the name "bob" is taken\..*\nName:')
         term.type("rob\r")
         assert scripted.next_line() == "rob"
-        scripted.say(render_welcome("rob", "bob"))
+        scripted.say(welcome_event("rob", ("bob",)))
         term.expect(rf"Welcome, rob! Here now: bob\..*{PROMPT}")
         term.type("hi\r")
-        assert scripted.next_line() == "hi"
+        scripted.take((jsonl.OP_SEND, "hi"))
         term.expect(rf"{STAMPED} <rob> hi{PROMPT}")
         term.type("\x04")
         assert term.wait() == 0
@@ -639,17 +677,16 @@ def test_a_refused_name_at_a_terminal_asks_for_another(scripted):
 
 def test_a_password_is_asked_at_a_terminal_and_neither_shown_nor_recalled(scripted):
     with Terminal(scripted.port, "alice") as term:
-        scripted.accept()
-        scripted.say(PASSWORD_PROMPT)
+        scripted.switch(asks="password")
         term.expect(r"\nPassword:")
         term.type(f"{PASSWORD}\r")
         assert scripted.next_line() == PASSWORD
-        scripted.say(NAME_PROMPT)
+        scripted.say(event("prompt", **{"for": "name"}))
         assert scripted.next_line() == "alice"
-        scripted.say(render_welcome("alice", ""))
+        scripted.say(welcome_event("alice"))
         term.expect(rf"Welcome, alice!.*{PROMPT}")
         term.type(UP_ARROW + "next\r")  # had the password been recalled, it would come first
-        assert scripted.next_line() == "next"
+        scripted.take((jsonl.OP_SEND, "next"))
         term.expect(rf"<alice> next{PROMPT}")
         term.type("\x04")
         assert term.wait() == 0
@@ -668,11 +705,47 @@ def test_the_server_leaving_interrupts_the_prompt_and_exits_1(scripted):
         assert "Traceback" not in term.text
 
 
+def test_mode_is_kept_back_at_a_terminal_and_in_a_pipe(scripted):
+    with Terminal(scripted.port, "alice") as term:
+        scripted.welcome("alice")
+        term.expect(rf"Welcome, alice!.*{PROMPT}")
+        term.type("/mode text\r")
+        term.expect(rf"{STAMPED} \*\*\* not sent: the join client needs the connection in JSON mode{PROMPT}")
+        term.type("hi\r")
+        scripted.take((jsonl.OP_SEND, "hi"))  # the first line the server gets
+        term.expect(rf"<alice> hi{PROMPT}")
+        term.type("\x04")
+        assert term.wait() == 0
+    piped_server = ScriptedServer()
+    try:
+        proc = join_process(piped_server.port, "bot", b"/mode text\nhi\n", "--json")
+        piped_server.welcome("bot")
+        piped_server.take((jsonl.OP_SEND, "hi"))
+        piped_server.goodbye()
+        code, out, err = finish(proc)
+    finally:
+        piped_server.close()
+    assert (code, err) == (0, "groupchat: not sent: the join client needs the connection in JSON mode: /mode text\n")
+
+
+def test_quit_at_a_terminal_shows_the_goodbye_and_exits_0(scripted):
+    with Terminal(scripted.port, "alice") as term:
+        scripted.welcome("alice")
+        term.expect(rf"Welcome, alice!.*{PROMPT}")
+        term.type("/quit see you\r")
+        assert json.loads(scripted.next_line())["line"] == "/quit see you"
+        scripted.say(GOODBYE)
+        scripted.close()
+        assert term.wait() == 0
+        assert re.search(rf"{STAMPED} \*\*\* Goodbye\.", term.text)
+        assert "Error" not in term.text
+
+
 def test_lines_are_coloured_and_mentions_ring_at_a_terminal_and_never_in_a_pipe(scripted):
     with Terminal(scripted.port, "alice") as term:
         scripted.welcome("alice")
         term.expect(rf"Welcome, alice!.*{PROMPT}")
-        scripted.say("[12:00] <bob> lunch, alice?")
+        scripted.say(message("bob", "lunch, alice?"))
         term.expect(rf"<bob> lunch, alice\?{PROMPT}")
         assert term.colours, term.raw
         assert "\a" in term.raw
@@ -682,14 +755,15 @@ def test_lines_are_coloured_and_mentions_ring_at_a_terminal_and_never_in_a_pipe(
     try:
         proc = join_process(piped_server.port, "alice", stdin=b"hi\n")
         piped_server.welcome("alice")
-        assert [piped_server.next_line(), piped_server.next_line()] == ["hi", None]  # all sent
-        piped_server.say("[12:00] <bob> lunch, alice?")
-        piped_server.close()
+        piped_server.take((jsonl.OP_SEND, "hi"))
+        piped_server.say(message("bob", "lunch, alice?"))
+        piped_server.goodbye()
         code, out, err = finish(proc)
     finally:
         piped_server.close()
     assert (code, err) == (0, "")
-    assert out.endswith("*** Welcome, alice! Nobody else is here yet.\n[12:00] <bob> lunch, alice?\n")
+    assert f"*** Welcome, alice! Nobody else is here yet.\n" in out
+    assert f"[{NOON_STAMP}] <bob> lunch, alice?\n" in out
     assert "\x1b" not in out and "\a" not in out
 
 
@@ -697,9 +771,11 @@ def test_no_color_and_no_bell_at_a_terminal(scripted):
     with Terminal(scripted.port, "alice", "--no-bell", NO_COLOR="1") as term:
         scripted.welcome("alice")
         term.expect(rf"Welcome, alice!.*{PROMPT}")
-        scripted.say("[12:00] <bob> lunch, alice?", "[12:00] (private) <bob> psst")
+        scripted.say(message("bob", "lunch, alice?"),
+                     event("dm", id=101, ts=jsonl.iso_time(NOON), **{"from": "bob"}, to="alice", text="psst"))
         term.expect(rf"<bob> lunch, alice\?.*\(private\) <bob> psst{PROMPT}")
         term.type("hi bob\r")
+        scripted.take((jsonl.OP_SEND, "hi bob"))
         term.expect(rf"<alice> hi bob{PROMPT}")
         term.type("\x04")
         assert term.wait() == 0
@@ -709,30 +785,96 @@ def test_no_color_and_no_bell_at_a_terminal(scripted):
 
 def test_tab_completes_commands_and_names_and_up_recalls_your_last_line(scripted):
     with Terminal(scripted.port, "alice") as term:
-        scripted.accept()
-        scripted.say(NAME_PROMPT)
-        assert scripted.next_line() == "alice"
-        scripted.say(render_welcome("alice", "bob"))
+        scripted.welcome("alice", ("bob",))
         term.expect(rf"Welcome, alice! Here now: bob\.{PROMPT}")
         term.type("/wh\t")
         term.expect(r"> ?/who")
         term.type("\r")
-        assert scripted.next_line() == "/who"
-        scripted.say(render_notice("12:00", "In lobby (2): alice, bob. 2 online in all."))
-        term.expect(rf"In lobby.*{PROMPT}")
-        term.type("/msg bo\t")
-        term.expect(r"> ?/msg bob")
+        assert scripted.next_line() == sent(jsonl.OP_CMD, "/who", "c1")
+        scripted.say(event("who", room="lobby", names=["alice", "bob", "carol"], count=3, online=3), ack("c1"))
+        term.expect(rf"In lobby \(3\): alice, bob, carol\. 3 online in all\.{PROMPT}")
+        term.type("/msg ca\t")
+        term.expect(r"> ?/msg carol")  # learnt from the answer to /who
         term.type(" psst\r")
-        assert scripted.next_line() == "/msg bob psst"
-        term.expect(rf"In lobby.*{PROMPT}")  # /msg is echoed by the server, not the client
+        assert scripted.next_line() == sent(jsonl.OP_CMD, "/msg carol psst", "c2")
+        scripted.say(event("dm", id=102, ts=jsonl.iso_time(NOON), **{"from": "alice"}, to="carol", text="psst"),
+                     ack("c2"))
+        term.expect(rf"\(private to carol\) <alice> psst{PROMPT}")
         term.type("first\r")
-        assert scripted.next_line() == "first"
+        scripted.take((jsonl.OP_SEND, "first"))
         term.expect(rf"<alice> first{PROMPT}")
         term.type(UP_ARROW + "\r")
-        assert scripted.next_line() == "first"
+        scripted.take((jsonl.OP_SEND, "first"))
         term.expect(rf"<alice> first.*<alice> first{PROMPT}")
         term.type("\x04")
         assert term.wait() == 0
+
+
+# -- for programs: join --json ------------------------------------------------------------
+
+def events(out: str) -> list[dict]:
+    """Every line of stdout, each of which must be one JSON event."""
+    return [jsonl.parse_event(line) for line in out.splitlines()]
+
+
+def test_json_prints_only_events_and_labels_every_line(scripted):
+    stdin = (b'hi\n/who\n\n{"op": "send", "text": "mine", "label": "x7"}\n{"op":"cmd","line":"/rooms"}\n'
+             b"//slash\n")
+    proc = join_process(scripted.port, "bot", stdin, "--json")
+    scripted.welcome("bot")
+    sent = [json.loads(scripted.next_line()) for _ in range(5)]
+    assert sent == [{"op": "send", "text": "hi", "label": "c1"}, {"op": "cmd", "line": "/who", "label": "c2"},
+                    {"op": "send", "text": "mine", "label": "x7"}, {"op": "cmd", "line": "/rooms", "label": "c3"},
+                    {"op": "send", "text": "/slash", "label": "c4"}]
+    scripted.say(message("alice", "hé \x1b[31m"), ack("c1", 1), ack("c2"),
+                 event("error", code=jsonl.RATE_LIMITED, message="Slow down.", label="x7"), ack("c3"))
+    assert scripted.say(ack("c4", 2)) is None
+    scripted.goodbye()
+    code, out, err = finish(proc)
+    assert (code, err) == (0, "")
+    got = events(out)
+    assert [e["type"] for e in got] == ["mode", "prompt", "welcome", "msg", "ack", "ack", "error", "ack", "ack",
+                                        "bye"]
+    assert got[3]["text"] == "hé "  # no escape sequence reaches stdout either
+    assert got[-1] == {"v": 1, "type": "bye", "code": "QUIT", "message": "Goodbye."}
+
+
+def test_json_sends_a_line_that_is_not_an_operation_as_written(scripted):
+    proc = join_process(scripted.port, "bot", b'{"op": \n', "--json")
+    scripted.welcome("bot")
+    assert scripted.next_line() == '{"op": '
+    scripted.say(event("error", code=jsonl.BAD_JSON, message="not a JSON object"))
+    scripted.goodbye()  # no label to wait for
+    code, out, err = finish(proc)
+    assert (code, err) == (0, "")
+    assert events(out)[-2]["code"] == jsonl.BAD_JSON
+
+
+def test_json_says_what_is_not_an_event_on_stderr(scripted):
+    proc = join_process(scripted.port, "bot", b"", "--json")
+    scripted.accept()
+    scripted.say("*** Sorry, the server is full; goodbye.")
+    scripted.close()
+    code, out, err = finish(proc)
+    assert (code, out) == (1, "")
+    assert err == ("groupchat: the server said: *** Sorry, the server is full; goodbye.\n"
+                   "Error: the server closed the connection before letting you in: "
+                   "the server is full; goodbye\n")
+
+
+def test_json_with_a_refused_name_exits_1_after_the_error_event(scripted):
+    out = refused_as_bob(scripted, "--json")[1]
+    assert [e["type"] for e in events(out)] == ["mode", "prompt", "error", "prompt"]
+
+
+def test_the_text_greeting_before_the_switch_never_reaches_stdout(scripted):
+    proc = join_process(scripted.port, "bot", b"", "--json")
+    scripted.welcome("bot")
+    scripted.goodbye()
+    code, out, err = finish(proc)
+    assert (code, err) == (0, "")
+    assert NAME_PROMPT not in out
+    assert [e["type"] for e in events(out)] == ["mode", "prompt", "welcome", "bye"]
 
 
 # -- with the real server ------------------------------------------------------------------
@@ -776,18 +918,19 @@ def test_join_with_tls_chats_through_the_real_server(tls_server, certificates):
         assert alice.wait() == 0
 
 
-def test_a_piped_tls_client_half_closes_and_still_hears_the_servers_last_words(certificates):
+def test_a_piped_tls_client_waits_for_its_answers_and_hears_the_servers_last_words(certificates):
     server = ScriptedServer(tls=server_context(certificates["cert"], certificates["key"]))
     try:
         future, printed = in_background(piped(b"one\ntwo\n"), host="127.0.0.1", port=server.port, name="bot",
                                         tls=client_context(certificates["ca"]))
         server.welcome("bot")
-        assert [server.next_line() for _ in range(3)] == ["one", "two", None]
-        server.say("[12:00] <bob> bye bot")
+        server.take((jsonl.OP_SEND, "one"), (jsonl.OP_SEND, "two"))
+        assert server.next_line() == QUIT
+        server.say(message("bob", "bye bot"), GOODBYE)
         server.close()
         assert future.result(WAIT_SECONDS) == 0
-        assert printed.getvalue().splitlines()[-2:] == ["*** Welcome, bot! Nobody else is here yet.",
-                                                        "[12:00] <bob> bye bot"]
+        assert [re.sub(STAMPED, "", line) for line in printed.getvalue().splitlines()[-4:]] == [
+            " <bot> one", " <bot> two", " <bob> bye bot", " *** Goodbye."]
     finally:
         server.close()
 
@@ -796,9 +939,10 @@ def test_a_piped_tls_client_hears_the_answers_to_its_last_commands(tls_server, c
     code, out, err = finish(join_process(tls_server.port, "bot", b"/who\n/rooms\n",
                                          "--tls", "--cafile", certificates["ca"]))
     assert (code, err) == (0, "")
-    answers = out.splitlines()[-2:]  # the server answers after the client's close_notify, too
+    answers = out.splitlines()[-3:]
     assert re.fullmatch(rf"{STAMPED} \*\*\* In lobby \(\d+\): .*\bbot\b.*", answers[0]), out
     assert re.fullmatch(rf"{STAMPED} \*\*\* lobby \(\d+\).*", answers[1]), out
+    assert re.fullmatch(rf"{STAMPED} \*\*\* Goodbye\.", answers[2]), out
 
 
 def test_tls_carries_lines_both_ways_at_once(start_server, certificates):
@@ -893,3 +1037,97 @@ def test_a_terminal_is_asked_for_the_servers_password(password_server):
         term.type("\x04")
         assert term.wait() == 0
         assert PASSWORD not in term.text
+
+
+def readme_example(heading: str) -> str:
+    """The first ```python block of the README section under ``heading``."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index(f"\n{heading}\n"):]
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+
+
+def test_the_readme_bot_answers_and_leaves_through_the_real_server(server_process, tmp_path):
+    server = server_process()
+    bot_file = tmp_path / "echo_bot.py"
+    bot_file.write_text(readme_example("## Bots and programs: `join --json`"))
+    alice = Peer(server.address)
+    try:
+        alice.join("alice")
+        # The example runs `groupchat`: the one installed next to this Python.
+        path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+        bot = subprocess.Popen([sys.executable, str(bot_file), "127.0.0.1", str(server.port)], cwd=tmp_path,
+                               env=client_env(PATH=path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        alice.expect(r"\*\*\* echo-bot joined$")
+        alice.say("!echo hello there")
+        alice.expect(rf"^{STAMPED} <echo-bot> hello there$")
+        alice.say("!bye")
+        alice.expect(r"\*\*\* echo-bot left \(quit\)$")
+        assert finish(bot) == (0, "", "")
+    finally:
+        alice.close()
+
+
+def lines_until(peer: Peer, text: str) -> list[str]:
+    """The peer's next lines, up to the first that contains ``text``."""
+    lines = [peer.next_line()]
+    while text not in lines[-1]:
+        lines.append(peer.next_line())
+    return lines
+
+
+def test_the_join_client_shows_what_a_text_connection_shows(server, open_pipe):
+    """One room through the real server, seen by a text connection and by the client rendering
+    events: line for line the same, times included, but for the private messages each got."""
+    stdin, writer = open_pipe
+    address = server.server_address
+    text, sam, dave = Peer(address), Peer(address), Peer(address)
+    try:
+        text.join("tom")
+        future, printed = in_background(stdin, host="127.0.0.1", port=address[1], name="jay")
+        text.expect("jay joined")
+        sam.join("sam")
+        for line in ["hi all, tom and jay", "/me waves", "/msg jay psst", "/msg tom psst", "/nick samuel",
+                     "/topic lunch at one"]:
+            sam.say(line)
+        sam.expect("set the topic")
+        dave.join("dave")
+        dave.say("/quit lunch")
+        dave.expect_eof()
+        sam.say("/join dev")
+        heard_by_text = lines_until(text, "went to dev")
+        wait_for(lambda: "went to dev" in printed.getvalue(), what="the join client to see samuel go")
+        answered = ["/rooms", "/who", "/topic", "/search nothing"]  # the last one's answer ends them
+        for line in answered:
+            text.say(line)
+        os.write(writer, "".join(line + "\n" for line in answered).encode())
+        heard_by_text += lines_until(text, "No messages")
+        wait_for(lambda: "No messages" in printed.getvalue(), what="the join client's answers")
+        os.write(writer, b"/quit\n")
+        assert future.result(WAIT_SECONDS) == 0
+    finally:
+        for peer in (text, sam, dave):
+            peer.close()
+    shown = printed.getvalue().splitlines()
+    shown = shown[next(n for n, line in enumerate(shown) if "sam joined" in line):-1]  # to the Goodbye
+    private = "(private) <sam> psst"
+    assert [line for line in shown if private not in line] == [line for line in heard_by_text if private not in line]
+    assert len([line for line in shown if private in line]) == len([line for line in heard_by_text if private in line]) == 1
+    assert len(shown) == 14, shown
+
+
+def test_json_answers_every_line_with_its_label_through_the_real_server(server_process):
+    server = server_process()
+    stdin = (b"hi\n/who\n/nosuch\n" + b'{"op": "send", "text": "/literal", "label": "mine"}\n'
+             + b"x" * 4080 + b"\n" + b"/me is done\n")
+    code, out, err = finish(join_process(server.port, "bot", stdin, "--json"))
+    assert (code, err) == (0, "")
+    got = events(out)
+    assert [e["type"] for e in got[:2]] == ["mode", "prompt"] and "welcome" in [e["type"] for e in got]
+    answers = [(e["type"], e.get("label"), e.get("code")) for e in got if e["type"] in ("ack", "error")]
+    assert answers == [("ack", "c1", None), ("ack", "c2", None), ("error", "c3", jsonl.UNKNOWN_COMMAND),
+                       ("ack", "mine", None), ("error", None, jsonl.LINE_TOO_LONG), ("ack", "c5", None)]
+    ids = [e["id"] for e in got if e["type"] == "ack" and e["label"] in ("c1", "mine")]
+    assert ids == sorted(ids) and all(isinstance(i, int) for i in ids)
+    assert next(e for e in got if e["type"] == "who")["names"] == ["bot"]
+    assert got[-1]["type"] == "bye" and got[-1]["code"] == jsonl.BYE_QUIT

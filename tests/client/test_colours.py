@@ -1,4 +1,7 @@
-"""How lines look at a colour terminal, and when they ring: pure functions, no terminal needed."""
+"""How lines look at a colour terminal, and when they ring: pure functions, no terminal needed.
+
+The lines are :class:`Shown` ones, as the view makes them from events: whose line it is and what
+they said are fields, so a line is never read back to find them."""
 
 from __future__ import annotations
 
@@ -25,18 +28,31 @@ from groupchat.client.colours import (
     to_ansi,
 )
 
+from groupchat.client.view import Shown
+from groupchat.protocol import LINE_ACTION, LINE_HANDSHAKE, LINE_HISTORY, LINE_MESSAGE, LINE_NOTICE, LINE_PRIVATE
+
 from conftest import REPO, WAIT_SECONDS
 
-MESSAGE = "[14:03] <bob> lunch, alice?"
+
+def said(kind: str, line: str, sender: str, text: str) -> Shown:
+    """A person's line as the view makes it from an event: ``line`` ends with what they said."""
+    assert line.endswith(" " + text)
+    return Shown(kind, line, sender, text)
+
+
+MESSAGE = said(LINE_MESSAGE, "[14:03] <bob> lunch, alice?", "bob", "lunch, alice?")
+INCOMING = said(LINE_PRIVATE, "[14:03] (private) <bob> psst", "bob", "psst")
+OUTGOING = said(LINE_PRIVATE, "[14:03] (private to bob) <alice> psst", "alice", "psst")
 LINES = [
     MESSAGE,
-    "[14:03] * bob waves at alice",
-    "[14:03] (private) <bob> psst",
-    "[14:03] (private to bob) <alice> psst",
-    "[14:03] *** alice is now known as al",
-    "*** Welcome, alice! Here now: bob.",
-    "[14:03] <alice> hi",
-    "[14:03] <bob> ",
+    said(LINE_ACTION, "[14:03] * bob waves at alice", "bob", "waves at alice"),
+    INCOMING,
+    OUTGOING,
+    Shown(LINE_NOTICE, "[14:03] *** alice is now known as al"),
+    Shown(LINE_HANDSHAKE, "*** Welcome, alice! Here now: bob."),
+    said(LINE_MESSAGE, "[14:03] <alice> hi", "alice", "hi"),
+    said(LINE_MESSAGE, "[14:03] <bob> ", "bob", ""),
+    said(LINE_HISTORY, "[2026-11-24 14:03] (history) <bob> alice?", "bob", "alice?"),
 ]
 
 
@@ -55,26 +71,29 @@ def test_names_spread_over_the_palette():
     assert len(colours) >= len(NAME_COLOURS) - 2
 
 
-@pytest.mark.parametrize("line", LINES)
-def test_the_fragments_join_back_into_the_line(line):
-    assert "".join(text for _, text in style_line(line, "alice")) == line
+@pytest.mark.parametrize("shown", LINES)
+def test_the_fragments_join_back_into_the_line(shown):
+    assert "".join(text for _, text in style_line(shown, "alice")) == shown.line
 
 
 def test_someone_elses_message_has_a_dim_stamp_and_a_coloured_bold_name():
-    assert style_line("[14:03] <bob> hi", "alice") == [
+    assert style_line(said(LINE_MESSAGE, "[14:03] <bob> hi", "bob", "hi"), "alice") == [
         (STAMP_STYLE, "[14:03]"), ((), " "), ((BOLD, name_colour("bob")), "<bob>"), ((), " hi")]
 
 
-def test_an_action_and_a_private_message_colour_the_whole_mark():
-    assert style_line("[14:03] * bob waves", "carol")[2] == ((BOLD, name_colour("bob")), "* bob")
-    assert style_line("[14:03] (private to carol) <bob> psst", "bob")[2] == (
-        (BOLD, name_colour("bob")), "(private to carol) <bob>")
+def test_an_action_a_private_message_and_history_colour_the_whole_mark():
+    action = said(LINE_ACTION, "[14:03] * bob waves", "bob", "waves")
+    assert style_line(action, "carol")[2] == ((BOLD, name_colour("bob")), "* bob")
+    private = said(LINE_PRIVATE, "[14:03] (private to carol) <bob> psst", "bob", "psst")
+    assert style_line(private, "bob")[2] == ((BOLD, name_colour("bob")), "(private to carol) <bob>")
+    assert style_line(LINES[-1], "alice")[2] == ((BOLD, name_colour("bob")), "(history) <bob>")
 
 
-@pytest.mark.parametrize("line", ["[14:03] *** alice joined", "*** What is your name?",
-                                  "*** Welcome, alice! Here now: bob."])
+@pytest.mark.parametrize("line", [Shown(LINE_NOTICE, "[14:03] *** alice joined"),
+                                  Shown(LINE_HANDSHAKE, "*** Sorry, the name \"alice\" is taken."),
+                                  Shown(LINE_HANDSHAKE, "*** Welcome, alice! Here now: bob.")])
 def test_notices_and_handshake_lines_are_dimmed_whole_even_when_they_name_you(line):
-    assert style_line(line, "alice") == [(NOTICE_STYLE, line)]
+    assert style_line(line, "alice") == [(NOTICE_STYLE, line.line)]
     assert not should_ring(line, "alice")
 
 
@@ -83,7 +102,12 @@ def test_a_mention_is_highlighted_and_rings():
     assert stamp == (HIGHLIGHT_STAMP_STYLE, "[14:03]")
     assert text == (HIGHLIGHT_TEXT_STYLE, " lunch, alice?")
     assert should_ring(MESSAGE, "alice")
-    assert should_ring("[14:03] * bob waves at ALICE", "alice")
+    assert should_ring(said(LINE_ACTION, "[14:03] * bob waves at ALICE", "bob", "waves at ALICE"), "alice")
+
+
+def test_played_back_history_is_never_a_mention():
+    assert style_line(LINES[-1], "alice")[3] == ((), " alice?")
+    assert not should_ring(LINES[-1], "alice")
 
 
 @pytest.mark.parametrize("text, name, mentioned", [
@@ -101,17 +125,16 @@ def test_a_mention_is_the_name_as_a_whole_word_ignoring_case(text, name, mention
 
 
 def test_your_own_lines_are_yours_not_mentions():
-    own = "[14:03] <alice> I am alice"
+    own = said(LINE_MESSAGE, "[14:03] <alice> I am alice", "alice", "I am alice")
     assert style_line(own, "Alice")[3] == ((), " I am alice")
     assert not should_ring(own, "Alice")
 
 
 def test_private_messages_are_highlighted_both_ways_and_ring_only_when_they_come_to_you():
-    incoming, outgoing = "[14:03] (private) <bob> psst", "[14:03] (private to bob) <alice> psst"
-    assert style_line(incoming, "alice")[3] == (HIGHLIGHT_TEXT_STYLE, " psst")
-    assert style_line(outgoing, "alice")[3] == (HIGHLIGHT_TEXT_STYLE, " psst")
-    assert should_ring(incoming, "alice")
-    assert not should_ring(outgoing, "alice")
+    assert style_line(INCOMING, "alice")[3] == (HIGHLIGHT_TEXT_STYLE, " psst")
+    assert style_line(OUTGOING, "alice")[3] == (HIGHLIGHT_TEXT_STYLE, " psst")
+    assert should_ring(INCOMING, "alice")
+    assert not should_ring(OUTGOING, "alice")
 
 
 def test_ansi_resets_after_each_styled_fragment_and_skips_empty_ones():
@@ -119,14 +142,15 @@ def test_ansi_resets_after_each_styled_fragment_and_skips_empty_ones():
 
 
 def test_the_painter_without_colour_prints_the_line_exactly():
-    for line in LINES:
-        assert Painter(colour=False, bell=False).paint(line, "alice") == line
+    for shown in LINES:
+        assert Painter(colour=False, bell=False).paint(shown, "alice") == shown.line
 
 
 def test_the_painter_rings_only_when_asked_and_the_line_calls_for_it():
-    assert Painter(colour=False, bell=True).paint(MESSAGE, "alice") == MESSAGE + BELL
-    assert Painter(colour=False, bell=True).paint("[14:03] <bob> hi", "alice") == "[14:03] <bob> hi"
-    assert Painter(colour=False, bell=False).paint(MESSAGE, "alice") == MESSAGE
+    assert Painter(colour=False, bell=True).paint(MESSAGE, "alice") == MESSAGE.line + BELL
+    plain = said(LINE_MESSAGE, "[14:03] <bob> hi", "bob", "hi")
+    assert Painter(colour=False, bell=True).paint(plain, "alice") == plain.line
+    assert Painter(colour=False, bell=False).paint(MESSAGE, "alice") == MESSAGE.line
     coloured = Painter(colour=True, bell=True).paint(MESSAGE, "alice")
     assert coloured == to_ansi(style_line(MESSAGE, "alice")) + BELL
 
