@@ -17,6 +17,7 @@ from groupchat.protocol import DEFAULT_PORT, MAX_LINE_BYTES
 from groupchat.server.flood import DEFAULT_ADDRESS_BURST, DEFAULT_ADDRESS_RATE, DEFAULT_BURST, DEFAULT_RATE
 from groupchat.server.history import MAX_HISTORY, default_history_path
 from groupchat.server.logs import RepeatFilter
+from groupchat.server.sessions import DEFAULT_WINDOW_SECONDS
 from groupchat.server.settings import (
     DEFAULT_REPLAY,
     MAX_HISTORY_MB,
@@ -100,6 +101,9 @@ def cli() -> None:
                                  "4 times this); past it the oldest are pruned.  0: no bound.")
 @click.option("--replay", type=click.IntRange(0, MAX_HISTORY), default=DEFAULT_REPLAY, show_default=True,
               help="Lines of a room's history shown on entering it.")
+@click.option("--resume-window", type=click.FloatRange(0), default=DEFAULT_WINDOW_SECONDS, show_default=True,
+              metavar="SECONDS", help="How long a dropped connection's name, room and session are held for "
+                                      "it to /resume; 0: no sessions, a drop is a leave.")
 def serve(host: str, port: int, password_file: str | None, op_password_file: str | None,
           history_path: str | None, no_history: bool, **limits) -> None:
     """Run a chat server until Ctrl-D on its terminal, SIGINT or SIGTERM."""

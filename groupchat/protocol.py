@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 from groupchat.errors import CommandError, InvalidNameError, NoNewlineError
 
@@ -493,6 +493,24 @@ _HERE_NOW = rf"(?:Here now: (?P<names>{_NAMES})\.|Nobody else is here yet\.)"
 _WELCOME = re.compile(rf"{re.escape(WELCOME_PREFIX)}(?P<name>\S+)! {_HERE_NOW}")
 
 
+def render_session(token: str, window: float, name: str) -> str:
+    """The handshake line, just before the welcome, that gives a connection its resume token.
+
+    >>> parse_session(render_session("Xy-z", 120, "alice"))
+    'Xy-z'
+    """
+    return (f"{SESSION_PREFIX}{token}. If you lose the connection, reconnect within {window:g} s and "
+            f'send "/resume {token}" instead of your name to come back as {name} with what you missed.')
+
+
+def parse_session(line: str) -> Optional[str]:
+    """The token in a :func:`render_session` line, else None."""
+    return line[len(SESSION_PREFIX):].split(".", 1)[0] if line.startswith(SESSION_PREFIX) else None
+
+
+SESSION_PREFIX = f"{NOTICE_MARK} Your session: "
+
+
 def render_entered(room: str, others: str) -> str:
     """The notice a member gets on moving to another room.
 
@@ -553,9 +571,11 @@ def parse_who(text: str) -> Optional[tuple[str, list[str], int]]:
 _WHO = re.compile(rf"In (?P<room>\S+) \(\d+\): (?P<names>{_NAMES})\. (?P<online>\d+) online in all\.")
 
 
-def render_comings(joined: list[str], left: list[str], cap: int, reason: str = "") -> str:
+def render_comings(joined: list[str], left: list[str], cap: int, reason: str = "",
+                   held: Sequence[str] = (), back: Sequence[str] = ()) -> str:
     """One notice for a room's comings and goings, at most ``cap`` names spelled out for each;
-    a lone leave may keep its ``reason`` (a /quit message, a kick), which comes last.
+    a lone leave may keep its ``reason`` (a /quit message, a kick), which comes last.  ``held``
+    dropped off and may resume their sessions; ``back`` did.
 
     >>> render_comings(["alice", "bob", "carol"], ["dave"], cap=10)
     'alice, bob, carol joined; dave left'
@@ -563,11 +583,18 @@ def render_comings(joined: list[str], left: list[str], cap: int, reason: str = "
     'p8, p9 and 30 others joined'
     >>> render_comings(["bob"], ["bob"], cap=10, reason="quit: bye; see you")
     'bob joined; bob left (quit: bye; see you)'
+    >>> render_comings([], ["carol"], cap=10, held=["alice"], back=["bob", "dave"])
+    'alice is reconnecting; bob, dave are back; carol left'
     """
-    parts = [f"{list_names(names, cap)} {verb}" for names, verb in ((joined, JOINED), (left, LEFT)) if names]
+    parts = [f"{list_names(names, cap)} {verb}" for names, verb in (
+        (joined, JOINED), (held, _plural(held, RECONNECTING)), (back, _plural(back, BACK)), (left, LEFT)) if names]
     if reason and len(left) == 1:
         parts[-1] += f" ({reason})"
     return "; ".join(parts)
+
+
+def _plural(names: Sequence[str], state: str) -> str:
+    return f"{'is' if len(names) == 1 else 'are'} {state}"
 
 
 def parse_comings(text: str) -> Optional[tuple[list[str], list[str]]]:
@@ -581,6 +608,8 @@ def parse_comings(text: str) -> Optional[tuple[list[str], list[str]]]:
     (['a'], ['b'])
     >>> parse_comings("alice set the topic: x joined") is None
     True
+    >>> parse_comings(render_comings(["a"], [], cap=2, held=["b", "c"]))  # who is reconnecting is not counted
+    (['a'], [])
     """
     with_reason = text.find(f" {LEFT} (")  # names have no spaces or parentheses: the first is it
     if with_reason >= 0 and text.endswith(")"):
@@ -591,12 +620,14 @@ def parse_comings(text: str) -> Optional[tuple[list[str], list[str]]]:
         match = _COMINGS.fullmatch(part)
         if match is None:
             return None
-        (joined if match["verb"] == JOINED else left).extend(parse_names(match["names"]))
+        if match["verb"] in (JOINED, LEFT):
+            (joined if match["verb"] == JOINED else left).extend(parse_names(match["names"]))
     return joined, left
 
 
 JOINED, LEFT = "joined", "left"
-_COMINGS = re.compile(rf"(?P<names>{_NAMES}) (?P<verb>{JOINED}|{LEFT})")
+RECONNECTING, BACK = "reconnecting", "back"
+_COMINGS = re.compile(rf"(?P<names>{_NAMES}) (?P<verb>{JOINED}|{LEFT}|(is|are) ({RECONNECTING}|{BACK}))")
 
 
 def render_missed(count: int) -> str:
@@ -616,6 +647,19 @@ def parse_missed(text: str) -> Optional[int]:
 
 MISSED_START = "You missed "
 _MISSED = re.compile(rf"{MISSED_START}(\d+) messages")
+
+
+def render_missed_since(missed: int, shown: int, last_shown: int) -> str:
+    """What a resumed session (or /history after ID) is told before the lines it missed.
+
+    >>> render_missed_since(3, 3, 41)
+    '3 messages were said since: here they are.'
+    >>> render_missed_since(1200, 500, 941)
+    '1,200 messages were said since: here are the first 500; /history after 941 shows more.'
+    """
+    if shown < missed:
+        return f"{missed:,} messages were said since: here are the first {shown}; /history after {last_shown} shows more."
+    return f"{missed:,} message{'s were' if missed != 1 else ' was'} said since" + (": here they are." if missed else ".")
 
 
 def render_rename(old: str, new: str) -> str:
@@ -693,10 +737,12 @@ CHAT_COMMANDS = (
     CommandSpec("join", "ROOM", "move to another room (made if new)"),
     CommandSpec("rooms", "", "list the rooms and how many are in each"),
     CommandSpec("topic", "[TEXT]", "show or set your room's topic"),
-    CommandSpec("history", "[N]", f"show the last N messages of your room (default "
-                                  f"{DEFAULT_HISTORY_LINES}, at most {MAX_HISTORY})"),
+    CommandSpec("history", "[N|after ID]", f"show the last N messages of your room (default "
+                                  f"{DEFAULT_HISTORY_LINES}, at most {MAX_HISTORY}), or those after ID"),
     CommandSpec("search", "TEXT", f"find earlier messages in your room, newest first (at most {MAX_SEARCH})"),
     CommandSpec("mode", "json|text", "switch this connection to JSON Lines, for programs, or back"),
+    CommandSpec("resume", "TOKEN [LAST_ID]", "as the first line of a new connection: come back to a "
+                "session that dropped, with what you missed"),
     CommandSpec("op", "PASSWORD", "become an operator"),
     CommandSpec("kick", "NAME [REASON]", "disconnect someone", ops_only=True),
     CommandSpec("ban", "NAME|--address ADDRESS [MINUTES]", "refuse a name, or an address or block (or a "

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from groupchat.protocol import NAME_PROMPT, LineBuffer, is_welcome
+from groupchat.protocol import NAME_PROMPT, LineBuffer, is_welcome, parse_session
 from groupchat.server.chat import Chat, Clock
 from groupchat.server.history import HistoryStore
 from groupchat.server.registry import Member, Registry
@@ -65,6 +65,7 @@ class Peer:
                                                      source_address=(source, 0) if source else None)
         self.timeout = timeout
         self.name: str | None = None
+        self.token: str | None = None  # the session's, if the server gave one
         self._lines = LineBuffer(max_line=1 << 20)
         self._pending: list[str] = []
 
@@ -136,6 +137,8 @@ class Peer:
         assert self.event() == {"v": 1, "type": "prompt", "for": "name"}
         self.say(name)
         welcome = self.event()
+        if welcome["type"] == "session":
+            self.token, welcome = welcome["token"], self.event()
         assert welcome["type"] == "welcome", welcome
         self.name = name
         return welcome
@@ -145,6 +148,8 @@ class Peer:
         assert self.next_line() == NAME_PROMPT
         self.say(name)
         line = self.next_line()
+        if (token := parse_session(line)) is not None:
+            self.token, line = token, self.next_line()
         assert is_welcome(line), line
         self.name = name
         return line
@@ -183,8 +188,9 @@ def fixed_clock() -> Clock:
 
 
 def make_chat(**settings) -> Chat:
-    """A chat with no sockets: joins and leaves told at once, no delay after a wrong password."""
-    settings = {"notice_interval": 0, **settings}
+    """A chat with no sockets: joins and leaves told at once, no delay after a wrong password,
+    and a connection that ends leaves at once (no session held for it to resume)."""
+    settings = {"notice_interval": 0, "resume_window": 0, **settings}
     return Chat(Registry(), ServerSettings(**settings), clock=fixed_clock(), sleep=lambda seconds: None)
 
 
@@ -240,8 +246,9 @@ def start_server() -> Iterator[Callable[..., ChatServer]]:
 
 # The functional tests send faster than a person and open many connections from one
 # address, so they turn those two limits off, and they read every join and leave as its
-# own line, so they turn coalescing off; tests/server/test_hostile.py tests the defaults.
-UNLIMITED = {"rate": 0, "max_per_address": 0, "notice_interval": 0}
+# own line, as it happens, so they turn coalescing and held sessions off;
+# tests/server/test_hostile.py tests the defaults.
+UNLIMITED = {"rate": 0, "max_per_address": 0, "notice_interval": 0, "resume_window": 0}
 
 
 @pytest.fixture

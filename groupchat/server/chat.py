@@ -9,6 +9,7 @@ with members that record what they are sent.  The chat's slash commands are apar
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Any, Callable, Optional, Sequence, Union
@@ -26,6 +27,7 @@ from groupchat.errors import (
 from groupchat.jsonl import iso_time, render_event
 from groupchat.protocol import (
     LIVE_MARKER,
+    MAX_HISTORY,
     NAME_PROMPT,
     PASSWORD_PROMPT,
     STAMP_FORMAT,
@@ -39,9 +41,11 @@ from groupchat.protocol import (
     render_entered,
     render_history,
     render_missed,
+    render_missed_since,
     render_notice,
     render_private,
     render_refusal,
+    render_session,
     render_welcome,
     split_command,
 )
@@ -53,12 +57,14 @@ from groupchat.server.flood import PRIVATE_BURST, PRIVATE_RATE, BucketTable
 from groupchat.server.guesses import GuessLimiter, PasswordGate
 from groupchat.server.history import Batch, Entry, HistoryStore
 from groupchat.server.moderation import Moderation
-from groupchat.server.notices import JOINED, LEFT, Comings, NoticeBatcher
+from groupchat.server.notices import BACK, HELD, JOINED, LEFT, Comings, NoticeBatcher
 from groupchat.server.registry import LOBBY, Member, Registry, Room, Stage
+from groupchat.server.sessions import SessionTable
 from groupchat.server.settings import MAX_LISTED_NAMES, MAX_REASON_CHARS, MAX_TOPIC_CHARS, ServerSettings
 
 log = logging.getLogger(__name__)
 
+_ID = re.compile(r"[0-9]{1,18}")  # an event id as a person or a client gives it
 _PROMPT = Out.line(NAME_PROMPT, "prompt", **{"for": "name"})
 _PASSWORD_PROMPT = Out.line(PASSWORD_PROMPT, "prompt", **{"for": "password"})
 # Messages relayed as one batch at most: bounds how far a flood can run ahead of the
@@ -122,6 +128,10 @@ class Chat:
                                      self._gate(settings.op_password, "operator password"), self.tell)
         self.commands = ChatCommands(self)
         self._ids = _IdSequence()
+        # Sessions, held for resume_window after a drop (see groupchat.server.sessions).
+        self.sessions: Optional[SessionTable[Member]] = (
+            SessionTable(settings.resume_window) if settings.resume_window else None)
+        self.closing = False  # the server is stopping: connections end, sessions are not held
         self._stages = {Stage.PASSWORD: self._check_password, Stage.NAME: self._offer_name,
                         Stage.CHATTING: self._run_command}
 
@@ -227,6 +237,10 @@ class Chat:
         self.refuse(member, refusal, jsonl.BYE_WRONG_PASSWORD)
 
     def _offer_name(self, member: Member, raw: str, label: Optional[str] = None) -> None:
+        command = split_command(raw)
+        if command is not None and command[0] == "resume":
+            self._resume(member, command[1], label)
+            return
         try:
             self.registry.claim(member, self.moderation.check_name(check_name(raw)))
         except (InvalidNameError, NameTakenError) as exc:
@@ -267,6 +281,10 @@ class Chat:
         one line a second; a reason worth reading (a quit message, a kick, a cut-off) is
         shown when the leave is told on its own.
         """
+        if self._hold(member, reason):
+            return
+        if self.sessions is not None:
+            self.sessions.close(member)
         room = self.registry.disconnect(member)
         if room is None:
             return
@@ -274,6 +292,91 @@ class Chat:
         log.info("%s left from %s%s", member.name, member.address, f" ({reason})" if reason else "")
         shown = "" if reason.startswith(PLAIN_DISCONNECTS) else reason
         self._tell_room(room, self.notices.add(room, LEFT, member.name, len(room), shown))
+
+    # -- sessions (see groupchat.server.sessions) --------------------------------------------
+
+    def _hold(self, member: Member, reason: str) -> bool:
+        """Hold the session of a connection that ended, for it to be resumed; False if it is not
+        to be held: not named, ended by /quit, a kick, a ban or a refusal (which end it as
+        CLOSING), held already, or the server is stopping."""
+        if self.sessions is None or self.closing or member.stage is not Stage.CHATTING:
+            return False
+        held_from = self.registry.hold(member, self._next_id)
+        if not self.sessions.hold(member, held_from, member.leave_reason or reason):
+            return False
+        log.info("%s dropped off from %s (%s); session held for %g s", member.name, member.address,
+                 reason, self.sessions.window)
+        room = member.room
+        if room is not None:
+            self._tell_room(room, self.notices.add(room, HELD, member.name, len(room) - 1))
+        return True
+
+    def expire_sessions(self) -> None:
+        """End the held sessions whose window has passed: their rooms hear they left."""
+        for session in self.sessions.expired() if self.sessions is not None else ():
+            held = session.holder
+            room = self.registry.disconnect(held)
+            if room is not None:
+                log.info("%s left from %s (%s; not resumed)", held.name, held.address, session.reason)
+                shown = "" if session.reason.startswith(PLAIN_DISCONNECTS) else session.reason
+                self._tell_room(room, self.notices.add(room, LEFT, held.name, len(room), shown))
+
+    def _resume(self, member: Member, rest: str, label: Optional[str]) -> None:
+        """``/resume TOKEN [LAST_ID]`` in place of a name: the session's name, room and operator
+        status on this connection, then exactly the room's lines it has not seen (after
+        LAST_ID, else after the last the old connection was handed), then live lines."""
+        token, _, last = rest.partition(" ")
+        last = last.strip()
+        found = self.sessions.resume(token) if self.sessions is not None and token else None
+        if found is None or (last and not _ID.fullmatch(last)):
+            why = ("usage: /resume TOKEN [LAST_ID]" if found is not None else
+                   "no session to resume with that token (unknown, used or expired); give your name")
+            member.say(self._error(CommandError(why, code=jsonl.RESUME_FAILED), label,
+                                   text=render_refusal(why)) + _PROMPT)
+            return
+        session, token = found
+        held = session.holder
+        still_open = held in self.registry.connections()
+        self.sessions.move(session, member)
+        member.stage = Stage.CHATTING
+        member.hold()
+        room, live_from = self.registry.resume(held, member, self._next_id)
+        if still_open:  # it never noticed it dropped: it ends now, and its leaving is no one's news
+            self.tell(held, "Your session was resumed from another connection.", last=jsonl.BYE_REFUSED)
+        if room is None:  # its window ended as it was resumed
+            self.refuse(member, "your session ended just now; connect again and give your name")
+            return
+        after = int(last) if last else session.held_from - 1
+        log.info("%s resumed from %s", member.name, member.address)
+        names, count = self.registry.glimpse(room, member, MAX_LISTED_NAMES)
+        self._tell_room(room, self.notices.add(room, BACK, member.name, count), besides=member)
+        entries, missed = self.missed_since(room.name, after, before=live_from)
+        greeting = self._session(member, token) + Out.line(
+            render_welcome(member.name, list_names(names, MAX_LISTED_NAMES, total=count)),
+            "welcome", name=member.name, room=room.name, names=names, count=count, resumed=True)
+        if room.topic:
+            greeting += self.topic(room.name, room.topic)
+        greeting += self.played(room.name, entries, replay=True, missed=missed)
+        member.release(greeting.json if member.json else greeting.text)
+
+    def _session(self, member: Member, token: str) -> Out:
+        """The line before the welcome that gives a connection its resume token."""
+        return Out.line(render_session(token, self.sessions.window, member.name), "session", token=token,
+                        window=self.sessions.window)
+
+    def missed_since(self, room: str, after: int, before: Optional[int] = None) -> tuple[list[Entry], int]:
+        """The first lines (at most MAX_HISTORY) said in a room after id ``after``, and how many in all."""
+        if self.history is None:
+            return [], 0
+        try:
+            return self.history.after(room, after, MAX_HISTORY, before=before)
+        except HistoryError as exc:
+            log.error("history after %d in %s: %s", after, room, exc)
+            return [], 0
+
+    def _next_id(self) -> int:
+        """The id the next event will get: everything before it was handed out already."""
+        return self.history.next_id if self.history is not None else self._ids.peek()
 
     # -- rooms -----------------------------------------------------------------------------
 
@@ -284,8 +387,7 @@ class Chat:
         where live delivery starts, so nothing is shown twice or missed.
         """
         member.hold()
-        room_before, room, live_from = self.registry.enter(
-            member, room_name, (lambda: self.history.next_id) if self.history else (lambda: 0))
+        room_before, room, live_from = self.registry.enter(member, room_name, self._next_id)
         names, count = self.registry.glimpse(room, member, MAX_LISTED_NAMES)
         # The rooms hear of it before the member hears its welcome, so anything that follows
         # the welcome (its first line, the next person to come) comes after the notice too.
@@ -296,6 +398,8 @@ class Chat:
         if welcome:
             greeting = Out.line(render_welcome(member.name, others), "welcome", name=member.name,
                                 room=room.name, names=names, count=count)
+            if self.sessions is not None:
+                greeting = self._session(member, self.sessions.open(member)) + greeting
         else:
             greeting = Out.line(self._notice(render_entered(room.name, others)), "enter",
                                 room=room.name, names=names, count=count)
@@ -321,13 +425,15 @@ class Chat:
         return self.history.search(room, text) if self.history else []
 
     def played(self, room: str, entries: Sequence[Entry], replay: bool = False,
-               query: Optional[str] = None, none: str = "") -> Out:
+               query: Optional[str] = None, none: str = "", missed: Optional[int] = None) -> Out:
         """Stored lines played back, stamped with their date when not from today; as JSON,
         ``history`` events and then one ``history_end``.  A replay ends with a line saying
-        live chat starts there; ``none`` is said when there are no lines."""
+        live chat starts there; ``none`` is said when there are no lines.  ``missed``: the
+        lines are the first of that many said after an id (a resume, /history after)."""
         def text() -> bytes:
             today = time.localtime().tm_yday
-            lines = []
+            lines = [self._notice(render_missed_since(missed, len(entries), entries[-1].id if entries else 0))
+                     ] if missed is not None else []
             for entry in entries:
                 moment = time.localtime(entry.time)
                 stamp = time.strftime(STAMP_FORMAT if moment.tm_yday == today else HISTORY_STAMP_FORMAT, moment)
@@ -343,7 +449,8 @@ class Chat:
                                           ts=iso_time(entry.time), **{"from": entry.sender},
                                           kind=EVENT_TYPES[entry.kind], text=entry.text, query=query)
                              for entry in entries]
-                            + [render_event("history_end", room=room, replay=replay, count=len(entries))])
+                            + [render_event("history_end", room=room, replay=replay, count=len(entries),
+                                            missed=missed, query=query)])
 
         return Out(text, json)
 
@@ -506,6 +613,9 @@ class _IdSequence:
         with self._lock:
             first, self._next = self._next, self._next + count
             return first
+
+    def peek(self) -> int:
+        return self._next
 
 
 def _operation_line(line: str) -> tuple[str, Optional[str]]:

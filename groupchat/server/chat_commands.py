@@ -28,6 +28,7 @@ from groupchat.server.settings import MAX_LISTED_NAMES, ServerSettings
 
 # ASCII digits, and few: str.isdigit() takes "²", which int() refuses, and int() refuses 5,000 digits.
 _COUNT = re.compile(r"[0-9]{1,9}")
+_ID = re.compile(r"[0-9]{1,18}")
 
 
 class ChatAPI(Protocol):
@@ -49,7 +50,8 @@ class ChatAPI(Protocol):
     def recent(self, room: str, count: int, before: Optional[int] = None) -> list[Entry]: ...
     def search(self, room: str, text: str) -> list[Entry]: ...
     def played(self, room: str, entries: Sequence[Entry], replay: bool = False,
-               query: Optional[str] = None, none: str = "") -> Out: ...
+               query: Optional[str] = None, none: str = "", missed: Optional[int] = None) -> Out: ...
+    def missed_since(self, room: str, after: int, before: Optional[int] = None) -> tuple[list[Entry], int]: ...
     def describe_rooms(self) -> list[str]: ...
     def find(self, name: str) -> Member: ...
 
@@ -108,6 +110,9 @@ class ChatCommands:
         self.chat.reply(member, self.chat.describe_rooms(), "rooms",
                         rooms=[info._asdict() for info in self.chat.registry.rooms()])
 
+    def cmd_resume(self, member: Member, rest: str) -> None:
+        raise CommandError("you are connected already: /resume is the first line of a new connection")
+
     def cmd_mode(self, member: Member, rest: str) -> None:
         self.chat.switch_mode(member, rest.lower())
 
@@ -119,12 +124,19 @@ class ChatCommands:
             member.say(self.chat.topic(room.name, room.topic))
 
     def cmd_history(self, member: Member, rest: str) -> None:
+        room = member.room.name
+        word, _, after = rest.partition(" ")
+        if word == "after":
+            if not _ID.fullmatch(after.strip()):
+                raise UsageError()
+            entries, missed = self.chat.missed_since(room, int(after))
+            member.say(self.chat.played(room, entries, missed=missed))
+            return
         count = DEFAULT_HISTORY_LINES
         if rest:
             if not _COUNT.fullmatch(rest) or int(rest) < 1:
                 raise UsageError()
             count = min(int(rest), MAX_HISTORY)
-        room = member.room.name
         member.say(self.chat.played(room, self.chat.recent(room, count), none=f"No history in {room} yet."))
 
     def cmd_search(self, member: Member, rest: str) -> None:

@@ -390,6 +390,28 @@ class HistoryStore:
         newest_first = [entry for entry in _newest_first(rows) if entry.id < before][:limit]
         return newest_first[::-1]
 
+    def after(self, room: str, after: int, limit: int = MAX_HISTORY,
+              before: Optional[int] = None) -> tuple[list[Entry], int]:
+        """The first ``limit`` (at most ``MAX_HISTORY``) messages in ``room`` with an id past
+        ``after`` (and below ``before``), oldest first, and how many such messages there are
+        in all: what someone who saw up to ``after`` missed."""
+        limit = _cap(limit, MAX_HISTORY)
+        before = sys.maxsize if before is None else before
+        key = name_key(room)
+
+        def read(db: sqlite3.Connection) -> tuple[list[Entry], int]:
+            # A row holds a batch of messages: the one holding ``after`` may hold later ones.
+            holding = db.execute(f"SELECT {_COLUMNS} FROM messages WHERE room_key = ? AND id <= ?"
+                                 " ORDER BY id DESC LIMIT 1", (key, after)).fetchall()
+            later = db.execute(f"SELECT {_COLUMNS} FROM messages WHERE room_key = ? AND id > ? AND id < ?"
+                               " ORDER BY id LIMIT ?", (key, after, before, limit)).fetchall()
+            (total,) = db.execute("SELECT coalesce(sum(lines), 0) FROM messages WHERE room_key = ?"
+                                  " AND id > ? AND id < ?", (key, after, before)).fetchone()
+            partial = [entry for entry in _oldest_first(holding) if after < entry.id < before]
+            return (partial + list(_oldest_first(later)))[:limit], total + len(partial)
+
+        return self._use(self._readers, read)
+
     def search(self, room: str, text: str, limit: int = MAX_SEARCH) -> list[Entry]:
         """Messages in ``room`` containing ``text`` ignoring case, newest first, at most ``MAX_SEARCH``.
 
@@ -424,10 +446,14 @@ class HistoryStore:
     def _read(self, connections: _Connections, sql: str, args: tuple,
               pick: Callable[[Iterator[tuple]], _T]) -> _T:
         """``pick`` what it needs from the rows of a query, on one of ``connections``."""
+        return self._use(connections, lambda db: pick(db.execute(sql, args)))
+
+    def _use(self, connections: _Connections, use: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``use`` one of ``connections``, once what was appended before is saved."""
         self._wait_for_writer(READ_WAIT_SECONDS)  # a line the reader just saw is found
         try:
             with connections.lend() as db:
-                return pick(db.execute(sql, args))
+                return use(db)
         except sqlite3.Error as exc:
             raise HistoryError(f"cannot read history database {self.path}: {exc}") from exc
 
@@ -897,10 +923,15 @@ def _id_past_oldest(db: sqlite3.Connection, size: int) -> Optional[int]:
 
 def _newest_first(rows: Sequence[tuple]) -> Iterator[Entry]:
     """The messages in rows that come newest first (as ``_COLUMNS`` has them)."""
+    for row in rows:
+        yield from reversed(list(_oldest_first([row])))
+
+
+def _oldest_first(rows: Sequence[tuple]) -> Iterator[Entry]:
+    """The messages in rows that come oldest first."""
     for first, room, when, sender, kind, text, _ in rows:
-        texts = text.split("\n")
-        for offset in range(len(texts) - 1, -1, -1):
-            yield Entry(first + offset, room, when, sender, kind, texts[offset])
+        for offset, line in enumerate(text.split("\n")):
+            yield Entry(first + offset, room, when, sender, kind, line)
 
 
 def _messages(rows: Sequence[_Row]) -> int:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Hashable, NamedTuple, Optional, TypeVar
+from typing import Any, Callable, Generic, Hashable, NamedTuple, Optional, Sequence, TypeVar
 
 from groupchat.protocol import JOINED, LEFT, render_comings, render_moved
+
+HELD, BACK = "held", "back"  # dropped off and may resume; resumed
 
 NOTICE_INTERVAL_SECONDS = 1.0
 MAX_NOTICE_NAMES = 10  # names spelled out in one coalesced line; the rest are counted
@@ -34,19 +36,22 @@ class Comings(NamedTuple):
     left: list[str]
     reason: str = ""  # of the last leave: shown when it is the batch's only one
     to: Optional[str] = None  # the room a lone leaver went to
+    held: Sequence[str] = ()  # dropped off, their sessions held (see groupchat.server.sessions)
+    back: Sequence[str] = ()  # resumed their sessions
 
     def text(self) -> str:
         """The notice's text: a bounded number of names spelled out; a lone leave keeps its
         reason, in a crowd reasons are left out."""
         if self.to is not None:
             return render_moved(self.left[0], self.to)
-        return render_comings(self.joined, self.left, MAX_NOTICE_NAMES, self.reason)
+        return render_comings(self.joined, self.left, MAX_NOTICE_NAMES, self.reason, self.held, self.back)
 
     def parts(self) -> list[tuple[str, dict[str, Any]]]:
-        """The JSON events it makes, (type, fields): a join and a leave, each if any."""
-        parts: list[tuple[str, dict[str, Any]]] = []
-        if self.joined:
-            parts.append(("join", {"names": self.joined[:MAX_NOTICE_NAMES], "count": len(self.joined)}))
+        """The JSON events it makes, (type, fields): a join, a reconnecting, a back and a
+        leave, each if any, in the order the text names them."""
+        parts: list[tuple[str, dict[str, Any]]] = [
+            (kind, {"names": names[:MAX_NOTICE_NAMES], "count": len(names)})
+            for kind, names in (("join", self.joined), ("reconnecting", self.held), ("back", self.back)) if names]
         if self.left:
             lone = len(self.left) == 1
             parts.append(("leave", {"names": self.left[:MAX_NOTICE_NAMES], "count": len(self.left),
@@ -58,8 +63,16 @@ class Comings(NamedTuple):
 class _Batch:
     joined: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    back: list[str] = field(default_factory=list)
     due: float = 0.0
     reason: str = ""  # of the last leave: shown when it is the batch's only one
+
+    def comings(self) -> Comings:
+        return Comings(self.joined, self.left, self.reason, held=self.held, back=self.back)
+
+
+_FIELDS = {JOINED: "joined", LEFT: "left", HELD: "held", BACK: "back"}  # event -> its list in a batch
 
 
 class NoticeBatcher(Generic[Room]):
@@ -81,8 +94,9 @@ class NoticeBatcher(Generic[Room]):
         self._batches: dict[Room, _Batch] = {}
 
     def add(self, room: Room, event: str, name: str, audience: int, reason: str = "") -> Optional[Comings]:
-        """Note that ``name`` joined or left before ``audience`` others; return what to tell
-        now, or None if it waits (or, with no audience, needs no telling).
+        """Note that ``name`` joined, left, dropped off (HELD) or came back (BACK) before
+        ``audience`` others; return what to tell now, or None if it waits (or, with no
+        audience, needs no telling).
 
         A leave's ``reason`` (a /quit message, a kick) is told when it is the only leave in its
         line; in a crowd's line it is left out, so whatever the reasons a room hears at most
@@ -95,11 +109,11 @@ class NoticeBatcher(Generic[Room]):
                 return None
             if batch is None and now - self._last_told.get(room, -self.interval) >= self.interval:
                 self._last_told[room] = now
-                return Comings([name] if event == JOINED else [], [name] if event == LEFT else [], reason)
+                return _Batch(**{_FIELDS[event]: [name]}, reason=reason).comings()
             if batch is None:
                 batch = self._batches[room] = _Batch(due=self._last_told[room] + self.interval)
                 self._changed.notify()
-            (batch.joined if event == JOINED else batch.left).append(name)
+            getattr(batch, _FIELDS[event]).append(name)
             if event == LEFT:
                 batch.reason = reason
             return None
@@ -113,7 +127,7 @@ class NoticeBatcher(Generic[Room]):
             for room, _ in taken:
                 self._last_told[room] = now
             self._forget_quiet_rooms(now)
-        return [(room, Comings(batch.joined, batch.left, batch.reason)) for room, batch in taken]
+        return [(room, batch.comings()) for room, batch in taken]
 
     def wait(self, timeout: float) -> None:
         """Sleep until a batch is due, something new waits, or ``timeout`` passes."""

@@ -176,6 +176,31 @@ class Registry:
             member.room = room
             return left, room, mark()
 
+    def hold(self, member: Member, mark: Callable[[], int]) -> int:
+        """Forget a named connection that dropped but keep its name and its place in its room,
+        for its session to be resumed (see :mod:`groupchat.server.sessions`); return ``mark()``
+        taken then: what it was handed ends there.  Lines sent to it meanwhile go nowhere
+        (its outbox is closed); :meth:`disconnect` ends the hold."""
+        with self._lock:
+            self._connections.discard(member)
+            return mark()
+
+    def resume(self, held: Member, member: Member, mark: Callable[[], int]) -> tuple[Optional[Room], int]:
+        """Put ``member``, a new connection, in ``held``'s place: its name, room and operator
+        status; return the room and ``mark()`` taken at that instant (see :meth:`enter`)."""
+        with self._lock:
+            key = name_key(held.name)
+            if self._names.get(key) is held:
+                self._names[key] = member
+            member.name, member.is_op = held.name, held.is_op
+            room, held.room = held.room, None
+            if room is not None:
+                room.discard(held)
+                room.add(member)
+                member.room = room
+            self._connections.discard(held)
+            return room, mark()
+
     def disconnect(self, member: Member) -> Optional[Room]:
         """Forget a connection; return the room it was in, if any (so that room hears it left)."""
         with self._lock:

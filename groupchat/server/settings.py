@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 from groupchat.protocol import MAX_LINE_BYTES
 from groupchat.server.flood import DEFAULT_ADDRESS_BURST, DEFAULT_ADDRESS_RATE, DEFAULT_BURST, DEFAULT_RATE
 from groupchat.server.notices import NOTICE_INTERVAL_SECONDS
+from groupchat.server.sessions import DEFAULT_WINDOW_SECONDS
 
 HANDSHAKE_TIMEOUT_SECONDS = 30.0  # to complete TLS, give the password and a name
 MAX_CLIENTS = 1000
@@ -62,4 +63,5 @@ class ServerSettings:
     max_history_mb: int = MAX_HISTORY_MB  # of text; past it the oldest history is pruned; 0: no bound
     replay: int = DEFAULT_REPLAY  # lines of history shown on entering a room
     notice_interval: float = NOTICE_INTERVAL_SECONDS  # join/leave notice lines per room, at most one per
+    resume_window: float = DEFAULT_WINDOW_SECONDS  # a dropped session is held this long; 0: no sessions
 

@@ -264,14 +264,17 @@ class ChatServer(socketserver.ThreadingTCPServer):
             self.shutdown_request(request)
 
     def _tell_notices(self) -> None:
-        """The one thread that tells rooms the joins and leaves that waited (see notices.py)."""
+        """The one thread that tells rooms the joins and leaves that waited (see notices.py),
+        and ends the held sessions whose window has passed (see sessions.py)."""
         while not self._stopping.is_set():
             self.chat.notices.wait(POLL_SECONDS * 10)
             self.chat.tell_due_notices()
+            self.chat.expire_sessions()
 
     def stop(self) -> None:
         """Stop accepting, tell everyone the server is going down, and close every connection."""
         self._stopping.set()
+        self.chat.closing = True
         self.deadlines.stop()
         self.shutdown()
         self.chat.announce("Server is shutting down.", bye=BYE_SHUTDOWN)

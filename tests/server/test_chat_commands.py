@@ -173,8 +173,8 @@ def test_history_and_search_play_back_what_the_room_said(history):
     assert said(chat, bob, "/search BUILD") == [line]
     assert said(chat, bob, "/history 5")[-2:] == [line.replace("second build", "first"), line]
     assert said(chat, bob, "/search nothing") == [notice('No messages in lobby contain "nothing".')]
-    assert said(chat, bob, "/history x") == [notice("usage: /history [N]")]
-    assert said(chat, bob, "/history \u00b2") == [notice("usage: /history [N]")]  # isdigit(), not int()
+    assert said(chat, bob, "/history x") == [notice("usage: /history [N|after ID]")]
+    assert said(chat, bob, "/history \u00b2") == [notice("usage: /history [N|after ID]")]  # isdigit(), not int()
     assert said(chat, bob, "/search") == [notice("usage: /search TEXT")]
 
 
@@ -292,3 +292,10 @@ def test_mode_switches_a_connection_to_json_and_back_and_says_its_usage():
     assert said(chat, alice, "/mode json") == ['{"v":1,"type":"mode","mode":"json"}']
     assert said(chat, alice, "/mode text") == [notice("Mode: text.")]
     assert said(chat, alice, "/mode") == [notice("usage: /mode json|text")]
+
+
+def test_resume_is_only_for_the_first_line_of_a_new_connection():
+    chat = make_chat()
+    alice = named(chat, "alice")
+    assert said(chat, alice, "/resume sometoken") == [
+        notice("you are connected already: /resume is the first line of a new connection")]

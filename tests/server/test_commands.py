@@ -25,9 +25,9 @@ def test_help_lists_every_command_and_explains_one(connect):
     alice = connect("alice")
     alice.say("/help")
     listed = set()
-    for _ in range(13):
+    for _ in range(14):
         listed.add(re.match(f"{NOTICE}/(\\w+)", alice.next_line()).group(1))
-    assert listed == {"help", "nick", "who", "me", "msg", "quit", "join", "rooms", "topic", "op", "mode",
+    assert listed == {"help", "nick", "who", "me", "msg", "quit", "join", "rooms", "topic", "op", "mode", "resume",
                       "history", "search"}
     alice.say("/help msg")
     alice.expect(f"^{NOTICE}/msg NAME TEXT: a private message only NAME sees$")

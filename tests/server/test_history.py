@@ -691,3 +691,16 @@ def test_append_gives_increasing_ids_that_survive_a_restart_and_bound_recent(db_
 
 if __name__ == "__main__":
     measure()
+
+
+def test_after_gives_what_someone_who_saw_up_to_an_id_missed_even_inside_a_batch(store):
+    first = store.extend("lobby", "alice", "message", [f"a{n}" for n in range(5)])
+    store.append("dev", "bob", "message", "elsewhere")
+    store.extend("lobby", "carol", "message", ["c0", "c1"])
+    entries, total = store.after("lobby", first + 2)
+    assert [e.text for e in entries] == ["a3", "a4", "c0", "c1"] and total == 4
+    entries, total = store.after("lobby", first + 2, limit=3)
+    assert [e.text for e in entries] == ["a3", "a4", "c0"] and total == 4
+    entries, total = store.after("lobby", first - 1, before=first + 5)  # before: where live lines began
+    assert [e.text for e in entries] == ["a0", "a1", "a2", "a3", "a4"] and total == 5
+    assert store.after("lobby", first + 100) == ([], 0)

@@ -118,7 +118,7 @@ def test_escape_sequences_never_reach_another_terminal(honest):
     peer = Peer(honest.server.server_address)
     assert peer.next_line() == "*** What is your name?"
     peer.send(b"\x1b[31mmallory\x1b[0m\n")
-    assert peer.next_line().startswith("*** Welcome, mallory!")
+    assert peer.expect("^\\*\\*\\* Welcome").string.startswith("*** Welcome, mallory!")
     peer.send("\x1b[2J\x1b[Hwipe\x07\x08\x9b1m\u202eevil\n".encode())
     line = honest.bob.expect("<mallory>").string
     assert re.fullmatch(f"{STAMP}<mallory> wipe1mevil", line)
@@ -250,8 +250,10 @@ def test_a_thousand_refused_names_in_one_write_end_the_connection_at_once(honest
 
 
 @pytest.mark.parametrize("close", ["FIN", "RST"])
-def test_a_connection_that_wrote_a_backlog_and_closed_leaves_at_once(honest_on, close):
-    honest = honest_on()  # the defaults: 5 lines a second, bursts of 20
+@pytest.mark.parametrize("held", [True, False], ids=["session-held", "no-sessions"])
+def test_a_connection_that_wrote_a_backlog_and_closed_leaves_at_once(honest_on, close, held):
+    # The defaults: 5 lines a second, bursts of 20; a session held for a resume, or none.
+    honest = honest_on() if held else honest_on(resume_window=0)
     ghost = Peer(honest.server.server_address)
     ghost.join("ghost")
     honest.alice.expect("ghost joined")
@@ -260,10 +262,18 @@ def test_a_connection_that_wrote_a_backlog_and_closed_leaves_at_once(honest_on, 
         ghost.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     ghost.close()
     started = time.monotonic()
-    honest.alice.expect(f"^{STAMP}\\*\\*\\* ghost left$", timeout=5)
+    honest.alice.expect(f"^{STAMP}\\*\\*\\* ghost {'is reconnecting' if held else 'left'}$", timeout=5)
     assert time.monotonic() - started < 3
+    time.sleep(1.0)  # what flood control would have let through by now, had it kept reading
     honest.alice.say("/who")
-    assert "ghost" not in honest.alice.expect(r"\*\*\* In lobby").string
+    who = honest.alice.expect(r"\*\*\* In lobby").string
+    assert ("ghost" in who) == held  # a held name stays taken
+    honest.alice.say("after the ghost")
+    seen = []
+    while not (line := honest.bob.next_line()).endswith("<alice> after the ghost"):
+        seen.append(line)
+    told = next(n for n, line in enumerate(seen) if re.search(r"\*\*\* ghost (is reconnecting|left)$", line))
+    assert not [line for line in seen[told:] if "<ghost>" in line], "its backlog went on after it was gone"
     honest.back_to_baseline()
 
 

@@ -276,6 +276,25 @@ def test_help_and_notices_are_notice_events():
     assert {e["type"] for e in helps} == {"notice"} and len(helps) > 10 and ack["label"] == "h"
 
 
+def test_sessions_in_json_a_token_before_the_welcome_then_reconnecting_and_back(history):
+    chat = make_chat(resume_window=120)
+    chat.history = history
+    alice = newcomer(chat)
+    alice.link.lines.clear()
+    chat.receive(alice, ["/mode json", "alice"])
+    _, _, session, welcome = events(alice)
+    assert (session["type"], session["window"], welcome["type"]) == ("session", 120, "welcome")
+    bob = json_named(chat, "bob")
+    events(alice)
+    chat.leave(alice, "connection lost")
+    (away,) = events(bob)
+    assert (away["type"], away["names"]) == ("reconnecting", ["alice"])
+    back = newcomer(chat)
+    chat.receive(back, ["/mode json", f"/resume {session['token']}"])
+    (returned,) = events(bob)
+    assert (returned["type"], returned["names"], returned["id"]) == ("back", ["alice"], away["id"] + 1)
+
+
 def test_zz_every_documented_event_type_was_produced_and_checked():
     """Last in this file: the tests above made every type the README documents."""
     assert set(DOCUMENTED) - SEEN == set()

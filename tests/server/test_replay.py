@@ -95,7 +95,7 @@ def test_history_and_search_commands(server, connect):
         "<alice> line 27", "<alice> line 28", "<alice> line 29"]
     for bad in ("/history x", "/history 0", "/history -5"):
         bob.say(bad)
-        assert re.fullmatch(f"{NOTICE}usage: /history \\[N\\]", bob.next_line())
+        assert re.fullmatch(f"{NOTICE}usage: /history \\[N\\|after ID\\]", bob.next_line())
     bob.say("/search STRASSE")
     assert re.fullmatch(f"{HISTORY}<alice> line 7 about Straße", bob.next_line())
     bob.say("/search line 2")

@@ -1,0 +1,122 @@
+"""Sessions: what lets a connection that dropped come back as itself, with what it missed.
+
+A named connection gets a resume token.  When it drops without ``/quit`` (a reset, a lid
+closed, a write that failed), its session is *held*: the name and the room stay, nobody else
+may take the name, and the token brings it all back on a new connection within the window;
+then the session ends as an ordinary leave.  Each resume gives a new token, so a token works
+once.  Tokens are kept only as their SHA-256 (a lookup by it reveals nothing of a token) and
+compared in constant time; they are never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Generic, Optional, TypeVar
+
+TOKEN_BYTES = 16  # 128 bits
+DEFAULT_WINDOW_SECONDS = 120.0
+
+Holder = TypeVar("Holder")
+
+
+@dataclass
+class Session(Generic[Holder]):
+    """One person's session: who holds it now and, while held, until when and from which id."""
+
+    holder: Holder
+    digest: bytes
+    expires: Optional[float] = None  # None while connected
+    held_from: int = 0  # the first id the dropped connection was not handed
+    reason: str = ""  # why it dropped: the leave's reason if it is never resumed
+
+
+class SessionTable(Generic[Holder]):
+    """The sessions of connected and held members; thread-safe, no I/O.
+
+    >>> table = SessionTable(window=120, now=lambda: 0.0)
+    >>> token = table.open("alice")
+    >>> table.hold("alice", held_from=7, reason="connection lost")
+    True
+    >>> session, new_token = table.resume(token)
+    >>> session.holder, session.held_from, table.resume(token)
+    ('alice', 7, None)
+    """
+
+    def __init__(self, window: float = DEFAULT_WINDOW_SECONDS, now: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self._now = now
+        self._lock = threading.Lock()
+        self._by_digest: dict[bytes, Session[Holder]] = {}
+        self._by_holder: dict[Holder, Session[Holder]] = {}
+
+    def open(self, holder: Holder) -> str:
+        """A new session for ``holder``; return its token."""
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        session = Session(holder, _digest(token))
+        with self._lock:
+            self._by_digest[session.digest] = session
+            self._by_holder[holder] = session
+        return token
+
+    def hold(self, holder: Holder, held_from: int, reason: str) -> bool:
+        """Keep ``holder``'s session for the window after its connection dropped; False if it
+        has none, or it is held already."""
+        with self._lock:
+            session = self._by_holder.get(holder)
+            if session is None or session.expires is not None:
+                return False
+            session.expires = self._now() + self.window
+            session.held_from = held_from
+            session.reason = reason
+            return True
+
+    def close(self, holder: Holder) -> None:
+        """End ``holder``'s session (a /quit, a kick, a ban): its token works no more."""
+        with self._lock:
+            session = self._by_holder.pop(holder, None)
+            if session is not None:
+                del self._by_digest[session.digest]
+
+    def resume(self, token: str) -> Optional[tuple[Session[Holder], str]]:
+        """The session ``token`` opens and a new token for it (the old one is spent), or None
+        if there is no such session or its window has passed.  The caller moves the session
+        to its new holder with :meth:`move`."""
+        digest = _digest(token)
+        with self._lock:
+            session = self._by_digest.get(digest)
+            if session is None or not hmac.compare_digest(session.digest, digest):
+                return None
+            if session.expires is not None and session.expires <= self._now():
+                return None
+            token = secrets.token_urlsafe(TOKEN_BYTES)
+            del self._by_digest[session.digest]
+            session.digest = _digest(token)
+            self._by_digest[session.digest] = session
+            return session, token
+
+    def move(self, session: Session[Holder], holder: Holder) -> None:
+        """Give a resumed session to the connection that resumed it."""
+        with self._lock:
+            self._by_holder.pop(session.holder, None)
+            session.holder = holder
+            session.expires = None
+            self._by_holder[holder] = session
+
+    def expired(self) -> list[Session[Holder]]:
+        """Take the held sessions whose window has passed (each once)."""
+        now = self._now()
+        with self._lock:
+            gone = [s for s in self._by_holder.values() if s.expires is not None and s.expires <= now]
+            for session in gone:
+                del self._by_holder[session.holder]
+                del self._by_digest[session.digest]
+        return gone
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "replace")).digest()
