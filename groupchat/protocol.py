@@ -662,6 +662,15 @@ def render_missed_since(missed: int, shown: int, last_shown: int) -> str:
     return f"{missed:,} message{'s were' if missed != 1 else ' was'} said since" + (": here they are." if missed else ".")
 
 
+def render_throttled(waiting: int, rate: float) -> str:
+    """What a sender is told when flood control starts holding its lines back.
+
+    >>> render_throttled(40, 5.0)
+    'Slowing down: 40 lines waiting, 5 a second.'
+    """
+    return f"Slowing down: {waiting:,} line{'s' if waiting != 1 else ''} waiting, {rate:g} a second."
+
+
 def render_rename(old: str, new: str) -> str:
     """The notice text a room gets for /nick."""
     return f"{old} is now known as {new}"

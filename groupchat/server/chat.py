@@ -46,6 +46,7 @@ from groupchat.protocol import (
     render_private,
     render_refusal,
     render_session,
+    render_throttled,
     render_welcome,
     split_command,
 )
@@ -289,6 +290,9 @@ class Chat:
         if room is None:
             return
         reason = member.leave_reason or reason
+        if self.closing:  # everyone is leaving, and was told why: the room hears nothing more
+            log.info("%s left from %s (the server is shutting down)", member.name, member.address)
+            return
         log.info("%s left from %s%s", member.name, member.address, f" ({reason})" if reason else "")
         shown = "" if reason.startswith(PLAIN_DISCONNECTS) else reason
         self._tell_room(room, self.notices.add(room, LEFT, member.name, len(room), shown))
@@ -349,7 +353,7 @@ class Chat:
         after = int(last) if last else session.held_from - 1
         log.info("%s resumed from %s", member.name, member.address)
         names, count = self.registry.glimpse(room, member, MAX_LISTED_NAMES)
-        self._tell_room(room, self.notices.add(room, BACK, member.name, count), besides=member)
+        self._tell_room(room, self.notices.add(room, BACK, member.name, count))
         entries, missed = self.missed_since(room.name, after, before=live_from)
         greeting = self._session(member, token) + Out.line(
             render_welcome(member.name, list_names(names, MAX_LISTED_NAMES, total=count)),
@@ -393,7 +397,7 @@ class Chat:
         # the welcome (its first line, the next person to come) comes after the notice too.
         if room_before is not None:
             self._tell_room(room_before, Comings([], [member.name], to=room.name))
-        self._tell_room(room, self.notices.add(room, JOINED, member.name, count), besides=member)
+        self._tell_room(room, self.notices.add(room, JOINED, member.name, count))
         others = list_names(names, MAX_LISTED_NAMES, total=count)
         if welcome:
             greeting = Out.line(render_welcome(member.name, others), "welcome", name=member.name,
@@ -469,6 +473,11 @@ class Chat:
         else:
             member.end(Out.line(self._notice(text), "bye", code=last, message=text))
 
+    def tell_throttled(self, member: Member, waiting: int, rate: float) -> None:
+        """Flood control holds a member's lines back: it is told once per spell, so it knows
+        why the others see them late."""
+        member.say(Out.line(self._notice(render_throttled(waiting, rate)), "throttled", waiting=waiting, rate=rate))
+
     def reply(self, member: Member, lines: list[str], kind: str, **fields: Any) -> None:
         """An answer to one member: notices in text, one JSON event of ``kind`` with ``fields``."""
         member.say(Out(lambda: b"".join(encode_line(self._notice(line)) for line in lines),
@@ -533,12 +542,17 @@ class Chat:
 
     def publish(self, sender: Member, event: RoomEvent) -> Optional[int]:
         """Send a room event to the sender's room; return its first id (None if the sender is
-        in no room).  See :meth:`_post`."""
+        in no room).  A notice of the sender's arrival still waiting for the room's next notice
+        line goes first.  See :meth:`_post`."""
+        room = sender.room
+        if room is not None:
+            self._tell_room(room, self.notices.take_naming(room, sender.name))
         return self._post(event, sender.name, None if event.echo else sender,
                           lambda post: self.registry.post(sender, post))
 
     def _post(self, event: RoomEvent, sender: str, besides: Optional[Member],
-              post_in: Callable[[Callable[[Room], None]], Optional[Room]]) -> Optional[int]:
+              post_in: Callable[[Callable[[Room], None]], Optional[Room]],
+              hide: frozenset[str] = frozenset()) -> Optional[int]:
         """Give a room event its ids, keep it in history and queue it for the room's fan-out in
         the same instant as the room is read (``post_in`` runs ``post`` under the registry's
         lock), so every member and the history see one order; then send it, rendered once per
@@ -559,7 +573,8 @@ class Chat:
             nonlocal first
             first = self._take_ids(room, sender, kept, event.ids, when)
             out = Out(lambda: text, lambda: event.render_json(first, room.name, when))
-            room.fanout.add(Delivery(room.members, out, droppable=event.kept, besides=besides))
+            members = room.members if not hide else tuple(m for m in room.members if m.name not in hide)
+            room.fanout.add(Delivery(members, out, droppable=event.kept, besides=besides))
 
         room = post_in(post)
         if room is None:
@@ -582,21 +597,26 @@ class Chat:
             self._tell_room(room, comings)
 
     def announce(self, text: str, bye: Optional[str] = None) -> None:
-        """A server notice to every member in every room; ``bye``: a JSON client gets a
-        ``bye`` with this code instead (the server is closing the connections)."""
-        out = Out.line(self._notice(text), "bye", code=bye, message=text) if bye else \
-            Out.line(self._notice(text), "notice", text=text)
+        """A server notice to every member in every room; ``bye``: the last line each gets
+        (a ``bye`` event with this code in JSON), as their connections end."""
+        if bye is None:
+            out = Out.line(self._notice(text), "notice", text=text)
+            for member in self.registry.named():
+                member.say(out)
+            return
+        out = Out.line(self._notice(text), "bye", code=bye, message=text)
         for member in self.registry.named():
-            member.say(out)
+            member.end(out)
 
     def missed_notice(self, count: int, json: bool) -> bytes:
         """What a reader too slow for its queue is told in place of the messages it lost."""
         return render_event("missed", count=count) if json else encode_line(self._notice(render_missed(count)))
 
-    def _tell_room(self, room: Room, comings: Optional[Comings], besides: Optional[Member] = None) -> None:
+    def _tell_room(self, room: Room, comings: Optional[Comings]) -> None:
+        """Tell a room its comings and goings: not those who arrived, each of whom had a welcome."""
         if comings is not None:
-            self._post(RoomEvent.comings(comings), "", besides,
-                       lambda post: room if self.registry.post_to(room, post) else None)
+            self._post(RoomEvent.comings(comings), "", None,
+                       lambda post: room if self.registry.post_to(room, post) else None, comings.newcomers())
 
     def _notice(self, text: str) -> str:
         return render_notice(self.clock.stamp(), text)

@@ -39,6 +39,10 @@ class Comings(NamedTuple):
     held: Sequence[str] = ()  # dropped off, their sessions held (see groupchat.server.sessions)
     back: Sequence[str] = ()  # resumed their sessions
 
+    def newcomers(self) -> frozenset[str]:
+        """Who this notice is not for: those it says arrived (each had a welcome instead)."""
+        return frozenset(self.joined) | frozenset(self.back)
+
     def text(self) -> str:
         """The notice's text: a bounded number of names spelled out; a lone leave keeps its
         reason, in a crowd reasons are left out."""
@@ -65,6 +69,7 @@ class _Batch:
     left: list[str] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
     back: list[str] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)  # everyone it names
     due: float = 0.0
     reason: str = ""  # of the last leave: shown when it is the batch's only one
 
@@ -79,9 +84,9 @@ class NoticeBatcher(Generic[Room]):
     """Decides, per room, whether a join or leave is told now or waits for the room's next line.
 
     Thread-safe; :meth:`add` never blocks.  Whoever sends notices calls :meth:`take_due` when
-    :meth:`wait` says something is due, and tells each batch to everyone then in the room,
-    newcomers included (as IRC shows you your own join).  An interval of 0 tells every
-    event at once.
+    :meth:`wait` says something is due, and tells each batch to everyone then in the room but
+    those it says arrived; :meth:`take_naming` takes a batch early, for someone it names who is
+    about to speak.  An interval of 0 tells every event at once.
     """
 
     def __init__(self, interval: float = NOTICE_INTERVAL_SECONDS,
@@ -114,9 +119,23 @@ class NoticeBatcher(Generic[Room]):
                 batch = self._batches[room] = _Batch(due=self._last_told[room] + self.interval)
                 self._changed.notify()
             getattr(batch, _FIELDS[event]).append(name)
+            batch.names.add(name)
             if event == LEFT:
                 batch.reason = reason
             return None
+
+    def take_naming(self, room: Room, name: str) -> Optional[Comings]:
+        """The room's waiting batch, now, if it names ``name``: someone about to speak is told
+        to have arrived first (their leaving cannot wait: they are still here)."""
+        if room not in self._batches:  # the usual case, without the lock: a batch naming the
+            return None                # caller was added by the caller's own thread, before
+        with self._lock:
+            batch = self._batches.get(room)
+            if batch is None or name not in batch.names:
+                return None
+            del self._batches[room]
+            self._last_told[room] = self._now()
+        return batch.comings()
 
     def take_due(self) -> list[tuple[Room, Comings]]:
         """The batches whose time has come, each taken once."""
@@ -135,6 +154,11 @@ class NoticeBatcher(Generic[Room]):
             if self._batches:
                 timeout = min(timeout, max(0.0, min(b.due for b in self._batches.values()) - self._now()))
             self._changed.wait(timeout)
+
+    def wake(self) -> None:
+        """End a :meth:`wait` now (the server is stopping)."""
+        with self._lock:
+            self._changed.notify_all()
 
     def _forget_quiet_rooms(self, now: float) -> None:
         """Rooms quiet for a whole interval need no memory: their next event is told at once."""

@@ -66,6 +66,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.sock: Union[socket.socket, TLSConnection] = self.request
         self.member: Optional[Member] = None
         self.reason = "connection closed"
+        self._unread = 0  # lines the last read left in the kernel's buffer (as far as it looked)
         tune_socket(self.sock, self.server.settings.stall_timeout)
         # Absolute from accept, however the bytes arrive: see groupchat.server.deadlines.
         self._handshake = self.server.deadlines.add(self.server.settings.handshake_timeout,
@@ -108,7 +109,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         bucket = FloodControl(TokenBucket(settings.rate, settings.burst), self.server.address_budget, member.host)
         hangup = HangupWatch(self.request, self._half_closed)
         telnet = TelnetFilter()
-        named = False
+        named = throttled = False
         data = self._read(bucket)
         if self.server.tls is None and data.startswith(TLS_HANDSHAKE_RECORD):
             self._hang_up("this server does not speak TLS (connect without --tls)")
@@ -119,8 +120,19 @@ class ChatHandler(socketserver.BaseRequestHandler):
                 self.outbox.put(reply)
             waiting = lines.feed(text)
             relayed = 0
-            # Flood control's naps end at once if the peer hangs up or the chat ends it.
-            for run in paced(waiting, bucket, hangup.wait):
+            napped = False
+
+            def nap(seconds: float) -> bool:
+                """Flood control's naps end at once if the peer hangs up or the chat ends it; the
+                first of a spell tells the sender why its lines are late."""
+                nonlocal napped, throttled
+                napped = True
+                if not throttled and member.stage is Stage.CHATTING:
+                    throttled = True
+                    self.server.chat.tell_throttled(member, len(waiting) - relayed + self._unread, bucket.rate)
+                return hangup.wait(seconds)
+
+            for run in paced(waiting, bucket, nap):
                 if member.stage is Stage.CLOSING:  # nothing more from it is read or acted on
                     return
                 receive(member, run)
@@ -131,6 +143,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
                 log.info("%s: closed the connection; %d lines it sent were dropped",
                          member.address, len(waiting) - relayed)
                 return
+            throttled = throttled and napped  # a read that went through at once ends the spell
             if not named and member.name is not None:
                 named = True
                 self._handshake.cancel()
@@ -144,7 +157,11 @@ class ChatHandler(socketserver.BaseRequestHandler):
         if not bucket.rate or self.sock is not self.request:  # over TLS, records come whole
             return self.sock.recv(RECV_BYTES)
         peeked = self.sock.recv(RECV_BYTES, socket.MSG_PEEK)
-        return self.sock.recv(cut_after_lines(peeked, bucket.burst)) if peeked else peeked
+        if not peeked:
+            return peeked
+        cut = cut_after_lines(peeked, bucket.burst)
+        self._unread = peeked.count(b"\n", cut)  # lines seen waiting behind what is taken
+        return self.sock.recv(cut)
 
     def _start_tls(self) -> bool:
         """The TLS handshake, in this connection's own thread, bounded by the handshake timeout."""
@@ -218,7 +235,8 @@ class ChatServer(socketserver.ThreadingTCPServer):
             self.history.close()
             raise ServerStartError(describe_bind_error(exc, *address)) from exc
         self._stopping = threading.Event()
-        threading.Thread(target=self._tell_notices, name="notices", daemon=True).start()
+        self._notices = threading.Thread(target=self._tell_notices, name="notices", daemon=True)
+        self._notices.start()
         threading.Thread(target=self.deadlines.run, name="deadlines", daemon=True).start()
 
     def verify_request(self, request: socket.socket, client_address: tuple) -> bool:
@@ -272,9 +290,12 @@ class ChatServer(socketserver.ThreadingTCPServer):
             self.chat.expire_sessions()
 
     def stop(self) -> None:
-        """Stop accepting, tell everyone the server is going down, and close every connection."""
+        """Stop accepting, tell everyone the server is going down (the last line each gets: no
+        notice that waited follows it), and close every connection."""
         self._stopping.set()
         self.chat.closing = True
+        self.chat.notices.wake()
+        self._notices.join(POLL_SECONDS * 10)
         self.deadlines.stop()
         self.shutdown()
         self.chat.announce("Server is shutting down.", bye=BYE_SHUTDOWN)

@@ -86,9 +86,26 @@ def test_a_crowd_arriving_costs_one_notice_line_per_interval():
     crowd[0].link.lines.clear()
     chat.tell_due_notices()
     notice = f"[{stamp}] *** p0, p1, p2, p3, p4, p5, p6, p7, p8, p9 and 30 others joined"
-    assert alice.link.lines == bob.link.lines == crowd[0].link.lines == [notice]
+    assert alice.link.lines == bob.link.lines == [notice]
+    assert crowd[0].link.lines == []  # not told of its own arrival: it had its welcome
     chat.tell_due_notices()
     assert alice.link.lines == [notice]  # told once
+
+
+def test_a_newcomer_who_speaks_at_once_is_told_to_have_arrived_first_and_to_have_left_after():
+    now = [100.0]
+    chat = make_chat(notice_interval=1.0)
+    chat.notices._now = lambda: now[0]
+    alice = named(chat, "alice")
+    named(chat, "ci-bot")  # told at once: the next arrival waits for the room's next notice line
+    alice.link.lines.clear()
+    bot = named(chat, "ci-bot2")
+    chat.receive(bot, ["build 1235 failed"])
+    chat.leave(bot)
+    now[0] += 1.0
+    chat.tell_due_notices()
+    assert [line.split("] ", 1)[1] for line in alice.link.lines] == [
+        "*** ci-bot2 joined", "<ci-bot2> build 1235 failed", "*** ci-bot2 left"]
 
 def test_unnamed_connection_leaving_is_not_announced():
     chat = make_chat()

@@ -259,7 +259,7 @@ def test_every_way_out_is_a_bye_with_its_code():
     for member, code in [(quitter, "QUIT"), (kicked, "KICKED"), (banned, "BANNED"), (stayer, "SHUTDOWN")]:
         byes = [event for event in events(member) if event["type"] == "bye"]
         assert byes and byes[0]["code"] == code, member  # (a real outbox takes nothing after the first)
-    assert quitter.link.ended and kicked.link.ended and banned.link.ended and not stayer.link.ended
+    assert quitter.link.ended and kicked.link.ended and banned.link.ended and stayer.link.ended
 
 
 def test_a_slow_readers_missed_count_is_an_event():
@@ -293,6 +293,13 @@ def test_sessions_in_json_a_token_before_the_welcome_then_reconnecting_and_back(
     chat.receive(back, ["/mode json", f"/resume {session['token']}"])
     (returned,) = events(bob)
     assert (returned["type"], returned["names"], returned["id"]) == ("back", ["alice"], away["id"] + 1)
+
+
+def test_being_held_back_by_flood_control_is_an_event():
+    chat = make_chat()
+    alice = json_named(chat, "alice")
+    chat.tell_throttled(alice, 40, 5.0)
+    assert events(alice) == [{"v": 1, "type": "throttled", "waiting": 40, "rate": 5.0}]
 
 
 def test_zz_every_documented_event_type_was_produced_and_checked():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 import struct
@@ -231,6 +232,23 @@ def test_stop_tells_every_client_and_closes_every_connection(start_server):
     unnamed.close()
 
 
+def test_the_shutdown_line_is_the_last_even_with_notices_waiting_and_the_log_has_every_leave(start_server, caplog):
+    caplog.set_level(logging.INFO)
+    server = start_server(notice_interval=60)  # whatever comes after the first arrival waits
+    peers = [Peer(server.server_address) for _ in range(4)]
+    for n, peer in enumerate(peers):
+        peer.join(f"p{n}")
+    peers[0].expect("p1 joined$")
+    peers[3].close()  # a leave waits too
+    wait_for(lambda: "p3 dropped off" in caplog.text, what="p3's drop")
+    server.stop()
+    for peer in peers[:3]:
+        assert peer.expect_eof()[-1].endswith("*** Server is shutting down.")
+        peer.close()
+    for n in range(3):
+        assert f"p{n} left from" in caplog.text and "(the server is shutting down)" in caplog.text
+
+
 def test_ipv6_loopback(start_server):
     if not socket.has_ipv6:
         pytest.skip("no IPv6 here")
@@ -261,3 +279,22 @@ def test_port_in_use_is_one_clear_error(server):
 def test_unknown_listen_address_is_one_clear_error():
     with pytest.raises(ServerStartError, match="unknown host"):
         ChatServer(("no-such-host.invalid", 0))
+
+
+def test_a_sender_held_back_by_flood_control_is_told_once_per_spell(start_server):
+    server = start_server(rate=20, burst=5, max_per_address=0, address_rate=0)
+    carol, bob = Peer(server.server_address), Peer(server.server_address)
+    carol.join("carol")
+    bob.join_json("bob")
+    carol.send(b"".join(b"paste %d\n" % n for n in range(30)))
+    told = carol.expect(r"\*\*\* Slowing down: (\d+) lines waiting, 20 a second\.$")
+    assert 0 < int(told.group(1)) <= 30
+    assert [bob.expect_event("msg")["text"] for _ in range(30)] == [f"paste {n}" for n in range(30)]
+    carol.say("/who")  # answered at once: the spell is over, and no second notice came
+    assert re.search(r"\*\*\* In lobby", carol.next_line())
+    time.sleep(0.5)  # the bucket fills again
+    bob.send(b"".join(b'{"op": "send", "text": "b%d"}\n' % n for n in range(12)))
+    throttled = bob.expect_event("throttled")
+    assert throttled["rate"] == 20 and throttled["waiting"] > 0
+    carol.close()
+    bob.close()
