@@ -26,6 +26,7 @@ from groupchat.errors import (
 )
 from groupchat.jsonl import iso_time, render_event
 from groupchat.protocol import (
+    LINE_NOTICE,
     LIVE_MARKER,
     MAX_HISTORY,
     NAME_PROMPT,
@@ -72,6 +73,7 @@ _PASSWORD_PROMPT = Out.line(PASSWORD_PROMPT, "prompt", **{"for": "password"})
 # history writer between two checks (see HistoryStore.wait_for_room).
 MAX_BATCH_LINES = 256
 HISTORY_STAMP_FORMAT = "%Y-%m-%d %H:%M"  # a played-back line not from today
+END_OF_ANSWER = "End of the lines asked for."  # after /history's or /search's lines
 # Leaves whose reason is not worth showing: a socket's error says nothing to the room.
 PLAIN_DISCONNECTS = ("connection closed", "connection lost")
 MAX_NAME_TRIES = 5  # refused names before a connection is closed
@@ -409,7 +411,9 @@ class Chat:
                                 room=room.name, names=names, count=count)
         if room.topic:
             greeting += self.topic(room.name, room.topic)
-        played = self.recent(room.name, self.settings.replay, before=live_from)
+        # A topic set earlier is no news to someone arriving: they were just told the one that holds.
+        played = [entry for entry in self.recent(room.name, self.settings.replay, before=live_from)
+                  if entry.kind != LINE_NOTICE]
         if played:
             greeting += self.played(room.name, played, replay=True)
         member.release(greeting.json if member.json else greeting.text)
@@ -429,15 +433,19 @@ class Chat:
         return self.history.search(room, text) if self.history else []
 
     def played(self, room: str, entries: Sequence[Entry], replay: bool = False,
-               query: Optional[str] = None, none: str = "", missed: Optional[int] = None) -> Out:
+               query: Optional[str] = None, none: str = "", missed: Optional[int] = None,
+               title: str = "") -> Out:
         """Stored lines played back, stamped with their date when not from today; as JSON,
         ``history`` events and then one ``history_end``.  A replay ends with a line saying
-        live chat starts there; ``none`` is said when there are no lines.  ``missed``: the
-        lines are the first of that many said after an id (a resume, /history after)."""
+        live chat starts there; an answer (/history, /search) has its ``title`` above and an
+        end line below, or says ``none`` when there are no lines.  ``missed``: the lines are
+        the first of that many said after an id (a resume, /history after)."""
         def text() -> bytes:
             today = time.localtime().tm_yday
             lines = [self._notice(render_missed_since(missed, len(entries), entries[-1].id if entries else 0))
                      ] if missed is not None else []
+            if title and entries:
+                lines.append(self._notice(title))
             for entry in entries:
                 moment = time.localtime(entry.time)
                 stamp = time.strftime(STAMP_FORMAT if moment.tm_yday == today else HISTORY_STAMP_FORMAT, moment)
@@ -446,6 +454,8 @@ class Chat:
                 lines.append(self._notice(LIVE_MARKER))
             elif not entries and none:
                 lines.append(self._notice(none))
+            elif entries:
+                lines.append(self._notice(END_OF_ANSWER))
             return b"".join(map(encode_line, lines))
 
         def json() -> bytes:

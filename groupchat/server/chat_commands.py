@@ -15,6 +15,7 @@ from groupchat.protocol import (
     CHAT_COMMANDS,
     DEFAULT_HISTORY_LINES,
     MAX_HISTORY,
+    MAX_SEARCH,
     check_room,
     name_key,
     render_who,
@@ -50,7 +51,8 @@ class ChatAPI(Protocol):
     def recent(self, room: str, count: int, before: Optional[int] = None) -> list[Entry]: ...
     def search(self, room: str, text: str) -> list[Entry]: ...
     def played(self, room: str, entries: Sequence[Entry], replay: bool = False,
-               query: Optional[str] = None, none: str = "", missed: Optional[int] = None) -> Out: ...
+               query: Optional[str] = None, none: str = "", missed: Optional[int] = None,
+               title: str = "") -> Out: ...
     def missed_since(self, room: str, after: int, before: Optional[int] = None) -> tuple[list[Entry], int]: ...
     def describe_rooms(self) -> list[str]: ...
     def find(self, name: str) -> Member: ...
@@ -77,6 +79,9 @@ class ChatCommands:
             self.chat.moderation.check_name(new)
         except InvalidNameError as exc:
             raise CommandError(f"Sorry, {exc}") from None
+        if new.strip() == member.name:
+            self.chat.tell(member, f"You are {member.name} already.")
+            return
         self.chat.rename(member, new)
 
     def cmd_who(self, member: Member, rest: str) -> None:
@@ -132,18 +137,24 @@ class ChatCommands:
             entries, missed = self.chat.missed_since(room, int(after))
             member.say(self.chat.played(room, entries, missed=missed))
             return
-        count = DEFAULT_HISTORY_LINES
+        asked = DEFAULT_HISTORY_LINES
         if rest:
             if not _COUNT.fullmatch(rest) or int(rest) < 1:
                 raise UsageError()
-            count = min(int(rest), MAX_HISTORY)
-        member.say(self.chat.played(room, self.chat.recent(room, count), none=f"No history in {room} yet."))
+            asked = int(rest)
+        entries = self.chat.recent(room, min(asked, MAX_HISTORY))
+        capped = f" (at most {MAX_HISTORY} at a time)" if asked > MAX_HISTORY else ""
+        member.say(self.chat.played(room, entries, none=f"No history in {room} yet.",
+                                    title=f"The last {len(entries)} messages in {room}{capped}:"))
 
     def cmd_search(self, member: Member, rest: str) -> None:
         if not rest:
             raise UsageError()
         room = member.room.name
-        member.say(self.chat.played(room, self.chat.search(room, rest), query=rest,
+        entries = self.chat.search(room, rest)
+        capped = f" (the newest {MAX_SEARCH})" if len(entries) == MAX_SEARCH else ""
+        member.say(self.chat.played(room, entries, query=rest, title=f'{len(entries)} messages in {room} '
+                                                                  f'containing "{rest}"{capped}, newest first:',
                                     none=f'No messages in {room} contain "{rest}".'))
 
     def cmd_op(self, member: Member, rest: str) -> None:

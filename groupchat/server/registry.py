@@ -14,7 +14,7 @@ import time
 from typing import Callable, NamedTuple, Optional, Protocol
 
 from groupchat.errors import NameTakenError
-from groupchat.protocol import name_key
+from groupchat.protocol import MAX_NAME_CHARS, name_key
 from groupchat.server.events import Out
 from groupchat.server.fanout import Fanout
 
@@ -148,13 +148,21 @@ class Registry:
         with self._lock:
             holder = self._names.get(key)
             if holder is not None and holder is not member:
-                raise NameTakenError(f'the name "{name}" is taken')
+                raise NameTakenError(f'the name "{name}" is taken' + self._free_like(name))
             old = member.name
             if old is not None:
                 del self._names[name_key(old)]
             self._names[key] = member
             member.name = name
             return old
+
+    def _free_like(self, name: str) -> str:
+        """``; "alice2" is free``: the first free name made by adding a number (under the lock)."""
+        stem = name[:MAX_NAME_CHARS - 2]
+        for number in range(2, 100):
+            if name_key(f"{stem}{number}") not in self._names:
+                return f'; "{stem}{number}" is free'
+        return ""
 
     def enter(self, member: Member, room_name: str, mark: Callable[[], int] = lambda: 0,
               ) -> tuple[Optional[Room], Room, int]:

@@ -110,6 +110,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         hangup = HangupWatch(self.request, self._half_closed)
         telnet = TelnetFilter()
         named = throttled = False
+        tries = 0  # names refused so far: each refusal starts the handshake's time again
         data = self._read(bucket)
         if self.server.tls is None and data.startswith(TLS_HANDSHAKE_RECORD):
             self._hang_up("this server does not speak TLS (connect without --tls)")
@@ -137,6 +138,11 @@ class ChatHandler(socketserver.BaseRequestHandler):
                     return
                 receive(member, run)
                 relayed += len(run)
+                if member.name is None and member.name_tries > tries:  # each name gets its own time
+                    tries = member.name_tries
+                    self._handshake.cancel()
+                    self._handshake = self.server.deadlines.add(settings.handshake_timeout,
+                                                                self._handshake_expired)
             if member.stage is Stage.CLOSING:
                 return
             if relayed < len(waiting):  # a connection that is gone leaves now, not lines later
@@ -222,18 +228,21 @@ class ChatServer(socketserver.ThreadingTCPServer):
                                    settings.max_clients, settings.max_per_address)
         self.tls = server_context(settings.certfile, settings.keyfile) if settings.certfile else None
         self.address_family = address_family(address[0])
+        try:  # first, so a server that cannot listen leaves no history files behind
+            super().__init__(address, ChatHandler)
+        except OSError as exc:
+            raise ServerStartError(describe_bind_error(exc, *address)) from exc
         retention = settings.retention_days * 86400 or None
-        self.history = (HistoryStore.open(settings.history_path, retention,
-                                          max_bytes=settings.max_history_mb << 20 or None)
-                        if settings.history_path else HistoryStore.in_memory(retention))
+        try:
+            self.history = (HistoryStore.open(settings.history_path, retention,
+                                              max_bytes=settings.max_history_mb << 20 or None)
+                            if settings.history_path else HistoryStore.in_memory(retention))
+        except BaseException:
+            self.server_close()
+            raise
         self.chat = Chat(self.registry, settings, history=self.history, bans=self.admission.bans)
         self.deadlines = Deadlines()
         self.address_budget = BucketTable(settings.address_rate, settings.address_burst)  # flood.py
-        try:
-            super().__init__(address, ChatHandler)
-        except OSError as exc:
-            self.history.close()
-            raise ServerStartError(describe_bind_error(exc, *address)) from exc
         self._stopping = threading.Event()
         self._notices = threading.Thread(target=self._tell_notices, name="notices", daemon=True)
         self._notices.start()

@@ -47,7 +47,7 @@ def test_taken_name_is_refused_ignoring_case_and_asked_again():
     named(chat, "alice")
     bob = newcomer(chat)
     chat.receive(bob, ["Alice"])
-    assert bob.link.lines[1:] == ['*** Sorry, the name "Alice" is taken.', NAME_PROMPT]
+    assert bob.link.lines[1:] == ['*** Sorry, the name "Alice" is taken; "Alice2" is free.', NAME_PROMPT]
     assert bob.name is None
 
 
@@ -131,3 +131,14 @@ def test_clock_stamps_hours_and_minutes_and_follows_the_time():
     now[0] = 60.0
     assert clock.stamp() != first
     assert len(first) == 5 and first[2] == ":"
+
+
+def test_a_taken_name_comes_with_a_free_one_to_try():
+    chat = make_chat()
+    named(chat, "alice")
+    named(chat, "alice2")
+    member = newcomer(chat)
+    chat.receive(member, ["ALICE"])
+    assert member.link.lines[-2] == '*** Sorry, the name "ALICE" is taken; "ALICE3" is free.'
+    chat.receive(member, ["ALICE3"])
+    assert member.name == "ALICE3"

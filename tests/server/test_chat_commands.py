@@ -81,13 +81,20 @@ def test_help_lists_the_commands_of_the_table_and_hides_operators_ones_without_o
     assert len(said(with_ops, named(with_ops, "bob"), "/help")) == len(CHAT_COMMANDS)
 
 
+def test_nick_to_the_name_one_has_says_so_and_tells_no_one():
+    chat = make_chat()
+    alice, bob = named(chat, "alice"), named(chat, "bob")
+    assert said(chat, alice, "/nick alice") == [notice("You are alice already.")]
+    assert bob.link.lines == []
+
+
 def test_nick_renames_and_tells_the_room_and_the_renamed():
     chat = make_chat()
     alice, bob = named(chat, "alice"), named(chat, "bob")
     alice.link.lines.clear()
     assert said(chat, bob, "/nick robert") == [notice("bob is now known as robert")]
     assert alice.link.lines == [notice("bob is now known as robert")]
-    assert said(chat, bob, "/nick ALICE") == [notice('Sorry, the name "ALICE" is taken')]
+    assert said(chat, bob, "/nick ALICE") == [notice('Sorry, the name "ALICE" is taken; "ALICE2" is free')]
     assert said(chat, bob, "/nick") == [notice("usage: /nick NEW")]
 
 
@@ -168,10 +175,14 @@ def test_history_and_search_play_back_what_the_room_said(history):
     assert said(chat, alice, "/history") == [notice("No history in lobby yet.")]
     chat.receive(alice, ["first", "second build"])
     assert history.flush()
-    (line,) = said(chat, bob, "/history 1")  # stamped with the chat's time it was said (1970 here)
+    title, line, end = said(chat, bob, "/history 1")  # stamped with the chat's time it was said (1970 here)
+    assert (title, end) == (notice("The last 1 messages in lobby:"), notice("End of the lines asked for."))
     assert re.fullmatch(r"\[(\d{4}-\d\d-\d\d )?\d\d:\d\d\] \(history\) <alice> second build", line)
-    assert said(chat, bob, "/search BUILD") == [line]
-    assert said(chat, bob, "/history 5")[-2:] == [line.replace("second build", "first"), line]
+    assert said(chat, bob, "/search BUILD") == [
+        notice('1 messages in lobby containing "BUILD", newest first:'), line, end]
+    assert said(chat, bob, "/history 5") == [notice("The last 2 messages in lobby:"),
+                                             line.replace("second build", "first"), line, end]
+    assert said(chat, bob, "/history 9999")[0] == notice("The last 2 messages in lobby (at most 500 at a time):")
     assert said(chat, bob, "/search nothing") == [notice('No messages in lobby contain "nothing".')]
     assert said(chat, bob, "/history x") == [notice("usage: /history [N|after ID]")]
     assert said(chat, bob, "/history \u00b2") == [notice("usage: /history [N|after ID]")]  # isdigit(), not int()

@@ -72,7 +72,7 @@ def test_nick_renames_and_the_room_is_told(trio, connect):
     alice.say("hi")
     bob.expect(f"^{STAMP}<alicia> hi$")
     bob.say("/nick ALICIA")
-    bob.expect(f'^{NOTICE}Sorry, the name "ALICIA" is taken$')
+    bob.expect(f'^{NOTICE}Sorry, the name "ALICIA" is taken; "ALICIA2" is free$')
     connect("alice")  # the old name is free again
 
 

@@ -481,3 +481,20 @@ def test_thousands_of_refused_connects_cost_the_log_a_few_lines(server_process):
     refusals = [line for line in stderr.splitlines() if "refused" in line]
     assert code == 0 and 1 <= len(refusals) <= 10, f"{len(refusals)} lines for 2,000 refusals"
     holder.close()
+
+
+def test_each_name_offered_gets_its_own_time_and_the_total_is_bounded(honest_on):
+    honest = honest_on(handshake_timeout=1.0)
+    peer = Peer(honest.server.server_address)
+    assert peer.next_line() == "*** What is your name?"
+    started = time.monotonic()
+    for n in range(3):  # a person retyping a refused name takes a while each time
+        time.sleep(0.7)
+        peer.say("alice")
+        assert peer.next_line().startswith('*** Sorry, the name "alice" is taken')
+        assert peer.next_line() == "*** What is your name?"
+    assert time.monotonic() - started > 2.0  # longer than one handshake timeout in all
+    peer.say("late")
+    assert peer.expect("^\\*\\*\\* Welcome, late!")
+    peer.close()
+    honest.back_to_baseline()

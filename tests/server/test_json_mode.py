@@ -80,7 +80,7 @@ def test_the_handshake_in_json_prompts_refuses_with_codes_and_welcomes():
     chat.receive(member, ["bob", "<x>"])
     taken, prompt, invalid, _ = events(member)
     assert (taken["code"], prompt["for"], invalid["code"]) == ("NAME_TAKEN", "name", "NAME_INVALID")
-    assert taken["message"] == 'the name "bob" is taken'
+    assert taken["message"] == 'the name "bob" is taken; "bob2" is free'
     chat.receive(member, ["alice"])
     (welcome,) = events(member)
     assert welcome == {"v": 1, "type": "welcome", "name": "alice", "room": "lobby", "names": ["bob"], "count": 1}

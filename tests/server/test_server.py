@@ -13,6 +13,7 @@ import pytest
 
 from groupchat.errors import ServerStartError
 from groupchat.protocol import NAME_PROMPT
+from groupchat.server.settings import ServerSettings
 from groupchat.server.tcp import ChatServer
 
 from conftest import UNLIMITED, Peer, serve_in_thread, wait_for
@@ -64,7 +65,7 @@ def test_thousands_of_lines_from_concurrent_senders_arrive_complete_and_in_order
 
 
 @pytest.mark.parametrize("name, reason", [
-    ("ALICE", 'the name "ALICE" is taken'),
+    ("ALICE", 'the name "ALICE" is taken; "ALICE2" is free'),
     ("", "a name cannot be empty"),
     ("two words", "a name cannot contain spaces"),
     ("*star", 'a name cannot start with "*"'),
@@ -270,10 +271,11 @@ def test_ipv6_loopback(start_server):
         thread.join()
 
 
-def test_port_in_use_is_one_clear_error(server):
+def test_port_in_use_is_one_clear_error_and_leaves_no_history_files(server, tmp_path):
     port = server.server_address[1]
     with pytest.raises(ServerStartError, match=f"port {port} is already in use"):
-        ChatServer(("127.0.0.1", port))
+        ChatServer(("127.0.0.1", port), ServerSettings(history_path=str(tmp_path / "chat" / "history.db")))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_listen_address_is_one_clear_error():

@@ -76,7 +76,7 @@ def test_a_drop_holds_the_name_and_a_resume_brings_back_every_missed_line_once(h
     assert bob.link.lines[-1].endswith("*** alice is reconnecting")
     thief = newcomer(chat)
     chat.receive(thief, ["alice"])
-    assert thief.link.lines[-2] == '*** Sorry, the name "alice" is taken.'
+    assert thief.link.lines[-2] == '*** Sorry, the name "alice" is taken; "alice2" is free.'
     chat.receive(bob, ["missed 1", "missed 2"])
     back = resume(chat, f"/resume {alice.token}")
     lines = back.link.lines
@@ -176,7 +176,8 @@ def test_more_missed_than_a_replay_holds_says_how_many_and_how_to_get_the_rest(h
     back.link.lines.clear()
     chat.receive(back, [f"/history after {last_shown}"])
     assert back.link.lines[0].endswith("200 messages were said since: here they are.")
-    assert [line.split("<bob> ")[1] for line in back.link.lines[1:]] == [f"line {n}" for n in range(500, 700)]
+    assert [line.split("<bob> ")[1] for line in back.link.lines[1:-1]] == [f"line {n}" for n in range(500, 700)]
+    assert back.link.lines[-1].endswith("*** End of the lines asked for.")
 
 
 def test_without_a_window_there_are_no_sessions():
