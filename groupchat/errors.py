@@ -78,3 +78,18 @@ class BadOperationError(GroupchatError):
     def __init__(self, message: str, code: str, label: Optional[str] = None) -> None:
         super().__init__(message, code=code)
         self.label = label
+
+
+class ClusterError(GroupchatError):
+    """Raised when the Redis that links a cluster's nodes cannot be used: the redis extra is missing,
+    or Redis is unreachable, refuses the password or is full; Redis is named by its URL without
+    the password."""
+
+    code = "CLUSTER"
+
+
+class NotSentError(ClusterError):
+    """Raised for one event that could not be published to the cluster (Redis away for too long, or
+    too many waiting): its sender is told, it is never dropped in silence."""
+
+    code = "NOT_SENT"

@@ -337,3 +337,107 @@ def server_process() -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in started:
         server.kill()
+
+
+class RedisServer:
+    """A real ``redis-server`` (Debian package redis-server) on a free loopback port, with its files
+    in a throwaway directory; stopped by its pid.  ``extra`` are more of redis-server's options."""
+
+    def __init__(self, directory: Path, *extra: str) -> None:
+        import shutil
+
+        if not shutil.which("redis-server"):
+            message = "redis-server is not installed (Debian package redis-server)"
+            if os.environ.get("CI"):
+                pytest.fail(message + ": .ci/run installs it")
+            pytest.skip(message)
+        pytest.importorskip("redis", reason="redis-py is not installed: pip install 'groupchat[redis]'")
+        self.directory = directory
+        self.extra = extra
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start it (again, on the same port and directory), and wait until it answers."""
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--save", "", "--logfile", str(self.directory / "redis.log"), *self.extra],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def answers() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+            except OSError:
+                assert self.proc.poll() is None, (self.directory / "redis.log").read_text()
+                return False
+
+        wait_for(answers, what=f"redis-server on port {self.port}")
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop it by its pid: SIGTERM (it saves what it is told to keep) or SIGKILL."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill() if kill else self.proc.terminate()
+            self.proc.wait(WAIT_SECONDS)
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[Callable[..., RedisServer]]:
+    """Start real redis-servers for a test (skipped, naming the package, where it is missing
+    outside CI); every one is stopped after it."""
+    started: list[RedisServer] = []
+
+    def start(*extra: str) -> RedisServer:
+        directory = tmp_path / f"redis{len(started)}"
+        directory.mkdir()
+        started.append(RedisServer(directory, *extra))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop(kill=True)
+
+
+class Received:
+    """What a cluster node handed its ``on_event``, in order (it is called on the node's reader thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[dict] = []
+
+    def __call__(self, event: dict) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    def events(self, **fields) -> list[dict]:
+        """The events so far that have all of ``fields``."""
+        with self._lock:
+            return [e for e in self._events if all(e.get(key) == value for key, value in fields.items())]
+
+    def texts(self, **fields) -> list[str]:
+        return [event["text"] for event in self.events(**fields)]
+
+
+@pytest.fixture
+def cluster_node() -> Iterator[Callable[..., tuple]]:
+    """Start cluster nodes (groupchat.server.cluster.Node, class attributes as keywords, e.g.
+    ``lease_seconds=1``); answers (node, Received); every node is closed after the test."""
+    from groupchat.server.cluster import Node
+
+    started = []
+
+    def start(url: str, on_name_lost=lambda name: None, **attributes) -> tuple:
+        received = Received()
+        node = type("TestNode", (Node,), attributes)(url, received, on_name_lost)
+        node.start()
+        started.append(node)
+        return node, received
+
+    yield start
+    for node in started:
+        node.close()

@@ -1,0 +1,214 @@
+"""The connection to Redis: its URL shown without the password, clients, keys, and errors in one line.
+
+Only this module imports redis-py, and only when a cluster is asked for: a server without
+``--redis`` never needs the extra.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Optional, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from groupchat.errors import ClusterError
+
+log = logging.getLogger(__name__)
+
+SCHEMES = ("redis", "rediss")
+CONNECT_SECONDS = 5.0  # to open a connection, and to wait for any reply but a blocking read's
+RETRY_FIRST_SECONDS = 0.05  # the first pause after losing Redis; doubled on each failure ...
+RETRY_MOST_SECONDS = 2.0  # ... up to this
+KEY_PREFIX = "groupchat:"
+
+_T = TypeVar("_T")
+
+
+def shown_url(url: str) -> str:
+    """The URL as logs and errors may show it: any password replaced by ``***``.
+
+    >>> shown_url("redis://:s3cret@db.example:6380/2")
+    'redis://:***@db.example:6380/2'
+    >>> shown_url("rediss://chat:s3cret@db.example/0?ssl_ca_certs=/ca.pem")
+    'rediss://chat:***@db.example/0?ssl_ca_certs=/ca.pem'
+    >>> shown_url("redis://127.0.0.1:6379")
+    'redis://127.0.0.1:6379'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def check_url(url: str) -> None:
+    """ClusterError unless ``url`` is a redis:// or rediss:// URL with a host.
+
+    >>> check_url("http://:pw@example.org")
+    Traceback (most recent call last):
+    ...
+    groupchat.errors.ClusterError: http://:***@example.org is not a Redis URL: use redis://HOST:PORT/DB or rediss:// for TLS
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in SCHEMES or not parts.hostname:
+        raise ClusterError(f"{shown_url(url)} is not a Redis URL: use redis://HOST:PORT/DB or rediss:// for TLS")
+
+
+class Keys:
+    """The names of everything groupchat keeps in Redis, under one prefix so that several chats
+    may share one Redis.
+
+    >>> Keys("gc:").room("lobby"), Keys("gc:").name("Alice")
+    ('gc:room:lobby', 'gc:name:alice')
+    """
+
+    def __init__(self, prefix: str = KEY_PREFIX) -> None:
+        self.prefix = prefix
+        self.sequence = prefix + "sequence"  # the one id sequence of the whole cluster
+        self.control = prefix + "control"  # kicks, bans: every node reads it
+        self.rooms = prefix + "rooms"  # sorted set: room -> deadline of its latest member's lease
+        self.probe = prefix + "probe"
+
+    def room(self, room: str) -> str:
+        """The stream of a room's events."""
+        return f"{self.prefix}room:{room}"
+
+    def members(self, room: str) -> str:
+        """Sorted set: a room's names, each scored with the deadline of its lease."""
+        return f"{self.prefix}members:{room}"
+
+    def name(self, name: str) -> str:
+        """A name's lease; its value is the id of the node that holds it.  Names differ ignoring case."""
+        return f"{self.prefix}name:{name.casefold()}"
+
+    def node(self, node: str) -> str:
+        """The stream of private messages for the people on one node."""
+        return f"{self.prefix}node:{node}"
+
+    def wake(self, node: str) -> str:
+        """A stream that only wakes a node's reader so that it reads a room it was just given."""
+        return f"{self.prefix}wake:{node}"
+
+    def published(self, node: str) -> str:
+        """Hash: what one node last published, so that a retried publish is not published twice."""
+        return f"{self.prefix}published:{node}"
+
+    def topics(self) -> str:
+        return f"{self.prefix}topics"
+
+    def bans(self) -> str:
+        return f"{self.prefix}bans"
+
+
+class Link:
+    """A Redis URL and a client for it: ``call`` runs one use of Redis and turns what goes wrong
+    into one :class:`ClusterError` line that never holds the password.
+
+    Each thread that blocks on Redis (the reader) opens a client of its own with :meth:`client`.
+    """
+
+    def __init__(self, url: str, prefix: str = KEY_PREFIX) -> None:
+        check_url(url)
+        self.url = url
+        self.shown = shown_url(url)
+        self.keys = Keys(prefix)
+        self._password = unquote(urlsplit(url).password or "")
+        self.redis = self.client()
+
+    def client(self, read_seconds: Optional[float] = CONNECT_SECONDS) -> Any:
+        """A new redis-py client; ``read_seconds`` bounds the wait for a reply."""
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise ClusterError("--redis needs the redis extra: pip install 'groupchat[redis]'") from None
+        try:
+            # No retries inside redis-py: a publish must not run twice unseen, and each user of
+            # Redis here decides what to do when it is away.
+            return redis.Redis.from_url(self.url, socket_timeout=read_seconds, retry=Retry(NoBackoff(), 0),
+                                        socket_connect_timeout=CONNECT_SECONDS, decode_responses=True)
+        except (ValueError, TypeError) as exc:
+            raise ClusterError(self.describe(exc)) from None
+
+    def check(self) -> None:
+        """One round trip and one write, so that a bad URL, password or a full Redis is found at
+        start-up: ClusterError saying which."""
+        self.call(lambda: self.redis.set(self.keys.probe, "1", px=1000))
+
+    def call(self, use: Callable[[], _T]) -> _T:
+        """``use()``, with Redis's errors as one ClusterError line."""
+        import redis
+
+        try:
+            return use()
+        except redis.RedisError as exc:
+            raise ClusterError(self.describe(exc)) from None
+
+    def describe(self, exc: BaseException) -> str:
+        """One line for what went wrong talking to Redis, password removed."""
+        import redis
+
+        reason = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+        if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in reason or "WRONGPASS" in reason:
+            what = "refused the password (give it as redis://:PASSWORD@HOST:PORT)"
+        elif isinstance(exc, redis.exceptions.OutOfMemoryError):
+            what = "is full (maxmemory reached): free memory or raise maxmemory"
+        elif isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            what = f"is unreachable: {reason}"
+        else:
+            what = f"failed: {reason}"
+        message = f"Redis at {self.shown} {what}"
+        return message.replace(self._password, "***") if self._password else message
+
+    @staticmethod
+    def unsent(exc: BaseException) -> bool:
+        """Whether ``exc`` came before anything reached Redis (connecting failed), so that what
+        was being sent surely was not."""
+        import redis
+
+        return isinstance(exc, redis.ConnectionError) and "connecting to" in str(exc)
+
+    def is_gone(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means Redis went away (worth waiting for), not a mistake of ours."""
+        import redis
+
+        busy = isinstance(exc, redis.ResponseError) and str(exc).startswith(("LOADING", "BUSY", "READONLY"))
+        return isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) or busy
+
+
+class Backoff:
+    """Pauses between attempts to reach Redis again, doubling up to a bound; and the one log line
+    each way: when Redis is lost, and when it is back (with how long it was away)."""
+
+    def __init__(self, link: Link, who: str) -> None:
+        self._link = link
+        self._who = who
+        self._pause = RETRY_FIRST_SECONDS
+        self._lost_at: Optional[float] = None
+
+    @property
+    def lost(self) -> bool:
+        return self._lost_at is not None
+
+    def failed(self, exc: BaseException, stop: threading.Event) -> None:
+        """Log the loss once, then wait before the next attempt (or until ``stop``)."""
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+            reason = str(exc) if isinstance(exc, ClusterError) else self._link.describe(exc)
+            log.warning("%s: %s; retrying", self._who, reason)
+        stop.wait(self._pause)
+        self._pause = min(self._pause * 2, RETRY_MOST_SECONDS)
+
+    def succeeded(self) -> None:
+        if self._lost_at is not None:
+            log.warning("%s reached Redis at %s again after %.1f s", self._who, self._link.shown,
+                        time.monotonic() - self._lost_at)
+        self._lost_at = None
+        self._pause = RETRY_FIRST_SECONDS

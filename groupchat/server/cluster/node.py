@@ -1,0 +1,163 @@
+"""One server as a node of a cluster: what the chat core calls, and its heartbeat.
+
+A :class:`Node` puts the pieces together: a :class:`~.publisher.Publisher` for what this node's
+people say, a :class:`~.reader.Reader` that hands every event of its rooms (its own included,
+so that every node delivers in the same order), its private messages and the control stream
+to ``on_event``, :class:`~.names.Names` and :class:`~.presence.Presence`; and a heartbeat
+thread that renews the leases of the names and places it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Optional
+
+from groupchat.errors import ClusterError
+from groupchat.server.cluster.link import KEY_PREFIX, Backoff, Link
+from groupchat.server.cluster.names import LEASE_SECONDS, Names
+from groupchat.server.cluster.presence import Presence
+from groupchat.server.cluster.publisher import MAX_STREAM_LENGTH, Publisher
+from groupchat.server.cluster.reader import Reader
+
+log = logging.getLogger(__name__)
+
+BEATS_PER_LEASE = 4  # a lease survives three missed heartbeats
+
+
+class Node:
+    """This server's link to the others through the Redis at ``url``.
+
+    ``on_event(event)`` is called on the reader's thread, in id order per stream, once per event:
+    room events (``event["room"]``) of the rooms watched, private messages for names this node
+    holds (``event["to"]``) and control events (kicks, bans: ``event["type"]``).
+    ``on_name_lost(name)`` is called on the heartbeat's thread for a name whose lease another
+    node took (this node was cut off from Redis for longer than a lease).
+    Use: ``node = Node(url, on_event); node.start(); ...; node.close()``.
+    """
+
+    lease_seconds = LEASE_SECONDS
+    max_stream_length = MAX_STREAM_LENGTH
+
+    def __init__(self, url: str, on_event: Callable[[dict[str, Any]], None],
+                 on_name_lost: Callable[[str], None] = lambda name: None, prefix: str = KEY_PREFIX,
+                 node_id: Optional[str] = None) -> None:
+        self.id = node_id or secrets.token_hex(6)
+        self.link = Link(url, prefix)
+        self._on_name_lost = on_name_lost
+        self.reader = Reader(self.link, self.id, on_event)
+        self.publisher = Publisher(self.link, self.id, lambda: self.reader.highest, self.max_stream_length)
+        self.names = Names(self.link, self.id, self.lease_seconds)
+        self.presence = Presence(self.link, self.names.lease_ms)
+        self._lock = threading.Lock()
+        self._held: set[str] = set()
+        self._places: set[tuple[str, str]] = set()
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, name=f"heartbeat {self.id}", daemon=True)
+
+    def start(self) -> None:
+        """Check Redis (ClusterError, one line, if it is unreachable, refuses the password or is
+        full), then start reading, publishing and the heartbeat."""
+        self.link.check()
+        self.reader.watch(self.link.keys.node(self.id), after=0)
+        self.reader.watch(self.link.keys.control)
+        for part in (self.reader, self.publisher, self._heartbeat):
+            part.start()
+        log.info("node %s: linked to the cluster through Redis at %s", self.id, self.link.shown)
+
+    def close(self) -> None:
+        """Publish what is queued if Redis allows, free this node's names and stop."""
+        self.publisher.close()
+        self._stop.set()
+        self._heartbeat.join()
+        with self._lock:
+            held, self._held = list(self._held), set()
+            places, self._places = list(self._places), set()
+        try:
+            for room, name in places:
+                self.presence.leave(room, name)
+            for name in held:
+                self.names.release(name)
+        except ClusterError as exc:
+            log.warning("node %s: names not freed (their leases will run out): %s", self.id, exc)
+        self.reader.close()
+        self.link.redis.close()
+
+    # Publishing: each answers a Future of the event's first id (NotSentError if it is not sent).
+    def publish(self, room: str, event: dict[str, Any], count: int = 1) -> Future:
+        """A room event for every node reading the room; it takes ``count`` ids from the first."""
+        return self.publisher.submit(self.link.keys.room(room), event, count)
+
+    def send_private(self, name: str, event: dict[str, Any]) -> Future:
+        """A private message to ``name`` on whichever node holds it (NotSentError, code
+        NO_SUCH_NAME, if no node does)."""
+        return self.publisher.submit("", event, route=self.link.keys.name(name))
+
+    def broadcast(self, event: dict[str, Any]) -> Future:
+        """A control event (a kick, a ban) for every node."""
+        return self.publisher.submit(self.link.keys.control, event)
+
+    # Reading.
+    def watch(self, room: str, after: Optional[int] = None) -> None:
+        """Deliver ``room``'s events from after id ``after`` (to catch up from what this node's
+        history has), or from now."""
+        self.reader.watch(self.link.keys.room(room), after)
+
+    def unwatch(self, room: str) -> None:
+        self.reader.unwatch(self.link.keys.room(room))
+
+    # Names and presence: one round trip each; ClusterError when Redis is away.
+    def claim(self, name: str) -> bool:
+        """Take ``name`` for one of this node's people; False if any node holds it."""
+        if not self.names.claim(name):
+            return False
+        with self._lock:
+            self._held.add(name)
+        return True
+
+    def release(self, name: str) -> None:
+        with self._lock:
+            self._held.discard(name)
+        self.names.release(name)
+
+    def enter(self, room: str, name: str) -> None:
+        with self._lock:
+            self._places.add((room, name))
+        self.presence.enter([(room, name)])
+
+    def leave(self, room: str, name: str) -> None:
+        with self._lock:
+            self._places.discard((room, name))
+        self.presence.leave(room, name)
+
+    def who(self, room: str) -> list[str]:
+        return self.presence.who(room)[room]
+
+    def rooms(self) -> dict[str, int]:
+        return self.presence.rooms()
+
+    def stop_heartbeat(self) -> None:
+        """Stop renewing leases, as a node that died would (for tests and for an abrupt stop)."""
+        self._stop.set()
+
+    def _beat(self) -> None:
+        backoff = Backoff(self.link, f"node {self.id}: heartbeat")
+        pause = self.lease_seconds / BEATS_PER_LEASE
+        while not self._stop.wait(pause if not backoff.lost else 0):
+            with self._lock:
+                held, places = sorted(self._held), sorted(self._places)
+            try:
+                lost = self.names.renew(held)
+                self.presence.enter(places)
+            except ClusterError as exc:
+                backoff.failed(exc, self._stop)
+                continue
+            backoff.succeeded()
+            for name in lost:
+                with self._lock:
+                    self._held.discard(name)
+                    self._places = {place for place in self._places if place[1] != name}
+                log.warning("node %s: %s was taken by another node while this one was cut off", self.id, name)
+                self._on_name_lost(name)

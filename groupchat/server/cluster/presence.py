@@ -1,0 +1,106 @@
+"""Who is in which room, across nodes: sorted sets scored by the deadline of each entry's lease.
+
+A node adds its people to their rooms' sets and its heartbeat moves their deadlines on; anyone
+whose deadline has passed is not listed, even if the node that added them died before removing
+them (no zombies).  Deadlines come from Redis's own clock, so nodes whose clocks differ agree.
+Topics and bans, which outlive any node, are hashes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from groupchat.server.cluster.link import Link
+
+_NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+# KEYS: the set of rooms.  ARGV: lease ms, members' key prefix, then room, name, room, name ...
+ENTER = _NOW + """
+local deadline = now + tonumber(ARGV[1])
+for i = 3, #ARGV, 2 do
+  redis.call('ZADD', ARGV[2] .. ARGV[i], deadline, ARGV[i + 1])
+  redis.call('ZADD', KEYS[1], 'GT', deadline, ARGV[i])
+end
+return #ARGV / 2 - 1
+"""
+
+# KEYS: members of rooms.  Answers each room's live names, dropping the expired.
+WHO = _NOW + """
+local rooms = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  rooms[i] = redis.call('ZRANGE', key, 0, -1)
+end
+return rooms
+"""
+
+# KEYS: the set of rooms.  ARGV: members' key prefix.  Answers room, count, room, count ...
+ROOMS = _NOW + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local counts = {}
+for _, room in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local key = ARGV[1] .. room
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local count = redis.call('ZCARD', key)
+  if count > 0 then
+    counts[#counts + 1] = room
+    counts[#counts + 1] = count
+  end
+end
+return counts
+"""
+
+
+class Presence:
+    """Rooms and their people across the cluster, topics and bans.  Each call is one round trip;
+    ClusterError when Redis is away."""
+
+    def __init__(self, link: Link, lease_ms: int) -> None:
+        self._link = link
+        self._lease_ms = lease_ms
+        self._enter = link.redis.register_script(ENTER)
+        self._who = link.redis.register_script(WHO)
+        self._rooms = link.redis.register_script(ROOMS)
+
+    def enter(self, places: list[tuple[str, str]]) -> None:
+        """Put each (room, name) in its room until a lease from now; the heartbeat calls it again."""
+        if places:
+            args: list[Any] = [self._lease_ms, self._link.keys.members("")]
+            args.extend(part for place in places for part in place)
+            self._link.call(lambda: self._enter(keys=[self._link.keys.rooms], args=args))
+
+    def leave(self, room: str, name: str) -> None:
+        self._link.call(lambda: self._link.redis.zrem(self._link.keys.members(room), name))
+
+    def who(self, *rooms: str) -> dict[str, list[str]]:
+        """The names in each room, on any node, sorted ignoring case."""
+        keys = [self._link.keys.members(room) for room in rooms]
+        found = self._link.call(lambda: self._who(keys=keys)) if keys else []
+        return {room: sorted(names, key=str.casefold) for room, names in zip(rooms, found)}
+
+    def rooms(self) -> dict[str, int]:
+        """Every room someone is in, on any node, with how many are in it."""
+        flat = self._link.call(lambda: self._rooms(keys=[self._link.keys.rooms], args=[self._link.keys.members("")]))
+        return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    def set_topic(self, room: str, topic: Optional[str]) -> None:
+        """Keep a room's topic for every node; None clears it."""
+        key = self._link.keys.topics()
+        self._link.call(lambda: self._link.redis.hset(key, room, topic) if topic is not None
+                        else self._link.redis.hdel(key, room))
+
+    def topic(self, room: str) -> Optional[str]:
+        return self._link.call(lambda: self._link.redis.hget(self._link.keys.topics(), room))
+
+    def ban(self, target: str, details: dict[str, Any]) -> None:
+        """Keep a ban (of an address or a name; ``details`` as the chat core keeps them)."""
+        payload = json.dumps(details, separators=(",", ":"))
+        self._link.call(lambda: self._link.redis.hset(self._link.keys.bans(), target, payload))
+
+    def unban(self, target: str) -> bool:
+        return bool(self._link.call(lambda: self._link.redis.hdel(self._link.keys.bans(), target)))
+
+    def bans(self) -> dict[str, dict[str, Any]]:
+        found = self._link.call(lambda: self._link.redis.hgetall(self._link.keys.bans()))
+        return {target: json.loads(details) for target, details in found.items()}

@@ -1,0 +1,205 @@
+"""Publishing: each event gets its id from the cluster's one sequence and is stored in a stream, atomically.
+
+A Lua script (after Centrifugo's Redis engine) raises the sequence and ``XADD``s the event with
+that id to its stream with a bounded ``MAXLEN``, in one step no other node can come between:
+every node reads the same ids in the same order.  One thread per node publishes, in the order
+events were submitted; while Redis is away it holds them and tries again, and each caller's
+:class:`~concurrent.futures.Future` ends with the id, or with :class:`NotSentError` when the event
+could not be published in time: an event is never dropped in silence.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable, NamedTuple
+
+from groupchat.errors import NotSentError
+from groupchat.server.cluster.link import Backoff, Link
+
+log = logging.getLogger(__name__)
+
+MAX_STREAM_LENGTH = 10_000  # events kept per stream (about): how far back a late node can catch up
+HOLD_SECONDS = 10.0  # how long an event waits for Redis to come back before its sender is told
+MAX_PENDING = 10_000  # events waiting at most; past it a new one is refused at once
+BATCH = 64  # events sent in one round trip
+REMEMBERED = 1000  # ids a node's last publishes are remembered by, to answer a retry (> BATCH)
+
+RESTORE_GAP = 1000  # ids skipped when Redis has lost some: more than any node lags behind the others
+
+# KEYS: the sequence, the stream, the node's "published" hash, and a name's lease (for a private
+#   message: the stream is then the node stream of whoever holds the name).
+# ARGV: n (this node's count of publishes), the event, how many ids it takes, the floor (the
+#   highest id the node has seen), MAXLEN, the node streams' prefix ('' unless routed), node id,
+#   ids remembered, RESTORE_GAP.
+# Entries are added under Redis's own ids ('*': time-based, so they still grow after Redis lost
+# its data and a reader reading from its last position misses none); the groupchat id is 'i'.
+# A sequence below the floor (or gone while a node has seen ids) means Redis lost ids it gave:
+# the next ones leap past anything a node may have seen, so that no id is given twice.
+PUBLISH = """
+local n = tonumber(ARGV[1])
+if n <= tonumber(redis.call('HGET', KEYS[3], 'last') or '0') then
+  return tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+end
+local stream = KEYS[2]
+if ARGV[6] ~= '' then
+  local node = redis.call('GET', KEYS[4])
+  if not node then return -1 end
+  stream = ARGV[6] .. node
+end
+local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+local prev = 0
+if top[1] then prev = tonumber(top[1][2][2]) end
+local stored = redis.call('GET', KEYS[1])
+local seq = tonumber(stored or '0')
+local floor = tonumber(ARGV[4])
+if (stored == false and floor > 0) or floor > seq then
+  seq = math.max(seq, floor) + tonumber(ARGV[9])
+end
+seq = math.max(seq, prev)
+local first = seq + 1
+redis.call('SET', KEYS[1], string.format('%d', seq + tonumber(ARGV[3])))
+redis.call('XADD', stream, 'MAXLEN', '~', ARGV[5], '*', 'i', string.format('%d', first),
+           'p', string.format('%d', prev), 'c', ARGV[3], 'o', ARGV[7], 'n', ARGV[1], 'e', ARGV[2])
+redis.call('HSET', KEYS[3], 'last', ARGV[1], ARGV[1], string.format('%d', first))
+redis.call('HDEL', KEYS[3], string.format('%d', n - tonumber(ARGV[8])))
+redis.call('PEXPIRE', KEYS[3], 86400000)
+return first
+"""
+NO_SUCH_NAME = -1  # the script's answer for a private message to a name no node holds
+
+
+class _Pending(NamedTuple):
+    n: int
+    stream: str
+    route: str  # a name's lease key, for a private message; else ""
+    payload: str
+    count: int
+    since: float
+    result: Future
+
+
+class Publisher:
+    """One node's publishing thread.  ``submit`` queues an event and returns a Future of its
+    first id; ``floor`` gives the highest id the node has seen (its reader's)."""
+
+    max_pending = MAX_PENDING
+    hold_seconds = HOLD_SECONDS
+
+    def __init__(self, link: Link, node: str, floor: Callable[[], int],
+                 max_stream_length: int = MAX_STREAM_LENGTH) -> None:
+        self._link = link
+        self._node = node
+        self._floor = floor
+        self._max_length = max_stream_length
+        self._script = link.redis.register_script(PUBLISH)
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._ready = threading.Condition()
+        self._count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"publisher {node}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, stream: str, event: dict[str, Any], count: int = 1, route: str = "") -> Future:
+        """Queue ``event`` for ``stream`` (or, with ``route``, for the node holding that name);
+        the Future gives its first id, or raises NotSentError."""
+        result: Future = Future()
+        with self._ready:
+            if self._stop.is_set():
+                result.set_exception(NotSentError("not sent: the server is stopping"))
+            elif len(self._queue) >= self.max_pending:
+                result.set_exception(NotSentError(f"not sent: {len(self._queue)} events are waiting for Redis"))
+            else:
+                self._count += 1
+                payload = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+                self._queue.append(_Pending(self._count, stream, route, payload, count, time.monotonic(), result))
+                self._ready.notify()
+        return result
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Send what is queued if Redis lets us within ``timeout``; whatever is left is not sent."""
+        deadline = time.monotonic() + timeout
+        while self._queue and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self._ready:
+            self._stop.set()
+            self._ready.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._fail(list(self._queue), "not sent: the server stopped before Redis took it")
+        self._queue.clear()
+
+    def _run(self) -> None:
+        backoff = Backoff(self._link, f"node {self._node}: publishing")
+        uncertain = 0  # events up to this n may have reached Redis unanswered
+        while True:
+            with self._ready:
+                while not self._queue and not self._stop.is_set():
+                    self._ready.wait()
+                if self._stop.is_set():
+                    return
+                batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]
+            try:
+                ids = self._send(batch)
+            except Exception as exc:  # noqa: BLE001 - every failure ends in a reply or a retry
+                if self._link.is_gone(exc):
+                    if not self._link.unsent(exc):
+                        uncertain = max(uncertain, batch[-1].n)
+                    self._expire(self._link.describe(exc), uncertain)
+                    backoff.failed(exc, self._stop)
+                else:  # a full Redis, a script error: these events will not go
+                    self._fail(self._take(len(batch)), f"not sent: {self._link.describe(exc)}")
+                continue
+            backoff.succeeded()
+            for pending, first in zip(self._take(len(batch)), ids):
+                if first == NO_SUCH_NAME:
+                    pending.result.set_exception(NotSentError("no one of that name is here", code="NO_SUCH_NAME"))
+                else:
+                    pending.result.set_result(first)
+
+    def _send(self, batch: list[_Pending]) -> list[int]:
+        """Run the script for each pending event in one round trip.  A batch that fails half-way
+        is sent again whole: the events Redis already took are recognised by their ``n``."""
+        pipe = self._link.redis.pipeline(transaction=False)
+        keys = self._link.keys
+        floor = str(self._floor())
+        prefix = keys.node("")
+        for p in batch:
+            self._script(keys=[keys.sequence, p.stream, keys.published(self._node), p.route or p.stream],
+                         args=[p.n, p.payload, p.count, floor, self._max_length, prefix if p.route else "",
+                               self._node, REMEMBERED, RESTORE_GAP], client=pipe)
+        return [int(first) for first in pipe.execute()]
+
+    def _take(self, count: int) -> list[_Pending]:
+        with self._ready:
+            return [self._queue.popleft() for _ in range(min(count, len(self._queue)))]
+
+    def _expire(self, reason: str, uncertain: int) -> None:
+        """Tell the senders of events that waited past ``hold_seconds``: not sent.  Events up to
+        n = ``uncertain`` were on their way when Redis went, and may be in it: they wait for
+        Redis to say (or for close)."""
+        too_old = time.monotonic() - self.hold_seconds
+        with self._ready:
+            expired = [p for p in self._queue if p.since < too_old and p.n > uncertain]
+            if expired:
+                gone = {p.n for p in expired}
+                self._queue = collections.deque(p for p in self._queue if p.n not in gone)
+        self._fail(expired, f"not sent: {reason}")
+
+    @staticmethod
+    def _fail(pending: list[_Pending], reason: str) -> None:
+        for p in pending:
+            if not p.result.done():
+                p.result.set_exception(NotSentError(reason))
+        if pending:
+            log.warning("%d event(s) %s", len(pending), reason)

@@ -1,0 +1,98 @@
+"""Reaching Redis against a real redis-server: a bad URL, an unreachable, refusing or full Redis
+is one line that never shows the password; rediss:// works; losing Redis is logged once each way."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+
+from conftest import wait_for
+from groupchat.errors import ClusterError
+from groupchat.server.cluster import Node
+
+pytestmark = pytest.mark.timeout(60)
+
+PASSWORD = "s3cr3t-Pa55"
+
+
+def start_error(url: str) -> str:
+    """The one line a node that cannot start gives."""
+    node = Node(url, lambda event: None)
+    with pytest.raises(ClusterError) as raised:
+        node.start()
+    message = str(raised.value)
+    assert "\n" not in message and PASSWORD not in message
+    return message
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_url_that_is_not_redis_is_one_line_without_its_password():
+    for url in (f"http://:{PASSWORD}@example.org", f"redis://:{PASSWORD}@host:port/0", "redis:///0"):
+        with pytest.raises(ClusterError, match="is not a Redis URL") as raised:
+            Node(url, lambda event: None)
+        assert PASSWORD not in str(raised.value)
+
+
+def test_an_unreachable_redis_is_one_line_without_its_password():
+    pytest.importorskip("redis")
+    url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
+    assert start_error(url).startswith("Redis at redis://:***@127.0.0.1:")
+    assert "is unreachable: Error 111 connecting to" in start_error(url)
+
+
+def test_a_wrong_or_missing_password_is_one_line_without_it(redis_server, cluster_node):
+    redis = redis_server("--requirepass", PASSWORD)
+    address = redis.url.partition("//")[2]
+    assert "refused the password" in start_error(f"redis://:wrong-{PASSWORD}@{address}")
+    assert "refused the password" in start_error(redis.url)
+    node, received = cluster_node(f"redis://:{PASSWORD}@{address}")
+    node.watch("lobby")
+    node.publish("lobby", {"type": "msg", "room": "lobby", "text": "in"}).result(10)
+    wait_for(lambda: received.texts() == ["in"])
+
+
+def test_a_full_redis_is_one_line(redis_server):
+    redis = redis_server("--maxmemory", "1")
+    assert start_error(redis.url) == f"Redis at {redis.url} is full (maxmemory reached): free memory or raise maxmemory"
+
+
+def test_losing_redis_and_reaching_it_again_is_one_line_each_way_without_the_password(
+        redis_server, cluster_node, caplog):
+    redis = redis_server("--requirepass", PASSWORD)
+    node, received = cluster_node(redis.url.replace("//", f"//:{PASSWORD}@"))
+    node.watch("lobby")
+    with caplog.at_level(logging.INFO):
+        redis.stop(kill=True)
+        wait_for(lambda: "reading: Redis at" in caplog.text, what="the reader to notice")
+        redis.start()
+        node.publish("lobby", {"type": "msg", "room": "lobby", "text": "back"}).result(10)
+        wait_for(lambda: received.texts() == ["back"])
+        wait_for(lambda: "reading reached Redis" in caplog.text)
+    assert PASSWORD not in caplog.text and ":***@127.0.0.1" in caplog.text
+    lost = [r for r in caplog.records if "reading: Redis at" in r.getMessage()]
+    back = [r for r in caplog.records if "reading reached Redis" in r.getMessage()]
+    assert len(lost) == len(back) == 1
+
+
+def test_rediss_speaks_tls(redis_server, cluster_node, tmp_path):
+    trustme = pytest.importorskip("trustme")
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    port = free_port()
+    redis_server("--tls-port", str(port), "--tls-cert-file", str(tmp_path / "server.pem"),
+                 "--tls-key-file", str(tmp_path / "server.pem"), "--tls-auth-clients", "no")
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={tmp_path / 'ca.pem'}"
+    node, received = cluster_node(url)
+    node.watch("lobby")
+    node.publish("lobby", {"type": "msg", "room": "lobby", "text": "over TLS"}).result(10)
+    wait_for(lambda: received.texts() == ["over TLS"])
+    assert "certificate verify failed" in start_error(f"rediss://127.0.0.1:{port}/0")

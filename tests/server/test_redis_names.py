@@ -1,0 +1,86 @@
+"""Names and presence across nodes against a real redis-server: one holder per name even when
+nodes claim at the same instant, leases that run out when a node dies, and /who and /rooms."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from conftest import wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_nodes_claiming_one_name_at_the_same_instant_give_it_to_exactly_one(redis_server, cluster_node):
+    redis = redis_server()
+    nodes = [cluster_node(redis.url)[0] for _ in range(3)]
+    names = [f"Name{i}" for i in range(30)]
+    won: dict[str, list[str]] = {name: [] for name in names}
+    go = threading.Barrier(len(nodes))
+
+    def claim_all(node) -> None:
+        go.wait()
+        for name in names:
+            spelled = name.upper() if node is nodes[1] else name  # names differ ignoring case
+            if node.claim(spelled):
+                won[name].append(node.id)
+
+    threads = [threading.Thread(target=claim_all, args=(node,)) for node in nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(len(winners) == 1 for winners in won.values()), won
+    assert all(nodes[0].names.holder(name) == won[name][0] for name in names)
+
+
+def test_a_released_name_is_free_and_a_node_never_frees_a_name_it_no_longer_holds(redis_server, cluster_node):
+    redis = redis_server()
+    (a, _), (b, _) = cluster_node(redis.url, lease_seconds=0.5), cluster_node(redis.url)
+    assert a.claim("alice") and not b.claim("Alice")
+    a.release("alice")
+    assert b.claim("alice")
+    assert not a.names.release("alice")  # b holds it now
+    assert a.names.holder("alice") == b.id
+
+
+def test_a_dead_nodes_names_and_places_come_free_when_their_leases_run_out(redis_server, cluster_node):
+    redis = redis_server()
+    (dying, _), (other, _) = cluster_node(redis.url, lease_seconds=1.0), cluster_node(redis.url)
+    assert dying.claim("alice")
+    dying.enter("lobby", "alice")
+    time.sleep(1.5)  # heartbeats keep the lease past its first second
+    assert not other.claim("alice") and other.who("lobby") == ["alice"]
+    dying.stop_heartbeat()
+    wait_for(lambda: other.claim("alice"), timeout=5, what="the dead node's lease to run out")
+    assert other.who("lobby") == [] and other.rooms() == {}
+
+
+def test_a_node_cut_off_past_its_lease_is_told_which_names_it_lost(redis_server, cluster_node):
+    redis = redis_server()
+    lost: list[str] = []
+    (slow, _), (other, _) = cluster_node(redis.url, lost.append, lease_seconds=1.0), cluster_node(redis.url)
+    assert slow.claim("alice") and slow.claim("bob")
+    other.link.redis.delete(other.link.keys.name("alice"))  # as if its lease ran out unrenewed
+    assert other.claim("alice")
+    wait_for(lambda: lost == ["alice"], timeout=5, what="the heartbeat to notice")
+    assert other.names.holder("bob") == slow.id
+
+
+def test_who_and_rooms_are_cluster_wide(redis_server, cluster_node):
+    redis = redis_server()
+    (a, _), (b, _) = cluster_node(redis.url), cluster_node(redis.url)
+    a.enter("lobby", "alice")
+    b.enter("lobby", "Bob")
+    b.enter("kitchen", "carol")
+    assert a.who("lobby") == b.who("lobby") == ["alice", "Bob"]
+    assert a.rooms() == {"lobby": 2, "kitchen": 1}
+    b.leave("kitchen", "carol")
+    assert a.rooms() == {"lobby": 2}
+    a.presence.set_topic("lobby", "welcome")
+    assert b.presence.topic("lobby") == "welcome"
+    a.presence.ban("10.0.0.7", {"by": "op", "reason": "spam"})
+    assert b.presence.bans() == {"10.0.0.7": {"by": "op", "reason": "spam"}}
+    assert b.presence.unban("10.0.0.7") and a.presence.bans() == {}

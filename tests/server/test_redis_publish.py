@@ -1,0 +1,137 @@
+"""Cluster publishing and reading against a real redis-server: one order of ids on every node,
+private messages and control events across nodes, catching up, and a trimmed stream said."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from conftest import wait_for
+from groupchat.errors import NotSentError
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def say(node, room: str, sender: str, count: int) -> list:
+    return [node.publish(room, {"type": "msg", "room": room, "from": sender, "text": f"{sender} {i}"})
+            for i in range(count)]
+
+
+def test_three_nodes_see_every_event_of_a_room_with_the_same_ids_in_the_same_order(redis_server, cluster_node):
+    redis = redis_server()
+    nodes = [cluster_node(redis.url) for _ in range(3)]
+    for node, _ in nodes:
+        node.watch("lobby")
+        node.watch("kitchen")
+    sent: list[list] = [[] for _ in nodes]
+    go = threading.Barrier(len(nodes))
+
+    def talk(index: int) -> None:
+        go.wait()
+        for _ in range(5):
+            sent[index] += say(nodes[index][0], "lobby", f"n{index}", 10)
+            sent[index] += say(nodes[index][0], "kitchen", f"n{index}", 2)
+
+    threads = [threading.Thread(target=talk, args=(i,)) for i in range(len(nodes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = sorted(future.result(10) for futures in sent for future in futures)
+    assert len(set(ids)) == 3 * 60  # one sequence for the cluster: no id given twice, in any room
+    for _, received in nodes:
+        wait_for(lambda: len(received.events()) == 180, what="every event on every node")
+    orders = [[(e["room"], e["id"], e["from"], e["text"]) for e in received.events()] for _, received in nodes]
+    assert orders[0] == orders[1] == orders[2]
+    lobby = [e["id"] for e in nodes[0][1].events(room="lobby")]
+    assert lobby == sorted(lobby) and len(lobby) == 150
+    for index in range(3):  # each node's own lines in the order it said them
+        assert nodes[0][1].texts(room="lobby", **{"from": f"n{index}"}) == [f"n{index} {i}" for i in range(10)] * 5
+
+
+def test_an_event_taking_several_ids_keeps_them_all(redis_server, cluster_node):
+    redis = redis_server()
+    (a, received), (b, _) = cluster_node(redis.url), cluster_node(redis.url)
+    a.watch("lobby")
+    first = b.publish("lobby", {"type": "topic", "room": "lobby", "text": "two lines"}, count=2).result(10)
+    after = b.publish("lobby", {"type": "msg", "room": "lobby", "text": "next"}).result(10)
+    assert after == first + 2
+    wait_for(lambda: received.texts(room="lobby") == ["two lines", "next"])
+
+
+def test_a_private_message_reaches_the_node_holding_the_name(redis_server, cluster_node):
+    redis = redis_server()
+    (a, _), (b, at_b), (c, at_c) = (cluster_node(redis.url) for _ in range(3))
+    assert b.claim("Bob")
+    a.send_private("bob", {"type": "private", "from": "alice", "to": "bob", "text": "psst"}).result(10)
+    wait_for(lambda: at_b.texts(type="private") == ["psst"])
+    with pytest.raises(NotSentError, match="no one") as raised:
+        a.send_private("carol", {"type": "private", "from": "alice", "to": "carol", "text": "hello?"}).result(10)
+    assert raised.value.code == "NO_SUCH_NAME"
+    assert at_c.events(type="private") == []
+
+
+def test_a_control_event_reaches_every_node(redis_server, cluster_node):
+    redis = redis_server()
+    nodes = [cluster_node(redis.url) for _ in range(3)]
+    nodes[0][0].broadcast({"type": "kick", "name": "mallory", "by": "op", "reason": "spam"}).result(10)
+    for _, received in nodes:
+        wait_for(lambda: [e["name"] for e in received.events(type="kick")] == ["mallory"])
+
+
+def test_a_late_node_catches_up_from_its_last_id_and_says_when_the_stream_was_trimmed(
+        redis_server, cluster_node, caplog):
+    redis = redis_server()
+    early, _ = cluster_node(redis.url, max_stream_length=5)
+    ids = [f.result(10) for f in say(early, "lobby", "alice", 3)]
+    late, received = cluster_node(redis.url)
+    late.watch("lobby", after=ids[0])
+    wait_for(lambda: received.texts(room="lobby") == ["alice 1", "alice 2"], what="catching up")
+
+    # MAXLEN ~ trims whole blocks: publish far past it so the oldest are surely gone.
+    [f.result(10) for f in say(early, "lobby", "bob", 300)]
+    with caplog.at_level(logging.WARNING):
+        trailing, got = cluster_node(redis.url)
+        trailing.watch("lobby", after=ids[-1])
+        wait_for(lambda: got.texts(room="lobby")[-1:] == ["bob 299"], what="the newest event")
+    assert "no longer reaches back to id %d" % ids[-1] in caplog.text
+    assert len(got.texts(room="lobby")) < 300
+
+
+def test_events_wait_for_redis_and_are_published_when_it_returns(redis_server, cluster_node):
+    redis = redis_server("--appendonly", "yes")
+    (a, _), (b, received) = cluster_node(redis.url), cluster_node(redis.url)
+    b.watch("lobby")
+    a.publish("lobby", {"type": "msg", "room": "lobby", "text": "before"}).result(10)
+    redis.stop()
+    waiting = say(a, "lobby", "alice", 3)
+    assert not any(f.done() for f in waiting)
+    redis.start()
+    assert [f.result(10) for f in waiting] == sorted(f.result() for f in waiting)
+    wait_for(lambda: received.texts(room="lobby") == ["before", "alice 0", "alice 1", "alice 2"])
+
+
+def test_an_event_redis_does_not_take_in_time_is_reported_not_sent(redis_server, cluster_node, caplog):
+    redis = redis_server()
+    node, _ = cluster_node(redis.url)
+    node.publisher.hold_seconds = 0.5
+    redis.stop()
+    with caplog.at_level(logging.WARNING):
+        waiting = say(node, "lobby", "alice", 2)
+        for future in waiting:
+            with pytest.raises(NotSentError, match=r"not sent: Redis at redis://127.0.0.1:\d+/0 is unreachable"):
+                future.result(10)
+    assert "2 event(s) not sent" in caplog.text
+
+
+def test_past_the_bound_of_waiting_events_a_new_one_is_refused_at_once(redis_server, cluster_node):
+    redis = redis_server()
+    node, _ = cluster_node(redis.url)
+    node.publisher.max_pending = 3
+    redis.stop()
+    waiting = say(node, "lobby", "alice", 4)
+    with pytest.raises(NotSentError, match="3 events are waiting for Redis"):
+        waiting[3].result(0)
+    assert not any(f.done() for f in waiting[:3])
