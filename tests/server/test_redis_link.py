@@ -70,15 +70,16 @@ def test_losing_redis_and_reaching_it_again_is_one_line_each_way_without_the_pas
     node.watch("lobby")
     with caplog.at_level(logging.INFO):
         redis.stop(kill=True)
-        wait_for(lambda: "reading: Redis at" in caplog.text, what="the reader to notice")
+        node.publish("lobby", {"type": "msg", "room": "lobby", "text": "meanwhile"})
+        wait_for(lambda: "is unreachable" in caplog.text, what="the node to notice")
         redis.start()
         node.publish("lobby", {"type": "msg", "room": "lobby", "text": "back"}).result(10)
-        wait_for(lambda: received.texts() == ["back"])
-        wait_for(lambda: "reading reached Redis" in caplog.text)
+        wait_for(lambda: received.texts() == ["meanwhile", "back"])
+        wait_for(lambda: "is back after" in caplog.text)
     assert PASSWORD not in caplog.text and ":***@127.0.0.1" in caplog.text
-    lost = [r for r in caplog.records if "reading: Redis at" in r.getMessage()]
-    back = [r for r in caplog.records if "reading reached Redis" in r.getMessage()]
-    assert len(lost) == len(back) == 1
+    lost = [r for r in caplog.records if "is unreachable" in r.getMessage()]
+    back = [r for r in caplog.records if "is back after" in r.getMessage()]
+    assert len(lost) == len(back) == 1, caplog.text
 
 
 def test_rediss_speaks_tls(redis_server, cluster_node, tmp_path):

@@ -84,3 +84,28 @@ def test_who_and_rooms_are_cluster_wide(redis_server, cluster_node):
     a.presence.ban("10.0.0.7", {"by": "op", "reason": "spam"})
     assert b.presence.bans() == {"10.0.0.7": {"by": "op", "reason": "spam"}}
     assert b.presence.unban("10.0.0.7") and a.presence.bans() == {}
+
+
+def test_a_person_resuming_on_another_node_takes_the_name_over_from_the_node_they_were_on(
+        redis_server, cluster_node):
+    redis = redis_server()
+    lost: list[str] = []
+    (before, _), (after, _), (third, _) = (cluster_node(redis.url, lost.append, lease_seconds=1.0)
+                                           for _ in range(3))
+    assert before.claim("alice")
+    assert not third.claim("alice", replacing=after.id)  # only from the node that holds it
+    assert after.claim("alice", replacing=before.id)
+    assert after.names.holder("alice") == after.id
+    wait_for(lambda: lost == ["alice"], timeout=5, what="the old node to hear it lost the name")
+
+
+def test_a_name_claimed_just_after_redis_restarted_is_claimed_at_the_first_try(redis_server, cluster_node):
+    redis = redis_server()
+    node, _ = cluster_node(redis.url, lease_seconds=2.0)
+    assert node.claim("alice")
+    redis.stop(kill=True)
+    redis.start()
+    assert node.claim("bob")  # the pooled connection Redis closed is replaced, unseen
+    assert node.names.holder("bob") == node.id
+    wait_for(lambda: node.names.holder("alice") == node.id, timeout=10,
+             what="the heartbeat to take back a name Redis lost")

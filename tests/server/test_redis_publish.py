@@ -61,6 +61,13 @@ def test_an_event_taking_several_ids_keeps_them_all(redis_server, cluster_node):
     wait_for(lambda: received.texts(room="lobby") == ["two lines", "next"])
 
 
+def test_a_node_gives_no_id_at_or_below_what_its_history_has(redis_server, cluster_node):
+    redis = redis_server()
+    node, _ = cluster_node(redis.url)
+    node.ids_above(5000)  # its SQLite history had ids up to 5000; this Redis has none
+    assert node.publish("lobby", {"type": "msg", "room": "lobby", "text": "hi"}).result(10) > 5000
+
+
 def test_a_private_message_reaches_the_node_holding_the_name(redis_server, cluster_node):
     redis = redis_server()
     (a, _), (b, at_b), (c, at_c) = (cluster_node(redis.url) for _ in range(3))

@@ -111,10 +111,14 @@ class Link:
     into one :class:`ClusterError` line that never holds the password.
 
     Each thread that blocks on Redis (the reader) opens a client of its own with :meth:`client`.
+    Losing Redis and reaching it again are one log line each, for all the threads of its ``who``.
     """
 
-    def __init__(self, url: str, prefix: str = KEY_PREFIX) -> None:
+    def __init__(self, url: str, prefix: str = KEY_PREFIX, who: str = "groupchat") -> None:
         check_url(url)
+        self.who = who
+        self._outage = threading.Lock()
+        self._lost_at: Optional[float] = None
         self.url = url
         self.shown = shown_url(url)
         self.keys = Keys(prefix)
@@ -130,8 +134,8 @@ class Link:
         except ImportError:
             raise ClusterError("--redis needs the redis extra: pip install 'groupchat[redis]'") from None
         try:
-            # No retries inside redis-py: a publish must not run twice unseen, and each user of
-            # Redis here decides what to do when it is away.
+            # No retries inside redis-py (its pool already replaces a connection Redis closed):
+            # each user of Redis here decides what to do while it is away.
             return redis.Redis.from_url(self.url, socket_timeout=read_seconds, retry=Retry(NoBackoff(), 0),
                                         socket_connect_timeout=CONNECT_SECONDS, decode_responses=True)
         except (ValueError, TypeError) as exc:
@@ -167,6 +171,23 @@ class Link:
         message = f"Redis at {self.shown} {what}"
         return message.replace(self._password, "***") if self._password else message
 
+    def lost(self, exc: BaseException) -> None:
+        """Log that Redis is away, once until it is reached again."""
+        with self._outage:
+            if self._lost_at is not None:
+                return
+            self._lost_at = time.monotonic()
+        reason = str(exc) if isinstance(exc, ClusterError) else self.describe(exc)
+        log.warning("%s: %s; retrying", self.who, reason)
+
+    def reached(self) -> None:
+        """Log that Redis is back, if it was lost."""
+        with self._outage:
+            if self._lost_at is None:
+                return
+            away, self._lost_at = time.monotonic() - self._lost_at, None
+        log.warning("%s: Redis at %s is back after %.1f s", self.who, self.shown, away)
+
     @staticmethod
     def unsent(exc: BaseException) -> bool:
         """Whether ``exc`` came before anything reached Redis (connecting failed), so that what
@@ -184,31 +205,22 @@ class Link:
 
 
 class Backoff:
-    """Pauses between attempts to reach Redis again, doubling up to a bound; and the one log line
-    each way: when Redis is lost, and when it is back (with how long it was away)."""
+    """Pauses between one thread's attempts to reach Redis again, doubling up to a bound."""
 
-    def __init__(self, link: Link, who: str) -> None:
+    def __init__(self, link: Link) -> None:
         self._link = link
-        self._who = who
         self._pause = RETRY_FIRST_SECONDS
-        self._lost_at: Optional[float] = None
-
-    @property
-    def lost(self) -> bool:
-        return self._lost_at is not None
+        self.lost = False
 
     def failed(self, exc: BaseException, stop: threading.Event) -> None:
-        """Log the loss once, then wait before the next attempt (or until ``stop``)."""
-        if self._lost_at is None:
-            self._lost_at = time.monotonic()
-            reason = str(exc) if isinstance(exc, ClusterError) else self._link.describe(exc)
-            log.warning("%s: %s; retrying", self._who, reason)
+        """Say Redis is lost (once for the node), then wait before the next attempt, or until ``stop``."""
+        self.lost = True
+        self._link.lost(exc)
         stop.wait(self._pause)
         self._pause = min(self._pause * 2, RETRY_MOST_SECONDS)
 
     def succeeded(self) -> None:
-        if self._lost_at is not None:
-            log.warning("%s reached Redis at %s again after %.1f s", self._who, self._link.shown,
-                        time.monotonic() - self._lost_at)
-        self._lost_at = None
+        if self.lost:
+            self._link.reached()
+        self.lost = False
         self._pause = RETRY_FIRST_SECONDS

@@ -14,6 +14,17 @@ from groupchat.server.cluster.link import Link
 
 LEASE_SECONDS = 20.0  # a dead node's names come free this long after its last heartbeat
 
+# KEYS: a lease.  ARGV: the node, the lease in ms, the node it may be taken from ('' for none).
+# Takes the name if it is free, this node's already, or held by the node it may be taken from.
+CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] or holder == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
 # KEYS: a lease.  ARGV: the node.  Deletes the lease only if the node holds it.
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -48,13 +59,15 @@ class Names:
         self._link = link
         self._node = node
         self.lease_ms = int(lease_seconds * 1000)
+        self._claim = link.redis.register_script(CLAIM)
         self._release = link.redis.register_script(RELEASE)
         self._renew = link.redis.register_script(RENEW)
 
-    def claim(self, name: str) -> bool:
-        """Take ``name`` if no node holds it (ignoring case); False if one does, this one included."""
+    def claim(self, name: str, replacing: Optional[str] = None) -> bool:
+        """Whether this node holds ``name`` now: it was free (ignoring case), this node's already,
+        or held by the node ``replacing`` (where a person resuming here was before)."""
         key = self._link.keys.name(name)
-        return bool(self._link.call(lambda: self._link.redis.set(key, self._node, nx=True, px=self.lease_ms)))
+        return bool(self._link.call(lambda: self._claim(keys=[key], args=[self._node, self.lease_ms, replacing or ""])))
 
     def release(self, name: str) -> bool:
         """Free ``name`` if this node holds it; False if it does not (any more)."""

@@ -45,7 +45,7 @@ class Node:
                  on_name_lost: Callable[[str], None] = lambda name: None, prefix: str = KEY_PREFIX,
                  node_id: Optional[str] = None) -> None:
         self.id = node_id or secrets.token_hex(6)
-        self.link = Link(url, prefix)
+        self.link = Link(url, prefix, who=f"node {self.id}")
         self._on_name_lost = on_name_lost
         self.reader = Reader(self.link, self.id, on_event)
         self.publisher = Publisher(self.link, self.id, lambda: self.reader.highest, self.max_stream_length)
@@ -99,6 +99,11 @@ class Node:
         """A control event (a kick, a ban) for every node."""
         return self.publisher.submit(self.link.keys.control, event)
 
+    def ids_above(self, last_id: int) -> None:
+        """Never give an id at or below ``last_id`` (the last id in this node's history, at start):
+        should Redis have lost the sequence, ids still only grow."""
+        self.reader.note(last_id)
+
     # Reading.
     def watch(self, room: str, after: Optional[int] = None) -> None:
         """Deliver ``room``'s events from after id ``after`` (to catch up from what this node's
@@ -109,9 +114,12 @@ class Node:
         self.reader.unwatch(self.link.keys.room(room))
 
     # Names and presence: one round trip each; ClusterError when Redis is away.
-    def claim(self, name: str) -> bool:
-        """Take ``name`` for one of this node's people; False if any node holds it."""
-        if not self.names.claim(name):
+    def claim(self, name: str, replacing: Optional[str] = None) -> bool:
+        """Take ``name`` for one of this node's people; False if another node holds it.  The chat
+        core keeps names unique among its own people first: a name this node holds is True.
+        ``replacing``: the node a person resuming here was on (it may have died holding the name);
+        that node is told by its ``on_name_lost`` if it is alive."""
+        if not self.names.claim(name, replacing):
             return False
         with self._lock:
             self._held.add(name)
@@ -143,7 +151,7 @@ class Node:
         self._stop.set()
 
     def _beat(self) -> None:
-        backoff = Backoff(self.link, f"node {self.id}: heartbeat")
+        backoff = Backoff(self.link)
         pause = self.lease_seconds / BEATS_PER_LEASE
         while not self._stop.wait(pause if not backoff.lost else 0):
             with self._lock:

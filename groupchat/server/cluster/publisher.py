@@ -140,7 +140,7 @@ class Publisher:
         self._queue.clear()
 
     def _run(self) -> None:
-        backoff = Backoff(self._link, f"node {self._node}: publishing")
+        backoff = Backoff(self._link)
         uncertain = 0  # events up to this n may have reached Redis unanswered
         while True:
             with self._ready:

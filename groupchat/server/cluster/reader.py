@@ -58,6 +58,11 @@ class Reader:
         """The highest id this node has read: publishing never gives an id below it."""
         return self._highest
 
+    def note(self, seen: int) -> None:
+        """Count ``seen`` among the ids this node has (from its history, say)."""
+        with self._lock:
+            self._highest = max(self._highest, seen)
+
     def start(self) -> None:
         self._thread.start()
 
@@ -105,7 +110,7 @@ class Reader:
 
     def _run(self) -> None:
         client = self._link.client(read_seconds=BLOCK_MS / 1000 + 5)
-        backoff = Backoff(self._link, f"node {self._node}: reading")
+        backoff = Backoff(self._link)
         while not self._stop.is_set():
             try:
                 if backoff.lost:
