@@ -142,8 +142,10 @@ def serve(host: str, port: int, password_file: str | None, op_password_file: str
 @click.option("--json", "json_events", is_flag=True,
               help="For programs: print the server's events as JSON Lines on stdout; read lines "
                    "(messages, /commands or JSON operations) from stdin, and exit 0 once all are answered.")
+@click.option("--no-reconnect", is_flag=True,
+              help="Exit (status 1) when the connection drops, instead of reconnecting by itself.")
 def join(host: str, port: int, name: str | None, tls: bool, cafile: str | None, insecure: bool,
-         password_file: str | None, no_bell: bool, json_events: bool) -> None:
+         password_file: str | None, no_bell: bool, json_events: bool, no_reconnect: bool) -> None:
     """Join the chat served at HOST PORT."""
     from groupchat.client.terminal import run_client
     from groupchat.tls import client_context
@@ -154,7 +156,7 @@ def join(host: str, port: int, name: str | None, tls: bool, cafile: str | None, 
         password = chat_password(password_file)
         sys.exit(run_client(host=host, port=port, name=name or _login_name(), password=password,
                             tls=client_context(cafile, insecure) if tls else None, bell=not no_bell,
-                            json_events=json_events))
+                            json_events=json_events, reconnect=not no_reconnect))
 
 
 @cli.command()

@@ -8,7 +8,10 @@ each tested by feeding it events:
 - :class:`Labels`: each line you send goes as an operation with a label; the label is kept,
   with what it carried, until the server answers it with an ``ack`` or an ``error``.
 - :class:`Session`: who you are and where, as the events say: your name (after ``/nick``),
-  your room, the last id seen in each room (to resume from), and the server's ``bye``.
+  your room, the last id seen in each room and the session's token (to resume with), and the
+  server's ``bye``.
+- :class:`CatchUp`: after a reconnect, or when the server says a slow reader missed lines,
+  what to ask for (``/history after ID``, page by page) and the lines missed, each once, in order.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Step(enum.Enum):
     NO_JSON = enum.auto()  # a greeting in text again after the switch: the server has no JSON mode
     SEND_PASSWORD = enum.auto()  # the server has a password and asks for it
     SEND_NAME = enum.auto()  # the server asks for the name
+    SEND_RESUME = enum.auto()  # the server asks for the name: resume the session instead
     ASK_ANOTHER_NAME = enum.auto()  # it refused the name and asks again
     SHOW = enum.auto()  # for the person: a refusal, or anything unexpected
     PASSWORD_REFUSED = enum.auto()  # the password was refused: show it; it is over
@@ -76,11 +80,24 @@ class Handshake:
     >>> handshake.rename("rob")
     >>> handshake.feed({"type": "welcome", "name": "rob", "room": "lobby", "names": ["bob"], "count": 1}).name
     'JOINED'
+
+    With ``resume`` (the ``/resume TOKEN LAST_ID`` line of a session that dropped) the first
+    name prompt is answered with it; if the server no longer knows the session (it restarted,
+    or the window passed), the name is given at the next prompt:
+
+    >>> handshake = Handshake("bob", resume="/resume kq3X 41")
+    >>> handshake.feed({"type": "prompt", "for": "name"}).name
+    'SEND_RESUME'
+    >>> handshake.feed({"type": "error", "code": "RESUME_FAILED", "message": "no session"}).name
+    'WAIT'
+    >>> handshake.feed({"type": "prompt", "for": "name"}).name
+    'SEND_NAME'
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, resume: Optional[str] = None) -> None:
         self.name = name.strip()  # as the server will take it
         self.refusal: Optional[str] = None  # the server's last reason for refusing a name, or you
+        self.resume = resume  # the line to resume with, until the server refuses it
         self._switched = False  # the switch to JSON was asked for
 
     def feed(self, heard: Heard) -> Step:
@@ -101,7 +118,12 @@ class Handshake:
         if kind == "prompt":
             if heard.get("for") == "password":
                 return Step.SEND_PASSWORD
+            if self.resume is not None:
+                return Step.SEND_RESUME
             return Step.SEND_NAME if self.refusal is None else Step.ASK_ANOTHER_NAME
+        if kind == "error" and heard.get("code") == jsonl.RESUME_FAILED:
+            self.resume = None  # a restarted server, or the window passed: give the name instead
+            return Step.WAIT
         if kind == "welcome":
             return Step.JOINED
         if kind in ("error", "bye"):
@@ -184,6 +206,15 @@ class Labels:
             self._answered.notify_all()
             return self._waiting.popleft()[1]
 
+    def take_unanswered(self) -> list[Sent]:
+        """Forget the operations still waiting (the connection dropped before their answers);
+        return what the client's own carried, oldest first: the server may or may not have them."""
+        with self._answered:
+            unanswered = [sent for _, sent in self._waiting if sent is not None]
+            self._waiting.clear()
+            self._answered.notify_all()
+            return unanswered
+
     def close(self) -> None:
         """The connection is over: no answer will come, so nobody should wait for one."""
         with self._answered:
@@ -229,8 +260,8 @@ class Session:
 
     ``name`` follows the welcome and your own ``/nick``; ``room`` the welcome and ``/join``;
     ``last_ids`` holds the highest id seen in each room (room events, history, and the ids
-    the server acknowledged your messages with), for resuming from.  ``bye`` is the server's
-    last word, once it came.
+    the server acknowledged your messages with), for resuming from; ``token`` the latest
+    ``session`` event's.  ``bye`` is the server's last word, once it came.
 
     >>> session = Session("alice")
     >>> session.op_line("hi")
@@ -248,6 +279,7 @@ class Session:
         self.room: Optional[str] = None  # None until the welcome
         self.last_ids: dict[str, int] = {}
         self.bye: Optional[Event] = None
+        self.token: Optional[str] = None
         self.labels = Labels()
 
     @property
@@ -259,6 +291,19 @@ class Session:
         """Whether the server said goodbye to a ``/quit``: the connection's end is expected."""
         return self.bye is not None and self.bye.get("code") == jsonl.BYE_QUIT
 
+    def resume_line(self, last_id: int) -> Optional[str]:
+        """The line that resumes this session on a new connection, with what was seen up to
+        ``last_id``; None without a session to resume.
+
+        >>> session = Session("alice")
+        >>> session.resume_line(0) is None
+        True
+        >>> session.heard({"type": "session", "token": "kq3X", "window": 120})
+        >>> session.resume_line(41)
+        '/resume kq3X 41'
+        """
+        return None if self.token is None else f"/resume {self.token} {last_id}"
+
     def op_line(self, line: str) -> bytes:
         """The labeled operation for a line typed or piped: ``/command ...`` is a command,
         anything else a message (``//text`` is the message ``/text``)."""
@@ -267,6 +312,11 @@ class Session:
         else:
             sent = Sent(jsonl.OP_CMD, line)
         return jsonl.render_operation(sent.op, sent.text, self.labels.new(sent))
+
+    def own_line(self, line: str) -> bytes:
+        """A command the client sends for itself (``/history after ID``): labeled, but nothing
+        to show for its ack, nor to send again after a drop."""
+        return jsonl.render_operation(jsonl.OP_CMD, line, self.labels.new(None))
 
     def program_line(self, line: str) -> bytes:
         """What to send for a line a program wrote: a JSON object goes as written, given a label
@@ -299,6 +349,8 @@ class Session:
             self.name = event.get("new", self.name)
         elif kind == "bye":
             self.bye = event
+        elif kind == "session" and isinstance(event.get("token"), str):
+            self.token = event["token"]
         if kind == "ack" and self.room is not None:
             room = self.room  # a message's id, acknowledged: it went to your room
         if isinstance(event.get("id"), int) and isinstance(room, str):
@@ -308,3 +360,94 @@ class Session:
         if kind == "error" and event.get("code") == jsonl.LINE_TOO_LONG:
             return self.labels.answer_oldest()
         return None
+
+
+class Caught(NamedTuple):
+    """What a :class:`CatchUp` makes of one event: the events to show now, the command lines to
+    send, and, once the last missed line is in, how many messages were missed (else None)."""
+
+    show: list[tuple[Event, Optional[Sent]]]
+    ask: list[str]
+    missed: Optional[int] = None
+
+
+HISTORY_AFTER = "/history after {}"
+# Events that carry a line someone said: what "N missed messages" counts.
+SAID_EVENTS = ("history", "msg", "me", "dm")
+
+
+class CatchUp:
+    """The lines of ``room`` after id ``since`` that the person has not seen, each shown once, in order.
+
+    It runs after a reconnect (the session resumed, or, on a restarted server, a new one under
+    the same name) and when the server says a slow reader missed lines.  Until the last missed
+    line is in, every event with an id is kept back, and the server is asked for the room's
+    lines after ``since`` (``/history after ID``; again from each page's last line while more
+    were missed than a page holds).  Then the kept events come out sorted by id, each id once,
+    history at or before ``since`` left out.  Events without an id (the welcome, a topic, a
+    notice) are shown at once; the answers to ``/history`` are the catch-up's own.
+
+    A resumed session is handed what it missed by the server itself:
+
+    >>> catch_up = CatchUp("lobby", since=41)
+    >>> catch_up.feed({"type": "welcome", "name": "bob", "room": "lobby", "resumed": True}, None).ask
+    []
+    >>> catch_up.feed({"type": "history", "id": 42, "room": "lobby", "from": "al", "kind": "msg"}, None).show
+    []
+    >>> catch_up.feed({"type": "msg", "id": 44, "room": "lobby", "from": "al"}, None).show  # live, kept back
+    []
+    >>> catch_up.feed({"type": "history_end", "room": "lobby", "count": 1, "missed": 2}, None).ask
+    ['/history after 42']
+    >>> catch_up.feed({"type": "history", "id": 43, "room": "lobby", "from": "al", "kind": "msg"}, None).show
+    []
+    >>> caught = catch_up.feed({"type": "history_end", "room": "lobby", "count": 1, "missed": 1}, None)
+    >>> [event["id"] for event, _ in caught.show], caught.missed
+    ([42, 43, 44], 3)
+
+    A restarted server knows no session: the client is let in anew, goes back to its room
+    and asks for what was said there after ``since``:
+
+    >>> catch_up = CatchUp("dev", since=41)
+    >>> catch_up.feed({"type": "welcome", "name": "bob", "room": "lobby"}, None).ask
+    ['/join dev', '/history after 41']
+    """
+
+    def __init__(self, room: str, since: int) -> None:
+        self.room = room
+        self.since = since
+        self._kept: dict[int, tuple[Event, Optional[Sent]]] = {}
+        self._page_last = since  # the last id of the history pages so far
+
+    @classmethod
+    def after_missed(cls, room: str, since: int) -> tuple["CatchUp", str]:
+        """The catch-up for a slow reader's ``missed`` event, and the line that asks for the lines."""
+        return cls(room, since), HISTORY_AFTER.format(since)
+
+    def feed(self, event: Event, answered: Optional[Sent]) -> Caught:
+        kind = event.get("type")
+        if kind == "welcome" and not event.get("resumed"):
+            ask = [] if event.get("room") == self.room else [f"/join {self.room}"]
+            return Caught([(event, answered)], ask + [HISTORY_AFTER.format(self.since)])
+        if kind == "error" and event.get("code") == jsonl.RESUME_FAILED:
+            return Caught([], [])  # expected after a restart: the name is given instead
+        if kind == "history_end":
+            return self._page_end(event)
+        event_id = event.get("id")
+        if not isinstance(event_id, int):
+            return Caught([(event, answered)], [])
+        if kind == "history":
+            if event_id <= self.since:
+                return Caught([], [])  # seen before the drop (a welcome's replay)
+            self._page_last = max(self._page_last, event_id)
+        self._kept.setdefault(event_id, (event, answered))
+        return Caught([], [])
+
+    def _page_end(self, event: Event) -> Caught:
+        missed = event.get("missed")
+        if not isinstance(missed, int):
+            return Caught([], [])  # the end of a replay on entering a room: the pages say more
+        if missed > event.get("count", 0):
+            return Caught([], [HISTORY_AFTER.format(self._page_last)])
+        shown = [self._kept[event_id] for event_id in sorted(self._kept)]
+        return Caught(shown, [], sum(1 for event, _ in shown if event.get("type") in SAID_EVENTS
+                                     or (event.get("type") == "ack" and event.get("id") is not None)))

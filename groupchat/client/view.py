@@ -41,6 +41,7 @@ from groupchat.protocol import (
     render_moved,
     render_notice,
     render_private,
+    render_comings,
     render_refusal,
     render_rename,
     render_welcome,
@@ -134,6 +135,12 @@ class View:
             return [self.notice(render_moved(names[0], event["to"]), event)]
         reason = f" ({event['reason']})" if event.get("reason") else ""
         return [self.notice(f"{self._names(event)} {LEFT}{reason}", event)]
+
+    def _on_reconnecting(self, event: Event, answered: Optional[Sent]) -> list[Shown]:
+        return [self.notice(render_comings([], [], WHO_LISTED_NAMES, held=event["names"]), event)]
+
+    def _on_back(self, event: Event, answered: Optional[Sent]) -> list[Shown]:
+        return [self.notice(render_comings([], [], WHO_LISTED_NAMES, back=event["names"]), event)]
 
     def _on_nick(self, event: Event, answered: Optional[Sent]) -> list[Shown]:
         return [self.notice(render_rename(event["old"], event["new"]), event)]

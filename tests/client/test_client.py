@@ -18,6 +18,7 @@ import json
 import os
 import re
 import select
+import signal
 import socket
 import ssl
 import subprocess
@@ -34,13 +35,15 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from groupchat import jsonl
+from groupchat.client import link
 from groupchat.client import terminal as client
-from groupchat.client.terminal import LineReader, connect, outgoing_lines, parsed, run_client
+from groupchat.client.link import LineReader, connect, parsed
+from groupchat.client.terminal import outgoing_lines, run_client
 from groupchat.errors import ConnectError, ConnectionLostError
 from groupchat.protocol import NAME_PROMPT, PASSWORD_PROMPT, LineTooLong, clean_text, encode_line, render_refusal
 from groupchat.tls import client_context, server_context
 
-from conftest import GROUPCHAT, REPO, UNLIMITED, WAIT_SECONDS, Peer, ServerProcess, wait_for
+from conftest import GROUPCHAT, REPO, UNLIMITED, WAIT_SECONDS, Peer, ServerProcess, stored_messages, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -401,7 +404,7 @@ def test_unknown_host_is_one_line_and_exit_1():
 
 
 def test_a_port_that_never_asks_for_a_name_fails_instead_of_hanging(scripted, monkeypatch):
-    monkeypatch.setattr(client, "CONNECT_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(link, "CONNECT_TIMEOUT_SECONDS", 0.2)
     future, _ = in_background(piped(b"hi\n"), host="127.0.0.1", port=scripted.port, name="alice")
     scripted.accept()
     with pytest.raises(ConnectError, match="no answer within 0.2 s: is it a groupchat server"):
@@ -409,7 +412,7 @@ def test_a_port_that_never_asks_for_a_name_fails_instead_of_hanging(scripted, mo
 
 
 def test_a_tls_handshake_with_no_answer_fails_instead_of_hanging(scripted, monkeypatch):
-    monkeypatch.setattr(client, "CONNECT_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(link, "CONNECT_TIMEOUT_SECONDS", 0.2)
     with pytest.raises(ConnectError) as error:
         connect("127.0.0.1", scripted.port, tls=client_context())
     assert str(error.value) == (f"TLS with 127.0.0.1:{scripted.port} failed: no answer within 0.2 s: "
@@ -417,7 +420,7 @@ def test_a_tls_handshake_with_no_answer_fails_instead_of_hanging(scripted, monke
 
 
 def test_a_plain_client_at_a_tls_server_is_told_it_may_need_tls(tls_server, monkeypatch):
-    monkeypatch.setattr(client, "CONNECT_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(link, "CONNECT_TIMEOUT_SECONDS", 0.2)
     future, _ = in_background(piped(b"hi\n"), host="127.0.0.1", port=tls_server.port, name="alice")
     with pytest.raises(ConnectError, match=r"no answer within 0\.2 s: is it a groupchat server "
                                            r"\(one that serves TLS needs --tls\)\?$"):
@@ -452,7 +455,7 @@ def test_piped_lines_go_in_order_are_shown_when_acknowledged_and_the_client_stay
     scripted.say(ack("c1", 7), event("error", code=jsonl.RATE_LIMITED, message="Slow down.", label="c2"),
                  ack("c3", 8))
     assert scripted.next_line() == QUIT  # only once every line was answered
-    scripted.conn.sendall(b'{"type":"msg","text":"' + b"x" * client.MAX_SERVER_LINE_BYTES + b'"}\n')
+    scripted.conn.sendall(b'{"type":"msg","text":"' + b"x" * link.MAX_SERVER_LINE_BYTES + b'"}\n')
     scripted.say(message("bob", "bye bot"), GOODBYE)
     scripted.close()
     assert future.result(WAIT_SECONDS) == 0
@@ -463,7 +466,7 @@ def test_piped_lines_go_in_order_are_shown_when_acknowledged_and_the_client_stay
         "[HH:MM] <bot> one",
         "[HH:MM] *** Slow down.",
         "[HH:MM] <bot> three",
-        f"(a line longer than {client.MAX_SERVER_LINE_BYTES} bytes from the server was left out)",
+        f"(a line longer than {link.MAX_SERVER_LINE_BYTES} bytes from the server was left out)",
         "[HH:MM] <bob> bye bot",
         "[HH:MM] *** Goodbye.",
     ]
@@ -581,7 +584,7 @@ def test_a_server_sending_no_newlines_is_cut_off(scripted, open_pipe):
     future, _ = in_background(stdin, host="127.0.0.1", port=scripted.port, name="bot")
     scripted.welcome("bot")
     try:
-        scripted.conn.sendall(b"x" * (32 * client.MAX_SERVER_LINE_BYTES))
+        scripted.conn.sendall(b"x" * (32 * link.MAX_SERVER_LINE_BYTES))
     except ConnectionError:
         pass  # the client hung up before all of it was sent
     with pytest.raises(ConnectionLostError, match="^the server sent more than .* without a newline$"):
@@ -693,8 +696,8 @@ def test_a_password_is_asked_at_a_terminal_and_neither_shown_nor_recalled(script
         assert PASSWORD not in term.text
 
 
-def test_the_server_leaving_interrupts_the_prompt_and_exits_1(scripted):
-    with Terminal(scripted.port, "alice") as term:
+def test_the_server_leaving_interrupts_the_prompt_and_exits_1_without_reconnecting(scripted):
+    with Terminal(scripted.port, "alice", "--no-reconnect") as term:
         scripted.welcome("alice")
         term.expect(rf"Welcome, alice!.*{PROMPT}")
         term.type("half a li")
@@ -702,6 +705,63 @@ def test_the_server_leaving_interrupts_the_prompt_and_exits_1(scripted):
         scripted.close()
         assert term.wait() == 1
         assert "Error: the server closed the connection" in term.text
+        assert "Traceback" not in term.text
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_restarted_server_gets_the_client_back_by_itself_with_every_line_once(tmp_path, signum):
+    history = str(tmp_path / "history.db")
+    options = ("--history", history, "--max-per-address", "0", "--rate", "0")
+    first = ServerProcess(*options)
+    second = None
+    try:
+        with Terminal(first.port, "alice") as term:
+            term.expect(rf"Welcome, alice!.*{PROMPT}")
+            bob = Peer(first.address)
+            bob.join("bob")
+            bob.say("before the restart")
+            term.expect(r"<bob> before the restart")
+            wait_for(lambda: ("bob", "before the restart") in stored_messages(history), what="the line stored")
+            term.type("half a li")
+            term.expect(r"> ?half a li")
+            first.proc.send_signal(signum)
+            first.proc.wait(WAIT_SECONDS)
+            bob.close()
+            term.expect(r"Connection lost; reconnecting in \d+\.\d s \(attempt 1\)")
+            second = ServerProcess(*options, "--port", str(first.port))
+            bob = Peer(second.address)
+            bob.join("bob")
+            for number in range(3):
+                bob.say(f"meanwhile {number}")
+            term.expect(r"Reconnected: .*meanwhile 2")
+            bob.say("after it")
+            term.expect(r"<bob> after it")
+            term.type("ne\r")  # the line typed before the restart, finished after it
+            bob.expect(r"<alice> half a line")
+            term.expect(rf"<alice> half a line{PROMPT}")
+            lines = term.text
+            for said in ("before the restart", "meanwhile 0", "meanwhile 1", "meanwhile 2", "after it",
+                         "half a line"):
+                assert len(re.findall(rf"> {said}$", lines, re.MULTILINE)) == 1, (said, lines)
+            assert lines.index("meanwhile 2") < lines.index("after it")
+            term.type("\x04")
+            assert term.wait() == 0
+            bob.close()
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+
+
+def test_ctrl_c_leaves_while_the_client_waits_to_reconnect(scripted):
+    with Terminal(scripted.port, "alice") as term:
+        scripted.welcome("alice")
+        term.expect(rf"Welcome, alice!.*{PROMPT}")
+        scripted.close()  # and nothing listens there any more
+        term.expect(r"Connection lost; reconnecting in \d+\.\d s \(attempt 1\)")
+        term.type("\x03")
+        assert term.wait() == 0
         assert "Traceback" not in term.text
 
 

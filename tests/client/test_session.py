@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from groupchat import jsonl
-from groupchat.client.session import Handshake, Labels, Sent, Session, Step
+from groupchat.client.session import CatchUp, Caught, Handshake, Labels, Sent, Session, Step
 from groupchat.protocol import NAME_PROMPT, PASSWORD_PROMPT, LineTooLong, render_refusal
 
 PROMPT_NAME = {"type": "prompt", "for": "name"}
@@ -179,3 +179,44 @@ def test_only_a_bye_for_quit_makes_the_end_expected():
     assert not session.quitting
     session.heard({"type": "bye", "code": jsonl.BYE_QUIT, "message": "Goodbye."})
     assert session.quitting
+
+
+def history(event_id: int, text: str, replay: bool = False) -> dict:
+    return {"type": "history", "replay": replay, "id": event_id, "room": "dev", "from": "bob", "kind": "msg",
+            "text": text}
+
+
+def test_a_catch_up_after_a_restart_shows_each_missed_line_once_in_order_before_live_ones():
+    catch_up = CatchUp("dev", since=10)
+    assert catch_up.feed({"type": "welcome", "name": "al", "room": "lobby"}, None).ask == [
+        "/join dev", "/history after 10"]
+    for event in (history(9, "seen", replay=True), history(12, "b", replay=True),  # the room's replay
+                  {"type": "history_end", "room": "dev", "replay": True, "count": 2},
+                  {"type": "msg", "id": 14, "room": "dev", "from": "bob", "text": "live"},
+                  history(11, "a"), history(12, "b")):
+        assert catch_up.feed(event, None) == Caught([], [])
+    caught = catch_up.feed({"type": "history_end", "room": "dev", "count": 2, "missed": 2}, None)
+    assert [event["text"] for event, _ in caught.show] == ["a", "b", "live"]
+    assert caught.missed == 3
+
+
+def test_a_catch_up_shows_what_has_no_id_at_once_and_keeps_a_failed_resume_to_itself():
+    catch_up = CatchUp("dev", since=10)
+    assert catch_up.feed({"type": "error", "code": "RESUME_FAILED", "message": "no session"}, None) == Caught([], [])
+    notice = {"type": "notice", "text": "hello"}
+    assert catch_up.feed(notice, None) == Caught([(notice, None)], [])
+
+
+def test_a_slow_readers_catch_up_asks_for_the_lines_after_the_last_it_saw():
+    catch_up, ask = CatchUp.after_missed("dev", since=41)
+    assert ask == "/history after 41"
+    catch_up.feed(history(42, "lost"), None)
+    assert catch_up.feed({"type": "history_end", "room": "dev", "count": 1, "missed": 1}, None).missed == 1
+
+
+def test_unanswered_operations_are_handed_back_once_the_connection_dropped():
+    labels = Labels()
+    labels.new(Sent("send", "hi"))
+    labels.expect("mine")  # a program's own label: nothing of the client's to send again
+    assert labels.take_unanswered() == [Sent("send", "hi")]
+    assert len(labels) == 0

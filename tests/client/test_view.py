@@ -106,6 +106,16 @@ def test_comings_and_goings_read_as_the_servers_notices(joined, left, reason):
     assert got == [render_notice("14:03", render_comings(joined, left, 10, reason))]
 
 
+@pytest.mark.parametrize("kind, names, text", [
+    ("reconnecting", ["alice"], "alice is reconnecting"),
+    ("reconnecting", ["alice", "bob"], "alice, bob are reconnecting"),
+    ("back", ["alice"], "alice is back"),
+])
+def test_who_dropped_off_and_who_came_back(kind, names, text):
+    got = lines(joined_view("carol"), kind, id=5, room="lobby", ts=TS, names=names, count=3)
+    assert got == [render_notice("14:03", text)]
+
+
 def test_someone_leaving_for_another_room_is_told_where():
     assert lines(joined_view(), "leave", id=6, room="lobby", ts=TS, names=["bob"], count=1, to="dev") == [
         render_notice("14:03", render_moved("bob", "dev"))]
