@@ -719,12 +719,14 @@ DEFAULT_HISTORY_LINES = 20  # /history with no number
 
 
 class CommandSpec(NamedTuple):
-    """One command: its name, how it is used, a line of help, and whether only operators may use it."""
+    """One command: its name, how it is used, a line of help, whether only operators may use
+    it, and other names it answers to (IRC's, for people's habits)."""
 
     name: str
     args: str
     help: str
     ops_only: bool = False
+    aliases: tuple[str, ...] = ()
 
     @property
     def usage(self) -> str:
@@ -739,12 +741,20 @@ class CommandSpec(NamedTuple):
 CHAT_COMMANDS = (
     CommandSpec("help", "[COMMAND]", "list the commands, or explain one"),
     CommandSpec("nick", "NEW", "change your name"),
-    CommandSpec("who", "", "who is in your room, and how many are online"),
+    CommandSpec("who", "", "who is in your room, and how many are online", aliases=("names",)),
+    CommandSpec("whois", "NAME", "where someone is, since when, and whether away"),
     CommandSpec("me", "ACTION", "say what you do, shown as * NAME ACTION"),
-    CommandSpec("msg", "NAME TEXT", "a private message only NAME sees"),
-    CommandSpec("quit", "[REASON]", "leave the chat; the others see the reason"),
+    CommandSpec("msg", "NAME TEXT", "a private message only NAME sees", aliases=("query",)),
+    CommandSpec("r", "TEXT", "answer the last private message you got"),
+    CommandSpec("away", "[TEXT]", "say you are away (shown in /who and to whoever writes to you); "
+                                  "without TEXT, that you are back"),
+    CommandSpec("ignore", "[NAME]", "see nothing more from NAME (your view only); without NAME, list "
+                                    "whom you ignore"),
+    CommandSpec("unignore", "NAME", "see NAME's lines again"),
+    CommandSpec("quit", "[REASON]", "leave the chat; the others see the reason", aliases=("exit",)),
     CommandSpec("join", "ROOM", "move to another room (made if new)"),
-    CommandSpec("rooms", "", "list the rooms and how many are in each"),
+    CommandSpec("part", "", "leave your room for the lobby", aliases=("leave",)),
+    CommandSpec("rooms", "", "list the rooms and how many are in each", aliases=("list",)),
     CommandSpec("topic", "[TEXT]", "show or set your room's topic"),
     CommandSpec("history", "[N|after ID]", f"show the last N messages of your room (default "
                                   f"{DEFAULT_HISTORY_LINES}, at most {MAX_HISTORY}), or those after ID"),

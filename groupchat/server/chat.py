@@ -528,9 +528,13 @@ class Chat:
         stamp = self.clock.stamp()
         fields = {"id": self._take_ids(None, "", None, 1, 0.0), "ts": iso_time(self.clock.now()),
                   "from": sender.name, "to": target.name, "text": text}
-        # Droppable like room lines, so no one can get someone else cut off with them.
-        target.say(Out.line(render_private(stamp, sender.name, text), "dm", **fields), True)
+        if name_key(sender.name) not in target.ignoring:  # an ignored sender is not told: it changes nothing
+            # Droppable like room lines, so no one can get someone else cut off with them.
+            target.say(Out.line(render_private(stamp, sender.name, text), "dm", **fields), True)
+            target.last_private_from = sender.name
         sender.say(Out.line(render_private(stamp, sender.name, text, to=target.name), "dm", **fields))
+        if target.away:
+            self.tell(sender, f"{target.name} is away: {target.away}")
 
     def quit(self, member: Member, reason: str) -> None:
         """End a member's connection at its own request; its room hears the reason."""
@@ -578,13 +582,14 @@ class Chat:
         when = self.clock.now()
         text = event.render_text(self.clock.stamp())
         first = 0
+        sender_key = name_key(sender) if sender else ""
 
         def post(room: Room) -> None:  # under the registry's lock: quick, no I/O
             nonlocal first
             first = self._take_ids(room, sender, kept, event.ids, when)
             out = Out(lambda: text, lambda: event.render_json(first, room.name, when))
             members = room.members if not hide else tuple(m for m in room.members if m.name not in hide)
-            room.fanout.add(Delivery(members, out, droppable=event.kept, besides=besides))
+            room.fanout.add(Delivery(members, out, droppable=event.kept, besides=besides, sender=sender_key))
 
         room = post_in(post)
         if room is None:

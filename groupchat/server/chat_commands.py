@@ -8,15 +8,18 @@ and turns any mistake into a one-line answer.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, Optional, Protocol, Sequence
 
 from groupchat.errors import CommandError, InvalidNameError, UsageError
+from groupchat.jsonl import iso_time
 from groupchat.protocol import (
     CHAT_COMMANDS,
     DEFAULT_HISTORY_LINES,
     MAX_HISTORY,
     MAX_SEARCH,
     check_room,
+    STAMP_FORMAT,
     name_key,
     render_who,
 )
@@ -24,13 +27,13 @@ from groupchat.server.commands import CommandTable, split_args
 from groupchat.server.events import Out, RoomEvent
 from groupchat.server.history import Entry
 from groupchat.server.moderation import Moderation, parse_ban
-from groupchat.server.registry import Member, Registry
-from groupchat.server.settings import MAX_LISTED_NAMES, ServerSettings
+from groupchat.server.registry import LOBBY, Member, Registry
+from groupchat.server.settings import MAX_LISTED_NAMES, MAX_REASON_CHARS, ServerSettings
 
 # ASCII digits, and few: str.isdigit() takes "²", which int() refuses, and int() refuses 5,000 digits.
 _COUNT = re.compile(r"[0-9]{1,9}")
 _ID = re.compile(r"[0-9]{1,18}")
-
+MAX_IGNORED = 100  # names one connection may ignore
 
 class ChatAPI(Protocol):
     """What the commands may ask of the chat (:class:`~groupchat.server.chat.Chat` is one)."""
@@ -85,12 +88,61 @@ class ChatCommands:
         self.chat.rename(member, new)
 
     def cmd_who(self, member: Member, rest: str) -> None:
-        """Text names the first few; JSON, for programs, names everyone."""
-        here = [m.name for m in self.chat.registry.roommates(member)]
+        """Text names the first few (those away marked so); JSON, for programs, names everyone."""
+        roommates = self.chat.registry.roommates(member)
+        here = [m.name for m in roommates]
+        away = {m.name: m.away for m in roommates if m.away}
         online = len(self.chat.registry.named())
         room = member.room.name
-        self.chat.reply(member, [render_who(room, here, online, MAX_LISTED_NAMES)], "who",
-                        room=room, names=here, count=len(here), online=online)
+        shown = [f"{name} (away)" if name in away else name for name in here]
+        self.chat.reply(member, [render_who(room, shown, online, MAX_LISTED_NAMES)], "who",
+                        room=room, names=here, count=len(here), online=online, away=away or None)
+
+    def cmd_whois(self, member: Member, rest: str) -> None:
+        (name,) = split_args(rest, 1)
+        target = self.chat.find(name)
+        since = time.strftime(STAMP_FORMAT, time.localtime(target.connected_at))
+        said = f"{target.name} is in {target.room.name}, here since {since}"
+        said += f", away: {target.away}" if target.away else ""
+        said += ", an operator" if target.is_op else ""
+        address = target.address if member.is_op else None  # for operators, who may ban it
+        said += f", from {address}" if address else ""
+        self.chat.reply(member, [said + "."], "whois", name=target.name, room=target.room.name,
+                        since=iso_time(target.connected_at), away=target.away or None, op=target.is_op,
+                        address=address)
+
+    def cmd_r(self, member: Member, rest: str) -> None:
+        if not rest:
+            raise UsageError()
+        if not member.last_private_from:
+            raise CommandError("no private message to answer yet")
+        self.chat.private(member, self.chat.find(member.last_private_from), rest)
+
+    def cmd_away(self, member: Member, rest: str) -> None:
+        member.away = rest[:MAX_REASON_CHARS]
+        self.chat.tell(member, f"You are away: {member.away}" if rest else "You are back.")
+
+    def cmd_ignore(self, member: Member, rest: str) -> None:
+        if not rest:
+            ignored = sorted(member.ignoring)
+            self.chat.tell(member, f"You ignore {', '.join(ignored)}." if ignored else "You ignore no one.")
+            return
+        (name,) = split_args(rest, 1)
+        key = name_key(name)
+        if key == name_key(member.name):
+            raise CommandError("you cannot ignore yourself")
+        if len(member.ignoring) >= MAX_IGNORED:
+            raise CommandError(f"you ignore {MAX_IGNORED} names already; /unignore some first")
+        member.ignoring.add(key)
+        self.chat.tell(member, f"You will see nothing more from {name}, in rooms or in private "
+                               f"(/unignore {name} undoes it).")
+
+    def cmd_unignore(self, member: Member, rest: str) -> None:
+        (name,) = split_args(rest, 1)
+        if name_key(name) not in member.ignoring:
+            raise CommandError(f"you do not ignore {name}")
+        member.ignoring.discard(name_key(name))
+        self.chat.tell(member, f"You see {name}'s lines again.")
 
     def cmd_me(self, member: Member, rest: str) -> None:
         if not rest:
@@ -110,6 +162,11 @@ class ChatCommands:
         if name_key(room) == name_key(member.room.name):
             raise CommandError(f"you are already in {member.room.name}")
         self.chat.enter(member, room)
+
+    def cmd_part(self, member: Member, rest: str) -> None:
+        if name_key(member.room.name) == name_key(LOBBY):
+            raise CommandError("you are in the lobby already; /quit leaves the chat")
+        self.chat.enter(member, LOBBY)
 
     def cmd_rooms(self, member: Member, rest: str) -> None:
         self.chat.reply(member, self.chat.describe_rooms(), "rooms",

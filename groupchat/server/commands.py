@@ -27,6 +27,7 @@ class CommandTable:
 
     def __init__(self, owner: Any, specs: Iterable[CommandSpec]) -> None:
         self.specs = {spec.name: spec for spec in specs}
+        self._aliases = {alias: spec for spec in self.specs.values() for alias in spec.aliases}
         self._methods: dict[str, Callable[[Any, str], None]] = {
             attr[len("cmd_"):]: getattr(owner, attr) for attr in dir(owner) if attr.startswith("cmd_")}
         if self._methods.keys() != self.specs.keys():
@@ -52,7 +53,7 @@ class CommandTable:
             fail(caller, CommandError(f"/{name} failed; the server's log says why", code=INTERNAL))
 
     def find(self, name: str) -> CommandSpec:
-        spec = self.specs.get(name.lower())
+        spec = self.specs.get(name.lower()) or self._aliases.get(name.lower())
         if spec is None:
             raise CommandError(f'unknown command "/{name}"; /help lists them', code=UNKNOWN_COMMAND)
         return spec
@@ -61,10 +62,14 @@ class CommandTable:
         """One line per command, or the one asked about."""
         if topic:
             spec = self.find(topic.lstrip("/"))
-            return [f"{spec.usage}: {spec.help}"]
-        return [f"{spec.usage:<24} {spec.help}" + (" (operators)" if spec.ops_only else "")
+            return [f"{spec.usage}: {spec.help}" + _also(spec)]
+        return [f"{spec.usage:<24} {spec.help}" + (" (operators)" if spec.ops_only else "") + _also(spec)
                 for spec in sorted(self.specs.values(), key=lambda s: s.name)
                 if show_ops or not spec.ops_only]
+
+
+def _also(spec: CommandSpec) -> str:
+    return f" (also {', '.join('/' + alias for alias in spec.aliases)})" if spec.aliases else ""
 
 
 def split_args(rest: str, at_least: int, at_most: Optional[int] = None) -> list[str]:

@@ -29,17 +29,20 @@ class Recipient(Protocol):
     that never blocks, and the format it takes."""
 
     json: bool
+    ignoring: set[str]  # name keys of senders whose lines it does not want (/ignore)
 
     def send(self, data: bytes, droppable: bool = False) -> None: ...
 
 
 class Delivery(NamedTuple):
-    """Bytes for a snapshot of a room's members, ``besides`` (the sender, usually) left out."""
+    """Bytes for a snapshot of a room's members, ``besides`` (the sender, usually) left out,
+    and members ignoring ``sender`` (a name key; "" for the server's notices)."""
 
     members: tuple[Recipient, ...]
     out: Out
     droppable: bool  # see Outbox.put
     besides: Optional[Recipient]
+    sender: str = ""
 
 
 class Fanout:
@@ -81,9 +84,9 @@ def _send(group: list[Delivery]) -> None:
     """One send per member for the whole group, each member's own lines left out."""
     first = group[0]
     if len(group) == 1:  # the usual case, in a room that is not busy
-        out = first.out
+        out, sender = first.out, first.sender
         for member in first.members:
-            if member is not first.besides:
+            if member is not first.besides and not (member.ignoring and sender in member.ignoring):
                 member.send(out.json if member.json else out.text, first.droppable)
         return
     text, json = _Merged(group, lambda out: out.text), _Merged(group, lambda out: out.json)
@@ -100,14 +103,19 @@ class _Merged:
         self._group = group
         self._render = render
         self._everything: Optional[bytes] = None
+        self._datas: list[bytes] = []
         self._own: dict[Recipient, bytes] = {}
 
     def to(self, member: Recipient) -> bytes:
-        """What ``member`` gets: everything, less its own lines."""
+        """What ``member`` gets: everything, less its own lines (and those of whom it ignores)."""
         if self._everything is None:
-            datas = [self._render(d.out) for d in self._group]
-            self._everything = b"".join(datas)
-            self._own = {d.besides: b"".join(data for o, data in zip(self._group, datas)
-                                             if o.besides is not d.besides)
+            self._datas = [self._render(d.out) for d in self._group]
+            self._everything = b"".join(self._datas)
+            self._own = {d.besides: self._less(lambda o: o.besides is d.besides)
                          for d in self._group if d.besides is not None}
+        if member.ignoring:
+            return self._less(lambda o: o.besides is member or o.sender in member.ignoring)
         return self._own.get(member, self._everything)
+
+    def _less(self, left_out: Callable[[Delivery], bool]) -> bytes:
+        return b"".join(data for d, data in zip(self._group, self._datas) if not left_out(d))

@@ -60,8 +60,12 @@ class Member:
         self.name: Optional[str] = None
         self.room: Optional[Room] = None
         self.is_op = False
+        self.away = ""  # what /away said, until it is said without text
+        self.ignoring: set[str] = set()  # name keys of people whose lines it does not want
+        self.last_private_from = ""  # who /r answers
         self.name_tries = 0  # names refused so far (see Chat's MAX_NAME_TRIES)
         self.since = time.monotonic()  # when it connected: the oldest unnamed make room first
+        self.connected_at = time.time()  # the same, as /whois tells it
         self.leave_reason = ""  # set when the chat itself ends the connection (/quit, /kick)
 
     def say(self, out: Out, droppable: bool = False) -> None:
@@ -200,7 +204,8 @@ class Registry:
             key = name_key(held.name)
             if self._names.get(key) is held:
                 self._names[key] = member
-            member.name, member.is_op = held.name, held.is_op
+            member.name, member.is_op, member.away = held.name, held.is_op, held.away
+            member.ignoring, member.last_private_from = held.ignoring, held.last_private_from
             room, held.room = held.room, None
             if room is not None:
                 room.discard(held)

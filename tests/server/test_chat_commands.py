@@ -76,7 +76,9 @@ def test_help_lists_the_commands_of_the_table_and_hides_operators_ones_without_o
     lines = said(chat, alice, "/help")
     listed = {line.split()[2].lstrip("/") for line in lines}
     assert listed == {spec.name for spec in CHAT_COMMANDS if not spec.ops_only}
-    assert said(chat, alice, "/help msg") == [notice("/msg NAME TEXT: a private message only NAME sees")]
+    assert said(chat, alice, "/help msg") == [notice("/msg NAME TEXT: a private message only NAME sees "
+                                                     "(also /query)")]
+    assert said(chat, alice, "/help query") == said(chat, alice, "/help msg")
     with_ops = make_chat(op_password="root")
     assert len(said(with_ops, named(with_ops, "bob"), "/help")) == len(CHAT_COMMANDS)
 
@@ -310,3 +312,56 @@ def test_resume_is_only_for_the_first_line_of_a_new_connection():
     alice = named(chat, "alice")
     assert said(chat, alice, "/resume sometoken") == [
         notice("you are connected already: /resume is the first line of a new connection")]
+
+
+@pytest.mark.parametrize("alias, command", [("/names", "/who"), ("/list", "/rooms"), ("/query bob hi", "/msg bob hi")])
+def test_irc_names_for_commands_do_the_same(alias, command):
+    chat = make_chat()
+    alice, bob = named(chat, "alice"), named(chat, "bob")
+    assert said(chat, alice, alias) == said(chat, alice, command)
+
+
+def test_exit_is_quit_and_part_and_leave_go_back_to_the_lobby():
+    chat = make_chat()
+    alice, bob = named(chat, "alice"), named(chat, "bob")
+    assert said(chat, alice, "/part") == [notice("you are in the lobby already; /quit leaves the chat")]
+    chat.receive(alice, ["/join dev"])
+    assert said(chat, alice, "/leave")[0] == notice("You are now in lobby. Here now: bob.")
+    chat.receive(alice, ["/join dev"])
+    assert said(chat, alice, "/part")[0] == notice("You are now in lobby. Here now: bob.")
+    assert said(chat, alice, "/exit") == [notice("Goodbye.")] and alice.link.ended
+
+
+def test_away_shows_in_who_and_whois_and_to_whoever_writes_and_r_answers_the_last_private_message():
+    chat = make_chat(op_password="root")
+    alice, bob, carol = named(chat, "alice"), named(chat, "bob"), named(chat, "carol")
+    assert said(chat, alice, "/away lunch") == [notice("You are away: lunch")]
+    assert said(chat, bob, "/who")[0].endswith("In lobby (3): alice (away), bob, carol. 3 online in all.")
+    assert said(chat, bob, "/msg alice back soon?")[-1] == notice("alice is away: lunch")
+    (whois,) = said(chat, carol, "/whois alice")
+    assert re.fullmatch(r"\[00:00\] \*\*\* alice is in lobby, here since \d\d:\d\d, away: lunch\.", whois)
+    chat.receive(carol, ["/op root"])
+    assert said(chat, carol, "/whois alice")[0].endswith(", away: lunch, from 10.0.0.1:1.")
+    assert said(chat, alice, "/r yes")[0].endswith("(private to bob) <alice> yes")
+    assert bob.link.lines[-1].endswith("(private) <alice> yes")
+    assert said(chat, alice, "/away") == [notice("You are back.")]
+    assert "(away)" not in said(chat, bob, "/who")[0]
+    assert said(chat, carol, "/r hi") == [notice("no private message to answer yet")]
+
+
+def test_ignore_hides_a_persons_room_and_private_lines_from_one_member_only_until_unignore():
+    chat = make_chat()
+    alice, bob, carol = named(chat, "alice"), named(chat, "bob"), named(chat, "carol")
+    assert said(chat, alice, "/ignore BOB") == [
+        notice("You will see nothing more from BOB, in rooms or in private (/unignore BOB undoes it).")]
+    assert said(chat, alice, "/ignore") == [notice("You ignore bob.")]
+    assert said(chat, alice, "/ignore alice") == [notice("you cannot ignore yourself")]
+    alice.link.lines.clear()
+    chat.receive(bob, ["can you hear me", "/msg alice psst", "/me waves"])
+    chat.receive(carol, ["carol here"])
+    assert [line.split("] ", 1)[1] for line in alice.link.lines] == ["<carol> carol here"]
+    assert carol.link.lines[-2].endswith("<bob> can you hear me")  # only alice's view changed
+    assert said(chat, alice, "/unignore bob") == [notice("You see bob's lines again.")]
+    chat.receive(bob, ["now?"])
+    assert alice.link.lines[-1].endswith("<bob> now?")
+    assert said(chat, alice, "/unignore bob") == [notice("you do not ignore bob")]

@@ -25,12 +25,12 @@ def test_help_lists_every_command_and_explains_one(connect):
     alice = connect("alice")
     alice.say("/help")
     listed = set()
-    for _ in range(14):
+    for _ in range(20):
         listed.add(re.match(f"{NOTICE}/(\\w+)", alice.next_line()).group(1))
     assert listed == {"help", "nick", "who", "me", "msg", "quit", "join", "rooms", "topic", "op", "mode", "resume",
-                      "history", "search"}
+                      "history", "search", "whois", "r", "away", "ignore", "unignore", "part"}
     alice.say("/help msg")
-    alice.expect(f"^{NOTICE}/msg NAME TEXT: a private message only NAME sees$")
+    alice.expect(f"^{NOTICE}/msg NAME TEXT: a private message only NAME sees \\(also /query\\)$")
     alice.say("/help nosuch")
     alice.expect(f'^{NOTICE}unknown command "/nosuch"; /help lists them$')
 

@@ -17,6 +17,7 @@ class Recorder:
     def __init__(self, name: str, json: bool = False) -> None:
         self.name = name
         self.json = json
+        self.ignoring: set[str] = set()
         self.sends: list[tuple[bytes, bool]] = []
 
     def send(self, data: bytes, droppable: bool = False) -> None:

@@ -302,6 +302,16 @@ def test_being_held_back_by_flood_control_is_an_event():
     assert events(alice) == [{"v": 1, "type": "throttled", "waiting": 40, "rate": 5.0}]
 
 
+def test_whois_and_who_with_someone_away_in_json():
+    chat = make_chat()
+    alice, bob = json_room(chat, "alice", "bob")
+    command(chat, bob, "/away lunch")
+    who, whois = command(chat, alice, "/who")[0], command(chat, alice, "/whois bob")[0]
+    assert who["away"] == {"bob": "lunch"}
+    assert (whois["name"], whois["room"], whois["away"], whois["op"]) == ("bob", "lobby", "lunch", False)
+    assert "address" not in whois  # for operators only
+
+
 def test_zz_every_documented_event_type_was_produced_and_checked():
     """Last in this file: the tests above made every type the README documents."""
     assert set(DOCUMENTED) - SEEN == set()
