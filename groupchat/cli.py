@@ -12,6 +12,7 @@ import click
 
 from groupchat import __version__
 from groupchat.errors import GroupchatError
+from groupchat.net import split_target
 from groupchat.passwords import chat_password, read_secret
 from groupchat.protocol import DEFAULT_PORT, MAX_LINE_BYTES
 from groupchat.server.flood import DEFAULT_ADDRESS_BURST, DEFAULT_ADDRESS_RATE, DEFAULT_BURST, DEFAULT_RATE
@@ -128,7 +129,7 @@ def serve(host: str, port: int, password_file: str | None, op_password_file: str
 
 @cli.command()
 @click.argument("host")
-@click.argument("port", type=click.IntRange(1, 65535))
+@click.argument("port", type=click.IntRange(1, 65535), required=False)
 @click.option("--name", default=None, help="Your name in the chat  [default: your login name]")
 @click.option("--tls", is_flag=True, help="Connect with TLS, verifying the server's certificate.")
 @click.option("--cafile", type=click.Path(dir_okay=False), default=None,
@@ -144,13 +145,21 @@ def serve(host: str, port: int, password_file: str | None, op_password_file: str
                    "(messages, /commands or JSON operations) from stdin, and exit 0 once all are answered.")
 @click.option("--no-reconnect", is_flag=True,
               help="Exit (status 1) when the connection drops, instead of reconnecting by itself.")
-def join(host: str, port: int, name: str | None, tls: bool, cafile: str | None, insecure: bool,
+def join(host: str, port: int | None, name: str | None, tls: bool, cafile: str | None, insecure: bool,
          password_file: str | None, no_bell: bool, json_events: bool, no_reconnect: bool) -> None:
-    """Join the chat served at HOST PORT."""
+    """Join the chat served at HOST (name or address; HOST:PORT and [IPv6]:PORT work too) on
+    PORT, 7111 unless given."""
     from groupchat.client.terminal import run_client
     from groupchat.tls import client_context
 
     with _errors_as_one_line():
+        try:
+            host, in_host = split_target(host, 0)
+        except ValueError as exc:
+            raise GroupchatError(str(exc)) from exc
+        if port and in_host and in_host != port:
+            raise GroupchatError(f"two ports given: {in_host} in HOST, and {port}")
+        port = port or in_host or DEFAULT_PORT
         if (cafile or insecure) and not tls:
             raise GroupchatError("--cafile and --insecure need --tls")
         password = chat_password(password_file)

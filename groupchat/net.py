@@ -23,6 +23,30 @@ def format_address(address: tuple) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def split_target(target: str, default_port: int) -> tuple[str, int]:
+    """Host and port as a person types them: ``host``, ``host:port``, ``[v6]``, ``[v6]:port``,
+    or a bare IPv6 address; ValueError if what follows the host is not a port.
+
+    >>> split_target("localhost", 7111), split_target("chat.example.org:7400", 7111)
+    (('localhost', 7111), ('chat.example.org', 7400))
+    >>> split_target("[::1]:7400", 7111), split_target("[::1]", 7111), split_target("::1", 7111)
+    (('::1', 7400), ('::1', 7111), ('::1', 7111))
+    """
+    host, port = target, ""
+    if target.startswith("["):
+        host, bracket, port = target[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            raise ValueError(f"{target}: an IPv6 address goes in brackets, e.g. [::1]:7111")
+        port = port[1:]
+    elif target.count(":") == 1:
+        host, _, port = target.partition(":")
+    if not port:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{target}: {port!r} is not a port (1-65535)")
+    return host, int(port)
+
+
 def address_family(host: str) -> socket.AddressFamily:
     """IPv6 for an IPv6 address or a name that only has one, else IPv4 (for listening)."""
     try:

@@ -29,7 +29,7 @@ def test_serve_help_shows_the_default_port():
     assert "7111" in result.output
 
 
-@pytest.mark.parametrize("args", [["join"], ["join", "localhost"], ["join", "localhost", "70000"],
+@pytest.mark.parametrize("args", [["join"], ["join", "localhost", "70000"],
                                   ["serve", "--port", "-1"], ["serve", "--port", "http"]])
 def test_usage_mistakes_are_one_usage_error(args):
     result = CliRunner().invoke(cli, args)
@@ -50,6 +50,36 @@ def test_join_json_keeps_stdout_for_events_even_when_it_cannot_connect():
         result = run_cli("join", "127.0.0.1", str(port), "--json", "--name", "bot")
     assert result.stdout == ""
     assert_one_line_error(result, "connection refused")
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:{port}", "localhost:{port}", "[::1]:{port}", "::1 {port}"])
+def test_join_takes_the_port_after_the_host_as_people_type_it(server_process, target):
+    server = server_process("--host", "::", "--rate", "0")
+    result = run_cli("join", *target.format(port=server.port).split(), "--name", "ada", input="hi\n")
+    if result.returncode and "cannot reach" in result.stderr:
+        pytest.skip("no IPv6 loopback here")
+    assert result.returncode == 0, result.stderr
+    host = target.split()[0].rpartition(":")[0] if " " not in target else "[::1]"
+    assert result.stdout.startswith(f"Connected to {host}:{server.port}\n"), result.stdout
+    assert "<ada> hi" in result.stdout
+
+
+@pytest.mark.parametrize("args, error", [
+    (["127.0.0.1:7400", "7500"], "two ports given: 7400 in HOST, and 7500"),
+    (["[::1", ], "an IPv6 address goes in brackets"),
+    (["localhost:http"], "'http' is not a port"),
+])
+def test_join_says_what_is_wrong_with_its_address(args, error):
+    assert_one_line_error(run_cli("join", *args, "--name", "ada"), error)
+
+
+def test_join_without_a_port_uses_7111():
+    result = CliRunner().invoke(cli, ["join", "--help"])
+    assert "7111" in result.output
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 7111)) == 0:
+            pytest.skip("something listens on port 7111 here")
+    assert_one_line_error(run_cli("join", "127.0.0.1", "--name", "ada"), "127.0.0.1:7111")
 
 
 def test_two_raw_clients_chat_through_the_real_server(server_process):
@@ -101,8 +131,10 @@ def test_ctrl_d_on_the_server_terminal_stops_it(server_process):
 
 
 def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    if "input" not in kwargs:
+        kwargs["stdin"] = subprocess.DEVNULL
     return subprocess.run(GROUPCHAT + list(args), capture_output=True, text=True, cwd=REPO,
-                          timeout=WAIT_SECONDS, stdin=subprocess.DEVNULL, **kwargs)
+                          timeout=WAIT_SECONDS, **kwargs)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, text: str) -> None:

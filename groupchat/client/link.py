@@ -221,7 +221,7 @@ class Link:
         ``connected`` is told where, once connected."""
         sock = connect(self.host, self.port, self.tls)
         if connected is not None:
-            connected(f"Connected to server at ({self.host}, {self.port})")
+            connected(f"Connected to {format_address((self.host, self.port))}{_tls_said(self.tls, self.host)}")
         self._use(sock)
         try:
             self.password = _run_handshake(sock, self._lines, handshake, self, ask, self.password,
@@ -420,6 +420,19 @@ class Link:
         with self._lock:
             self._sock = sock
             self._lines = LineReader(sock.recv, LineBuffer(MAX_SERVER_LINE_BYTES, collapse_blanks=False))
+
+
+def _tls_said(tls: Optional[ssl.SSLContext], host: str) -> str:
+    """What the line saying where the client connected adds about TLS.
+
+    >>> _tls_said(None, "localhost"), _tls_said(ssl.create_default_context(), "chat.example.org")
+    ('', ' with TLS, certificate verified for chat.example.org')
+    """
+    if tls is None:
+        return ""
+    if tls.verify_mode == ssl.CERT_NONE:
+        return " with TLS, certificate not verified (--insecure)"
+    return f" with TLS, certificate verified for {host}"
 
 
 def _count(messages: int) -> str:

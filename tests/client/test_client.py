@@ -437,7 +437,7 @@ def test_ipv6():
         server.welcome("alice")
         server.goodbye()
         assert future.result(WAIT_SECONDS) == 0
-        assert printed.getvalue().startswith(f"Connected to server at (::1, {server.port})\n")
+        assert printed.getvalue().startswith(f"Connected to [::1]:{server.port}\n")
     finally:
         server.close()
 
@@ -461,7 +461,7 @@ def test_piped_lines_go_in_order_are_shown_when_acknowledged_and_the_client_stay
     assert future.result(WAIT_SECONDS) == 0
     printed_lines = printed.getvalue().splitlines()
     assert [re.sub(STAMPED, "[HH:MM]", line) for line in printed_lines] == [
-        f"Connected to server at (127.0.0.1, {scripted.port})",
+        f"Connected to 127.0.0.1:{scripted.port}",
         "*** Welcome, bot! Nobody else is here yet.",
         "[HH:MM] <bot> one",
         "[HH:MM] *** Slow down.",
@@ -600,7 +600,7 @@ def test_join_piped_sends_every_line_and_exits_0_once_they_are_answered(scripted
     code, out, err = finish(proc)
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[:2] == [f"Connected to server at (127.0.0.1, {scripted.port})",
+    assert lines[:2] == [f"Connected to 127.0.0.1:{scripted.port}",
                          "*** Welcome, bot! Nobody else is here yet."]
     assert [re.sub(STAMPED, "", line) for line in lines[2:]] == [
         " <bot> build 1234 passed", " <bot> second line", " <bot> /third", " <alice> thanks bot", " *** Goodbye."]
