@@ -346,9 +346,10 @@ class Link:
             if self._stopping.is_set() or self.session.quitting:
                 self.end = dropped
                 break
-            self.end = self._final(dropped)
-            if self.end is not None or not self.reconnect:
-                self.end = self.end or dropped
+            bye = self.session.bye
+            ended = dropped if bye is None else ConnectionLostError(str(bye.get("message") or dropped))
+            if not self.reconnect or (bye is not None and bye.get("code") in FINAL_BYES):
+                self.end = ended  # the server's goodbye says why (a kick, a ban, a shutdown)
                 break
             self.end = self._reconnect()
             if self.end is not None or self._stopping.is_set():
@@ -371,13 +372,6 @@ class Link:
             with self._lock:
                 self._live = False
                 self._sock.close()
-
-    def _final(self, dropped: ConnectionLostError) -> Optional[GroupchatError]:
-        """Why not to reconnect after the server's goodbye, or None to reconnect."""
-        bye = self.session.bye
-        if bye is None or bye.get("code") not in FINAL_BYES:
-            return None
-        return ConnectionLostError(str(bye.get("message") or dropped))
 
     def _reconnect(self) -> Optional[GroupchatError]:
         """Connect again, with growing waits, until let in (None) or refused for good (why)."""

@@ -754,6 +754,33 @@ def test_a_restarted_server_gets_the_client_back_by_itself_with_every_line_once(
             second.kill()
 
 
+@pytest.mark.parametrize("options, ending, said", [
+    ((), "kick", "Error: You were kicked by bob: spam."),
+    (("--no-reconnect",), "shutdown", "Error: Server is shutting down."),
+])
+def test_a_kick_or_a_shutdown_ends_the_client_with_a_line_saying_which(tmp_path, options, ending, said):
+    op_password = tmp_path / "op"
+    op_password.write_text("sesame\n")
+    server = ServerProcess("--op-password-file", str(op_password), "--rate", "0")
+    try:
+        with Terminal(server.port, "alice", *options) as term:
+            term.expect(rf"Welcome, alice!.*{PROMPT}")
+            bob = Peer(server.address)
+            bob.join("bob")
+            if ending == "kick":
+                bob.say("/op sesame")
+                bob.expect("You are now an operator")
+                bob.say("/kick alice spam")
+            else:
+                server.proc.send_signal(signal.SIGTERM)
+            assert term.wait() == 1
+            assert said in term.text, term.text
+            assert "the server closed the connection" not in term.text
+            bob.close()
+    finally:
+        server.kill()
+
+
 def test_ctrl_c_leaves_while_the_client_waits_to_reconnect(scripted):
     with Terminal(scripted.port, "alice") as term:
         scripted.welcome("alice")
