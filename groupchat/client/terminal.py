@@ -36,6 +36,7 @@ from typing import Callable, Optional, TextIO
 from prompt_toolkit import PromptSession, prompt
 from prompt_toolkit.application import Application
 from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from groupchat.client.colours import Painter, colour_allowed
@@ -218,7 +219,8 @@ def _chat_at_terminal(link: Link, transcript: Transcript) -> None:
     while the connection is down a status line under it says when the next attempt is."""
     prompter: PromptSession[str] = PromptSession(
         erase_when_done=True, history=InMemoryHistory(), completer=ChatCompleter(transcript.names),
-        complete_while_typing=False)  # Tab completes; a menu popping up mid-sentence would not help
+        complete_while_typing=False,  # Tab completes; a menu popping up mid-sentence would not help
+        key_bindings=_CHAT_KEYS)
     app = prompter.app
     status = StatusLine(app)
     link.status = status.set
@@ -265,6 +267,19 @@ def _chat_from_pipe(link: Link, stdin: TextIO, json_events: bool) -> None:
     if unanswered:
         raise ConnectionLostError(f"the server left {unanswered} of your lines unanswered for "
                                   f"{ANSWER_TIMEOUT_SECONDS:g} s")
+
+
+_CHAT_KEYS = KeyBindings()
+
+
+@_CHAT_KEYS.add("c-c")
+def _clear_or_leave(event: KeyPressEvent) -> None:
+    """Ctrl-C clears a line being typed, as shells do; on an empty line it leaves."""
+    buffer = event.app.current_buffer
+    if buffer.text:
+        buffer.reset()
+    else:
+        event.app.exit(exception=KeyboardInterrupt())
 
 
 def _ask_person(question: str, secret: bool) -> str:

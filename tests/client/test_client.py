@@ -654,7 +654,7 @@ def test_ctrl_c_leaves_with_exit_0_saying_quit(scripted):
         scripted.welcome("alice")
         term.expect(rf"Welcome, alice!.*{PROMPT}")
         term.type("never sent")
-        term.type("\x03")
+        term.type("\x03\x03")  # the first clears the line, the second leaves
         assert term.wait() == 0
         assert [scripted.next_line(), scripted.next_line()] == [QUIT, None]
         assert "Traceback" not in term.text
@@ -779,6 +779,22 @@ def test_a_kick_or_a_shutdown_ends_the_client_with_a_line_saying_which(tmp_path,
             bob.close()
     finally:
         server.kill()
+
+
+def test_ctrl_c_clears_a_line_being_typed_and_leaves_from_an_empty_one(scripted):
+    with Terminal(scripted.port, "alice") as term:
+        scripted.welcome("alice")
+        term.expect(rf"Welcome, alice!.*{PROMPT}")
+        term.type("a draft I regret")
+        term.expect(r"> ?a draft I regret")
+        term.type("\x03")
+        term.type("hi\r")
+        scripted.take((jsonl.OP_SEND, "hi"))  # not "a draft I regrethi"
+        term.expect(rf"<alice> hi{PROMPT}")
+        assert term.proc.poll() is None
+        term.type("\x03")
+        scripted.goodbye()
+        assert term.wait() == 0
 
 
 def test_ctrl_c_leaves_while_the_client_waits_to_reconnect(scripted):
