@@ -141,7 +141,7 @@ class Publisher:
 
     def _run(self) -> None:
         backoff = Backoff(self._link)
-        uncertain = 0  # events up to this n may have reached Redis unanswered
+        uncertain = 0  # events up to this n may have reached Redis, unanswered
         while True:
             with self._ready:
                 while not self._queue and not self._stop.is_set():
@@ -185,21 +185,22 @@ class Publisher:
             return [self._queue.popleft() for _ in range(min(count, len(self._queue)))]
 
     def _expire(self, reason: str, uncertain: int) -> None:
-        """Tell the senders of events that waited past ``hold_seconds``: not sent.  Events up to
-        n = ``uncertain`` were on their way when Redis went, and may be in it: they wait for
-        Redis to say (or for close)."""
+        """Tell the senders of events that waited past ``hold_seconds``.  Events up to n =
+        ``uncertain`` were on their way when Redis went: they are said not to be confirmed."""
         too_old = time.monotonic() - self.hold_seconds
         with self._ready:
-            expired = [p for p in self._queue if p.since < too_old and p.n > uncertain]
-            if expired:
-                gone = {p.n for p in expired}
-                self._queue = collections.deque(p for p in self._queue if p.n not in gone)
-        self._fail(expired, f"not sent: {reason}")
+            count = 0
+            while count < len(self._queue) and self._queue[count].since < too_old:
+                count += 1
+        expired = self._take(count)
+        self._fail([p for p in expired if p.n <= uncertain],
+                   f"not confirmed (Redis went away while it was being sent; others may have it): {reason}")
+        self._fail([p for p in expired if p.n > uncertain], f"not sent: {reason}")
 
     @staticmethod
     def _fail(pending: list[_Pending], reason: str) -> None:
+        if pending:  # logged first: a sender told may look for the line at once
+            log.warning("%d event(s) %s", len(pending), reason)
         for p in pending:
             if not p.result.done():
                 p.result.set_exception(NotSentError(reason))
-        if pending:
-            log.warning("%d event(s) %s", len(pending), reason)
