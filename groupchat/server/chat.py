@@ -611,17 +611,20 @@ class Chat:
         for room, comings in self.notices.take_due():
             self._tell_room(room, comings)
 
-    def announce(self, text: str, bye: Optional[str] = None) -> None:
+    def announce(self, text: str, bye: Optional[str] = None) -> int:
         """A server notice to every member in every room; ``bye``: the last line each gets
-        (a ``bye`` event with this code in JSON), as their connections end."""
+        (a ``bye`` event with this code in JSON), as their connections end.  Return how many
+        were told."""
+        members = self.registry.named()
         if bye is None:
             out = Out.line(self._notice(text), "notice", text=text)
-            for member in self.registry.named():
+            for member in members:
                 member.say(out)
-            return
-        out = Out.line(self._notice(text), "bye", code=bye, message=text)
-        for member in self.registry.named():
-            member.end(out)
+        else:
+            out = Out.line(self._notice(text), "bye", code=bye, message=text)
+            for member in members:
+                member.end(out)
+        return len(members)
 
     def missed_notice(self, count: int, json: bool) -> bytes:
         """What a reader too slow for its queue is told in place of the messages it lost."""

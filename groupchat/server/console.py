@@ -1,8 +1,21 @@
-"""The server's own terminal: moderation commands, and end of input (Ctrl-D) stops the server."""
+"""The server's own terminal: moderation commands, and end of input (Ctrl-D) stops the server.
+
+At a terminal the input line is prompt_toolkit's, as in the client: log lines print above it
+(``patch_stdout``), so they never garble a half-typed command, and editing keys and the up
+arrow's history work.  Piped input is read line by line.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Optional, TextIO
+import logging
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, TextIO
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.patch_stdout import patch_stdout
 
 from groupchat.protocol import CHAT_COMMANDS, CommandSpec
 from groupchat.server.chat import Chat
@@ -36,13 +49,35 @@ class Console:
     def run(self, console: TextIO) -> None:
         """Handle lines until end of input, then stop the server."""
         for line in console:
-            line = line.strip()
-            if not line:
-                continue
-            if not line.startswith("/"):
-                line = "/" + line  # at the console every line is a command
-            self.commands.run(None, line, lambda caller, exc: self._reply(caller, str(exc)))
+            self.handle(line)
         self.stop()
+
+    def run_terminal(self, stopping: threading.Event) -> None:
+        """Handle lines typed at the terminal, in the main thread (prompt_toolkit's), until Ctrl-D,
+        Ctrl-C or /quit, or until ``stopping`` is set (a signal); then stop the server."""
+        session: PromptSession[str] = PromptSession(history=InMemoryHistory())
+
+        def interrupt() -> None:  # from another thread: end the prompt in its own loop
+            stopping.wait()
+            app = session.app
+            if app.is_running:
+                app.loop.call_soon_threadsafe(lambda: app.exit(exception=EOFError()))
+
+        threading.Thread(target=interrupt, name="console-stop", daemon=True).start()
+        with patch_stdout(raw=True), _logging_to(sys.stderr):
+            while not stopping.is_set():
+                try:
+                    self.handle(session.prompt("server> "))
+                except (EOFError, KeyboardInterrupt):
+                    break
+        self.stop()
+
+    def handle(self, line: str) -> None:
+        """Run one typed line: at the console every line is a command, with or without "/"."""
+        line = line.strip()
+        if line:
+            self.commands.run(None, line if line.startswith("/") else "/" + line,
+                              lambda caller, exc: self._reply(caller, str(exc)))
 
     def _reply(self, _caller: None, text: str) -> None:
         print(text, file=self.output, flush=True)
@@ -65,7 +100,8 @@ class Console:
 
     def cmd_say(self, _caller: None, rest: str) -> None:
         (text,) = split_args(rest, 1)
-        self.chat.announce(f"Notice from the server: {text}")
+        told = self.chat.announce(f"Notice from the server: {text}")
+        self._reply(None, f"Said to {told} {'person' if told == 1 else 'people'}.")
 
     def cmd_kick(self, _caller: None, rest: str) -> None:
         name, *reason = split_args(rest, 1, at_most=2)
@@ -84,3 +120,16 @@ class Console:
 
     def cmd_quit(self, _caller: None, rest: str) -> None:
         self.stop()
+
+
+@contextmanager
+def _logging_to(stream: TextIO) -> Iterator[None]:
+    """Point the log's stream handlers at ``stream`` (patch_stdout's proxy) for a while."""
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    before = [(handler, handler.setStream(stream)) for handler in handlers]
+    try:
+        yield
+    finally:
+        for handler, old in before:
+            if old is not None:  # None: it wrote there already
+                handler.setStream(old)

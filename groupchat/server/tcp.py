@@ -332,7 +332,9 @@ def serve(host: str, port: int, settings: ServerSettings = ServerSettings(),
         signal.signal(signum, lambda *_: stopping.set())
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": POLL_SECONDS},
                      name="accept", daemon=True).start()
-    if console is not None:
+    if console is not None and console.isatty() and sys.stdout.isatty():
+        Console(server.chat, stopping.set).run_terminal(stopping)  # returns once stopping
+    elif console is not None:
         threading.Thread(target=Console(server.chat, stopping.set).run, args=(console,),
                          name="console", daemon=True).start()
     stopping.wait()

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 import pty
+import re
+import select
+import subprocess
+import sys
+import time
 
 import pytest
 
-from conftest import Peer
+from conftest import REPO, Peer
 
 
 @pytest.fixture
@@ -47,6 +52,7 @@ def test_who_rooms_and_say(console, alice_and_bob):
     type_line("rooms")  # the slash is optional at the console
     server.expect_output(r"^dev \(1\)$")
     type_line("/say maintenance at noon")
+    server.expect_output(r"^Said to 2 people\.$")
     alice.expect(r"\*\*\* Notice from the server: maintenance at noon$")
     bob.expect(r"\*\*\* Notice from the server: maintenance at noon$")
 
@@ -100,3 +106,62 @@ def test_quit_at_the_console_stops_the_server(console, alice_and_bob):
     type_line("/quit")
     assert alice.expect_eof()[-1].endswith("*** Server is shutting down.")
     assert server.finish()[0] == 0
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-B]|\r")
+
+
+class Screen:
+    """What a terminal shows of a process whose stdin, stdout and stderr are one pty."""
+
+    def __init__(self, controller: int) -> None:
+        self.controller = controller
+        self.text = ""
+
+    def expect(self, pattern: str, timeout: float = 10.0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.search(pattern, self.text)
+            if match:
+                self.text = self.text[match.end():]
+                return match
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"the console never showed {pattern!r}; it showed {self.text[-2000:]!r}")
+            if select.select([self.controller], [], [], remaining)[0]:
+                try:
+                    self.text += ANSI.sub("", os.read(self.controller, 65536).decode(errors="replace"))
+                except OSError:  # the process ended
+                    pytest.fail(f"the console ended without {pattern!r}; it showed {self.text[-2000:]!r}")
+
+
+@pytest.mark.timeout(30)
+def test_at_a_terminal_log_lines_print_above_the_prompt_and_a_half_typed_command_stays():
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "groupchat", "serve", "--host", "127.0.0.1", "--port", "0",
+                             "--no-history"], stdin=terminal, stdout=terminal, stderr=terminal, cwd=REPO,
+                            env={**os.environ, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm"})
+    os.close(terminal)
+    screen = Screen(controller)
+    try:
+        port = int(screen.expect(r"serving on 127\.0\.0\.1:(\d+)").group(1))
+        screen.expect("server>")
+        os.write(controller, b"/wh")  # half typed when alice comes
+        alice = Peer(("127.0.0.1", port))
+        alice.join("alice")
+        screen.expect(r"alice joined from 127\.0\.0\.1:\d+\n")
+        screen.expect("server> ?/wh")  # the prompt, drawn again under the log line, with what was typed
+        os.write(controller, b"o\r")
+        screen.expect(r"alice in lobby from 127\.0\.0\.1:\d+")
+        os.write(controller, b"/say tea is ready\r")
+        screen.expect(r"Said to 1 person\.")
+        alice.expect(r"\*\*\* Notice from the server: tea is ready$")
+        os.write(controller, b"\x04")  # Ctrl-D on an empty line stops the server
+        assert proc.wait(10) == 0
+        assert alice.expect_eof()[-1].endswith("*** Server is shutting down.")
+        alice.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
