@@ -37,6 +37,7 @@ from prompt_toolkit import PromptSession, prompt
 from prompt_toolkit.application import Application
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.layout.processors import Processor, Transformation, TransformationInput
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from groupchat.client.colours import Painter, colour_allowed
@@ -282,9 +283,16 @@ def _clear_or_leave(event: KeyPressEvent) -> None:
         event.app.exit(exception=KeyboardInterrupt())
 
 
+class _Hidden(Processor):
+    """Shows nothing of what is typed, not even a ``*`` a character: its length is a secret too."""
+
+    def apply_transformation(self, transformation_input: TransformationInput) -> Transformation:
+        return Transformation([], source_to_display=lambda index: 0, display_to_source=lambda index: 0)
+
+
 def _ask_person(question: str, secret: bool) -> str:
     """Ask at the terminal, in a prompt of its own so that no password enters the chat's history."""
-    return prompt(question, is_password=secret)
+    return prompt(question, input_processors=[_Hidden()] if secret else None)
 
 
 def _interrupt_prompt(app: Application[str], end: ConnectionLostError) -> None:

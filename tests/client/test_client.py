@@ -309,6 +309,15 @@ class Terminal:
     def type(self, keys: str) -> None:
         os.write(self.fd, keys.encode())
 
+    def type_and_wait(self, keys: str, timeout: float = WAIT_SECONDS) -> None:
+        """Type ``keys`` and wait until the terminal has shown something more (its redraw)."""
+        shown = len(self._shown)
+        self.type(keys)
+        deadline = time.monotonic() + timeout
+        while len(self._shown) == shown:
+            if not self._read(deadline):
+                pytest.fail(f"nothing shown within {timeout}s after typing {keys!r}")
+
     def expect(self, pattern: str, timeout: float = WAIT_SECONDS) -> re.Match:
         """Wait until ``pattern`` (``.`` matching newlines too) is found in what it has shown."""
         deadline = time.monotonic() + timeout
@@ -682,8 +691,12 @@ def test_a_password_is_asked_at_a_terminal_and_neither_shown_nor_recalled(script
     with Terminal(scripted.port, "alice") as term:
         scripted.switch(asks="password")
         term.expect(r"\nPassword:")
-        term.type(f"{PASSWORD}\r")
+        for key in PASSWORD:
+            term.type_and_wait(key)  # each key is drawn before the next comes
+        term.type("\r")
         assert scripted.next_line() == PASSWORD
+        typed = term.text[term.text.rindex("Password:"):].split("\n")[0]
+        assert typed.strip() == "Password:", typed  # not one * a character
         scripted.say(event("prompt", **{"for": "name"}))
         assert scripted.next_line() == "alice"
         scripted.say(welcome_event("alice"))
