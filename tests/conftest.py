@@ -423,6 +423,13 @@ class Received:
         return [event["text"] for event in self.events(**fields)]
 
 
+def say(node, room: str, sender: str, count: int) -> list:
+    """Publish ``count`` messages "SENDER i" from ``sender`` to ``room`` through a cluster node;
+    answers their Futures."""
+    return [node.publish(room, {"type": "msg", "room": room, "from": sender, "text": f"{sender} {i}"})
+            for i in range(count)]
+
+
 @pytest.fixture
 def cluster_node() -> Iterator[Callable[..., tuple]]:
     """Start cluster nodes (groupchat.server.cluster.Node, class attributes as keywords, e.g.

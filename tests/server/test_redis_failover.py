@@ -3,12 +3,14 @@ event is published or its sender told it was not, and no node delivers one twice
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import say, wait_for
 from groupchat.errors import NotSentError
 
 pytestmark = pytest.mark.timeout(90)
@@ -57,9 +59,9 @@ def assert_in_order_once(received) -> list:
     assert ids == sorted(set(ids)), "an id twice or out of order"
     texts = [event["text"] for event in events]
     assert len(texts) == len(set(texts)), "an event twice"
-    for index in range(3):
-        mine = [int(t.split()[1]) for t in texts if t.startswith(f"n{index} ")]
-        assert mine == sorted(mine), "one sender's lines out of order"
+    for sender in {event["from"] for event in events}:
+        mine = [int(event["text"].split()[1]) for event in events if event["from"] == sender]
+        assert mine == sorted(mine), f"{sender}'s lines out of order"
     return events
 
 
@@ -99,3 +101,49 @@ def test_redis_restarted_without_its_data_under_load_gives_no_id_twice_and_keeps
     after_restart = [set(e["text"] for e in received.events(room="lobby") if e["id"] > last[2] - 50)
                      for _, received in nodes]
     assert after_restart[0] == after_restart[1] == after_restart[2]
+
+
+# A node in a process of its own, so that it can be killed with SIGKILL mid-flow: it holds a
+# name, is in the lobby, and talks there until it dies.
+DOOMED_NODE = """
+import sys, time
+from groupchat.server.cluster import Node
+Node.lease_seconds = 1.0
+node = Node(sys.argv[1], lambda event: None)
+node.start()
+node.claim("doomed")
+node.enter("lobby", "doomed")
+print("talking", flush=True)
+i = 0
+while True:
+    node.publish("lobby", {"type": "msg", "room": "lobby", "from": "doomed", "text": f"doomed {i}"})
+    i += 1
+    time.sleep(0.001)
+"""
+
+
+def test_a_node_killed_under_load_leaves_the_others_serving_and_its_name_comes_free(redis_server, cluster_node):
+    redis = redis_server()
+    (a, at_a), (b, at_b) = cluster_node(redis.url), cluster_node(redis.url)
+    for node in (a, b):
+        node.watch("lobby")
+    doomed = subprocess.Popen([sys.executable, "-c", DOOMED_NODE, redis.url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert doomed.stdout.readline().strip() == "talking"
+        wait_for(lambda: len(at_a.texts(**{"from": "doomed"})) > 50, what="the doomed node's lines")
+        assert a.who("lobby") == ["doomed"] and not a.claim("doomed")
+        futures = say(a, "lobby", "a", 100)
+        doomed.kill()
+        doomed.wait(10)
+    finally:
+        doomed.kill()
+        doomed.stdout.close()
+    futures += say(b, "lobby", "b", 100)
+    last = max(f.result(10) for f in futures)
+    for received in (at_a, at_b):
+        wait_for(lambda: received.events(room="lobby")[-1]["id"] >= last, what="every line after the kill")
+    orders = [[(e["id"], e["text"]) for e in assert_in_order_once(received)] for received in (at_a, at_b)]
+    assert orders[0] == orders[1]
+    assert {f.result() for f in futures} <= {first for first, _ in orders[0]}
+    wait_for(lambda: a.claim("doomed"), timeout=5, what="the dead node's lease to run out")
+    assert b.who("lobby") == []

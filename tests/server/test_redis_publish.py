@@ -8,15 +8,10 @@ import threading
 
 import pytest
 
-from conftest import wait_for
+from conftest import say, wait_for
 from groupchat.errors import NotSentError
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def say(node, room: str, sender: str, count: int) -> list:
-    return [node.publish(room, {"type": "msg", "room": room, "from": sender, "text": f"{sender} {i}"})
-            for i in range(count)]
 
 
 def test_three_nodes_see_every_event_of_a_room_with_the_same_ids_in_the_same_order(redis_server, cluster_node):

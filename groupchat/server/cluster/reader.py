@@ -98,10 +98,6 @@ class Reader:
             for key in [key for key in self._seen if key[0] == stream]:
                 del self._seen[key]
 
-    def last(self, stream: str) -> Optional[int]:
-        """The last id delivered from ``stream``, None if it is not read."""
-        return self._last.get(stream)
-
     def _wake(self) -> None:
         try:
             self._link.redis.xadd(self._wake_key, {"w": "1"}, maxlen=WAKE_LENGTH, approximate=False)
