@@ -52,6 +52,12 @@ BYE_REFUSED = "REFUSED"
 OP_SEND, OP_CMD = "send", "cmd"
 
 
+def line_allowance(max_line: int) -> int:
+    """How long a JSON connection's line may be, so that an operation carrying a text of
+    ``max_line`` bytes fits whatever its escapes (the text itself is held to ``max_line``)."""
+    return 2 * max_line + 256
+
+
 def render_event(kind: str, /, **fields: Any) -> bytes:
     """One event as its line on the wire; fields that are None are left out.
 

@@ -180,14 +180,17 @@ class Chat:
             if member.stage is Stage.CLOSING:  # ended by an earlier line: the rest is not read
                 break
             label = None
-            if member.json and isinstance(line, str) and jsonl.is_operation(line):
-                try:
-                    line, label = _operation_line(line)
-                except BadOperationError as exc:
-                    self._say(member, said, labels)
-                    said, labels = [], []
-                    self.error(member, exc, exc.label)
-                    continue
+            if member.json and isinstance(line, str):
+                if jsonl.is_operation(line):
+                    try:
+                        line, label = _operation_line(line)
+                    except BadOperationError as exc:
+                        self._say(member, said, labels)
+                        said, labels = [], []
+                        self.error(member, exc, exc.label)
+                        continue
+                if len(line) * 4 > self.settings.max_line and len(line.encode()) > self.settings.max_line:
+                    line = LineTooLong(self.settings.max_line)  # (its bytes come in a longer JSON line)
             if member.stage is Stage.CHATTING and isinstance(line, str) and split_command(line) is None:
                 if line:
                     said.append(message_text(line))
@@ -197,7 +200,7 @@ class Chat:
             said, labels = [], []
             if isinstance(line, LineTooLong):
                 self.error(member, CommandError(f"Line not sent: longer than {line.limit} bytes.",
-                                                code=jsonl.LINE_TOO_LONG))
+                                                code=jsonl.LINE_TOO_LONG), label)
             elif member.stage is not Stage.CHATTING and _mode_asked(line) is not None:
                 try:
                     self.switch_mode(member, _mode_asked(line))

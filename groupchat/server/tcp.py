@@ -22,7 +22,7 @@ from typing import Callable, Optional, TextIO, Union, cast
 
 from groupchat import __version__
 from groupchat.errors import NoNewlineError, ServerStartError
-from groupchat.jsonl import BYE_CUT_OFF, BYE_FULL, BYE_REFUSED, BYE_SHUTDOWN, BYE_TIMEOUT
+from groupchat.jsonl import BYE_CUT_OFF, BYE_FULL, BYE_REFUSED, BYE_SHUTDOWN, BYE_TIMEOUT, line_allowance
 from groupchat.net import address_family, format_address, raise_file_limit
 from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, render_refusal
 from groupchat.server.access import Admission, BanList
@@ -119,6 +119,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
             text, reply = telnet.feed(data)
             if reply:
                 self.outbox.put(reply)
+            # A JSON operation wraps its text in JSON: the chat holds the text to max_line.
+            lines.max_line = line_allowance(settings.max_line) if member.json else settings.max_line
             waiting = lines.feed(text)
             relayed = 0
             napped = False

@@ -108,3 +108,21 @@ def test_shutdown_is_the_last_event_a_json_client_gets(server_process):
     assert json.loads(lines[-1]) == {"v": 1, "type": "bye", "code": "SHUTDOWN", "message": "Server is shutting down."}
     peer.close()
     wait_for(lambda: proc.proc.poll() is not None, what="the server to exit")
+
+
+def test_a_json_operation_may_carry_a_text_as_long_as_a_text_line_and_a_longer_one_is_refused_by_label(start_server):
+    server = start_server(**UNLIMITED, max_line=200)
+    sender, reader = Peer(server.server_address), Peer(server.server_address)
+    sender.join_json("sender")
+    reader.join("reader")
+    longest = 'q"' * 100  # 200 bytes of text; as JSON, 300 with its escapes
+    sender.say(op("send", longest, "fits"))
+    sender.expect_event("ack", label="fits")
+    assert reader.expect("<sender> ").string.endswith(longest)
+    sender.say(op("send", longest + "x", "over"))
+    refused = sender.expect_event("error", label="over")
+    assert (refused["code"], refused["message"]) == ("LINE_TOO_LONG", "Line not sent: longer than 200 bytes.")
+    sender.say("p" * 201)  # a plain line is held to the same bound
+    assert sender.expect_event("error")["code"] == "LINE_TOO_LONG"
+    sender.close()
+    reader.close()
