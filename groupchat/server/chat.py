@@ -275,9 +275,10 @@ class Chat:
             failed.append(exc)
             self.error(caller, exc, label)
 
+        member.published = None
         self.commands.table.run(member, line, fail, lambda m: m.is_op)
         if label is not None and not failed and member.json and member.stage is Stage.CHATTING:
-            member.send(render_event("ack", label=label))
+            member.send(render_event("ack", label=label, id=member.published))  # a /me's, a topic's
 
     def leave(self, member: Member, reason: str = "") -> None:
         """Forget a connection; if it was in a room, tell the others there it left (and why).
@@ -564,8 +565,9 @@ class Chat:
         room = sender.room
         if room is not None:
             self._tell_room(room, self.notices.take_naming(room, sender.name))
-        return self._post(event, sender.name, None if event.echo else sender,
-                          lambda post: self.registry.post(sender, post))
+        sender.published = self._post(event, sender.name, None if event.echo else sender,
+                                      lambda post: self.registry.post(sender, post))
+        return sender.published
 
     def _post(self, event: RoomEvent, sender: str, besides: Optional[Member],
               post_in: Callable[[Callable[[Room], None]], Optional[Room]],

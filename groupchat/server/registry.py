@@ -63,6 +63,7 @@ class Member:
         self.away = ""  # what /away said, until it is said without text
         self.ignoring: set[str] = set()  # name keys of people whose lines it does not want
         self.last_private_from = ""  # who /r answers
+        self.published: Optional[int] = None  # the id of its last room event: a command's ack says it
         self.name_tries = 0  # names refused so far (see Chat's MAX_NAME_TRIES)
         self.since = time.monotonic()  # when it connected: the oldest unnamed make room first
         self.connected_at = time.time()  # the same, as /whois tells it

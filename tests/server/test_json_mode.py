@@ -119,7 +119,7 @@ def test_messages_reach_text_and_json_members_alike_and_the_sender_gets_its_ack_
     assert [(e.id, e.text) for e in stored] == [(e["id"], e["text"]) for e in got]
     (me_ack,) = command(chat, alice, "/me waves", "c3")
     (action,) = events(bob)
-    assert (action["type"], action["text"], me_ack["label"]) == ("me", "waves", "c3")
+    assert (action["type"], action["text"], me_ack["label"], me_ack["id"]) == ("me", "waves", "c3", action["id"])
     assert action["id"] > ack2["id"]
 
 
