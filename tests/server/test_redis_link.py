@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -97,3 +99,13 @@ def test_rediss_speaks_tls(redis_server, cluster_node, tmp_path):
     node.publish("lobby", {"type": "msg", "room": "lobby", "text": "over TLS"}).result(10)
     wait_for(lambda: received.texts() == ["over TLS"])
     assert "certificate verify failed" in start_error(f"rediss://127.0.0.1:{port}/0")
+
+
+def test_without_the_redis_extra_a_node_says_how_to_install_it():
+    blocked = ("import sys; sys.modules['redis'] = None\n"  # as if redis-py were not installed
+               "from groupchat.errors import ClusterError\n"
+               "from groupchat.server.cluster import Node\n"
+               "try:\n    Node('redis://127.0.0.1:6379/0', print)\n"
+               "except ClusterError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=30)
+    assert done.stdout == "--redis needs the redis extra: pip install 'groupchat[redis]'\n", done.stderr
