@@ -41,7 +41,7 @@ from prompt_toolkit.layout.processors import Processor, Transformation, Transfor
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from groupchat.client.colours import Painter, colour_allowed
-from groupchat.client.completion import ChatCompleter, KnownNames
+from groupchat.client.completion import ChatCompleter, KnownNames, KnownRooms
 from groupchat.client.link import QUIT, LineReader, Link, Output
 from groupchat.client.session import Handshake, Heard, Sent, Session, kept_back
 from groupchat.client.view import Shown, View, clean_event
@@ -77,6 +77,7 @@ class Transcript(Output):
         self.painter = painter
         self.view = View(session)
         self.names = KnownNames()
+        self.rooms = KnownRooms()
 
     def present(self, line: Heard, answered: Optional[Sent]) -> None:
         if isinstance(line, LineTooLong):
@@ -85,6 +86,7 @@ class Transcript(Output):
             shown = [Shown(LINE_HANDSHAKE, line)]
         else:
             self.names.heard(line)
+            self.rooms.heard(line)
             shown = self.view.lines(line, answered)
         for one in shown:
             self.show(self.painter.paint(one, self.session.name))
@@ -219,7 +221,7 @@ def _chat_at_terminal(link: Link, transcript: Transcript) -> None:
     """A prompt in this thread sends what is typed; the server's lines are printed above it, and
     while the connection is down a status line under it says when the next attempt is."""
     prompter: PromptSession[str] = PromptSession(
-        erase_when_done=True, history=InMemoryHistory(), completer=ChatCompleter(transcript.names),
+        erase_when_done=True, history=InMemoryHistory(), completer=ChatCompleter(transcript.names, transcript.rooms),
         complete_while_typing=False,  # Tab completes; a menu popping up mid-sentence would not help
         key_bindings=_CHAT_KEYS)
     app = prompter.app

@@ -926,6 +926,28 @@ def test_tab_completes_commands_and_names_and_up_recalls_your_last_line(scripted
         assert term.wait() == 0
 
 
+def test_tab_completes_the_room_after_join_and_the_command_after_help(scripted):
+    with Terminal(scripted.port, "alice") as term:
+        scripted.welcome("alice", ("bob",))
+        term.expect(rf"Welcome, alice! Here now: bob\.{PROMPT}")
+        scripted.say(event("leave", id=101, room="lobby", ts=jsonl.iso_time(NOON), names=["bob"], count=1,
+                           to="design"))
+        term.expect(rf"bob went to design{PROMPT}")
+        term.type("/join des\t")
+        term.expect(r"> ?/join design")
+        term.type("\r")
+        assert scripted.next_line() == sent(jsonl.OP_CMD, "/join design", "c1")
+        term.type("/help top\t")
+        term.expect(r"> ?/help topic")
+        term.type("\r")
+        assert scripted.next_line() == sent(jsonl.OP_CMD, "/help topic", "c2")
+        scripted.say(event("notice", text="/topic [TEXT]: see or set the topic"), ack("c2"))
+        term.expect(rf"see or set the topic{PROMPT}")
+        term.type("\x04")
+        scripted.goodbye()
+        assert term.wait() == 0
+
+
 # -- for programs: join --json ------------------------------------------------------------
 
 def events(out: str) -> list[dict]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from groupchat.client.completion import CHAT_COMMAND_NAMES, ChatCompleter, KnownNames
+from groupchat.client.completion import CHAT_COMMAND_NAMES, ChatCompleter, KnownNames, KnownRooms
 from groupchat.server.chat_commands import ChatCommands
 
 WELCOME = {"type": "welcome", "name": "alice", "room": "lobby", "names": ["bob", "carol"], "count": 2}
@@ -19,9 +21,9 @@ def known(*events: dict) -> KnownNames:
     return names
 
 
-def completions(names: KnownNames, typed: str) -> list[tuple[str, int]]:
+def completions(names: KnownNames, typed: str, rooms: Optional[KnownRooms] = None) -> list[tuple[str, int]]:
     """What Tab offers after ``typed`` (cursor at its end): each completion and where it starts."""
-    found = ChatCompleter(names).get_completions(Document(typed), CompleteEvent(completion_requested=True))
+    found = ChatCompleter(names, rooms).get_completions(Document(typed), CompleteEvent(completion_requested=True))
     return [(completion.text, completion.start_position) for completion in found]
 
 
@@ -73,8 +75,8 @@ def test_names_are_unique_ignoring_case_and_kept_as_last_seen():
 
 
 def test_a_slash_word_at_the_start_completes_to_a_command():
-    assert completions(KnownNames(), "/wh") == [("/who", -3)]
-    assert completions(KnownNames(), "/WH") == [("/who", -3)]
+    assert completions(KnownNames(), "/to") == [("/topic", -3)]
+    assert completions(KnownNames(), "/TO") == [("/topic", -3)]
     assert completions(KnownNames(), "/ba") == [("/ban", -3), ("/bans", -3)]
     assert len(completions(KnownNames(), "/")) == len(CHAT_COMMAND_NAMES)
 
@@ -91,3 +93,20 @@ def test_any_other_word_completes_to_a_known_name(typed):
 
 def test_after_a_space_every_name_is_offered():
     assert completions(known(WELCOME), "/msg ") == [("bob", 0), ("carol", 0)]
+
+
+def test_the_word_after_help_completes_to_a_command():
+    assert completions(known(WELCOME), "/help to") == [("topic", -2)]
+    assert completions(known(WELCOME), "/HELP TO") == [("topic", -2)]
+    assert len(completions(known(WELCOME), "/help ")) == len(CHAT_COMMAND_NAMES)
+    assert completions(known(WELCOME), "/help topic bo") == [("bob", -2)]  # past it: names again
+
+
+def test_the_word_after_join_completes_to_a_room_the_client_has_heard_of():
+    rooms = KnownRooms()
+    for event in (WELCOME, {"type": "leave", "room": "lobby", "names": ["bob"], "count": 1, "to": "dev"},
+                  {"type": "rooms", "rooms": [{"name": "design", "count": 1}, {"name": "Ops", "count": 3}]}):
+        rooms.heard(event)
+    assert completions(known(WELCOME), "/join de", rooms) == [("design", -2), ("dev", -2)]
+    assert completions(known(WELCOME), "/join o", rooms) == [("Ops", -1)]
+    assert completions(known(WELCOME), "/join bo", rooms) == []  # rooms, not names
