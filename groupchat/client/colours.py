@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import re
 import zlib
-from typing import Mapping
+from typing import Callable, Mapping, Optional
 
 from groupchat.client.view import Shown
 from groupchat.protocol import LINE_ACTION, LINE_MESSAGE, LINE_PRIVATE, name_key
@@ -126,17 +126,79 @@ def colour_allowed(environ: Mapping[str, str]) -> bool:
     return not environ.get(NO_COLOR_ENV)
 
 
-class Painter:
-    """Turns each line for the transcript into what is printed: coloured and ringing, if asked.
+def text_column(shown: Shown) -> int:
+    """Where the text of a line starts: after ``[14:03] <bob> `` or ``[14:03] *** ``, else 0.
 
-    With ``colour`` off a line is printed exactly as it came, with no escape code at all.
+    >>> text_column(Shown(LINE_MESSAGE, "[14:03] <bob> hi", "bob", "hi"))
+    14
+    >>> text_column(Shown("notice", "[14:03] *** bob joined")), text_column(Shown("handshake", "Name:"))
+    (12, 0)
+    """
+    if shown.sender and shown.line.endswith(" " + shown.text):
+        return len(shown.line) - len(shown.text)
+    match = _NOTICE_START.match(shown.line)
+    return match.end() if match else 0
+
+
+_NOTICE_START = re.compile(r"\[[^]]*\] \*\*\* ")
+
+
+def wrap_points(line: str, width: int, indent: int) -> list[tuple[int, int]]:
+    """Where to cut ``line`` to fit ``width`` columns: (start, end) of each piece, cut at a
+    space (which is dropped), the pieces after the first being shown after ``indent`` spaces;
+    a word longer than a whole piece is cut where it must.
+
+    >>> line = "[14:03] <bob> the quick brown fox jumps over the lazy dog"
+    >>> [line[start:end] for start, end in wrap_points(line, 30, 14)]
+    ['[14:03] <bob> the quick brown', 'fox jumps over', 'the lazy dog']
+    >>> [line[start:end] for start, end in wrap_points(line, 4, 0)][:3]
+    ['[14:', '03]', '<bob']
+    """
+    if indent >= width // 2:  # a narrow terminal: an indent would leave no room for text
+        indent = 0
+    pieces, start, room = [], 0, width
+    while len(line) - start > room:
+        cut = line.rfind(" ", start + 1, start + room + 1)
+        pieces.append((start, cut if cut > start else start + room))
+        start = cut + 1 if cut > start else start + room
+        room = width - indent
+    pieces.append((start, len(line)))
+    return pieces
+
+
+def _slice(fragments: list[Fragment], start: int, end: int) -> list[Fragment]:
+    """The part of a line's fragments between two offsets of the line, styles kept."""
+    sliced, offset = [], 0
+    for style, text in fragments:
+        low, high = max(start - offset, 0), min(end - offset, len(text))
+        if low < high:
+            sliced.append((style, text[low:high]))
+        offset += len(text)
+    return sliced
+
+
+class Painter:
+    """Turns each line for the transcript into what is printed: coloured, wrapped and ringing, if asked.
+
+    With ``colour`` off a line is printed with no escape code at all.  With ``width`` (the
+    terminal's columns, asked for each line) a long line is wrapped at spaces, and its text
+    goes on under where it started (a hanging indent); without it, a line is printed whole.
     """
 
-    def __init__(self, colour: bool, bell: bool) -> None:
+    def __init__(self, colour: bool, bell: bool, width: Optional[Callable[[], int]] = None) -> None:
         self.colour = colour
         self.bell = bell
+        self.width = width
 
     def paint(self, shown: Shown, me: str) -> str:
         """The line as it should be printed for ``me``."""
-        printed = to_ansi(style_line(shown, me)) if self.colour else shown.line
+        fragments = style_line(shown, me) if self.colour else [((), shown.line)]
+        width = self.width() if self.width is not None else 0
+        if width <= 0 or len(shown.line) <= width:
+            printed = to_ansi(fragments)
+        else:
+            indent = text_column(shown)
+            pieces = wrap_points(shown.line, width, indent)
+            indent = 0 if indent >= width // 2 else indent
+            printed = ("\n" + " " * indent).join(to_ansi(_slice(fragments, start, end)) for start, end in pieces)
         return printed + BELL if self.bell and should_ring(shown, me) else printed

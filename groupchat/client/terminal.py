@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import ssl
 import sys
 import threading
@@ -199,7 +200,8 @@ def run_client(*, host: str, port: int, name: str, password: Optional[str] = Non
     to_terminal = at_terminal and (sys.stdout if stdout is None else stdout).isatty()
     session = Session(name)
     transcript = None if json_events else Transcript(
-        session, show, Painter(colour=to_terminal and colour_allowed(os.environ), bell=to_terminal and bell))
+        session, show, Painter(colour=to_terminal and colour_allowed(os.environ), bell=to_terminal and bell,
+                               width=_columns if to_terminal else None))
     output = transcript or EventLog(session, stdout)
     link = Link(host=host, port=port, tls=tls, output=output, password=password,
                 reconnect=reconnect and at_terminal)
@@ -315,6 +317,11 @@ def _end_prompt(app: Application[str], end: Optional[ConnectionLostError]) -> No
     """In the prompt's event loop: end the prompt with ``end``, if there is one and it still runs."""
     if end is not None and app.is_running and not app.is_done:
         app.exit(exception=end)
+
+
+def _columns() -> int:
+    """The terminal's width now (it may have been resized since the last line)."""
+    return shutil.get_terminal_size().columns
 
 
 def _warn(text: str) -> None:

@@ -6,6 +6,7 @@ they said are fields, so a line is never read back to find them."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -160,3 +161,15 @@ def test_no_color_with_any_value_turns_colour_off():
     assert colour_allowed({"NO_COLOR": ""})
     assert not colour_allowed({"NO_COLOR": "1"})
     assert not colour_allowed({"NO_COLOR": "yes please"})
+
+
+def test_a_long_line_wraps_at_spaces_under_where_its_text_starts():
+    line = Shown(LINE_MESSAGE, "[14:03] <bob> the quick brown fox jumps over the lazy dog", "bob",
+                 "the quick brown fox jumps over the lazy dog")
+    plain = Painter(colour=False, bell=False, width=lambda: 30).paint(line, "alice")
+    assert plain.split("\n") == ["[14:03] <bob> the quick brown", " " * 14 + "fox jumps over", " " * 14 + "the lazy dog"]
+    coloured = Painter(colour=True, bell=False, width=lambda: 30).paint(line, "alice")
+    assert re.sub(r"\x1b\[[\d;]*m", "", coloured) == plain  # the same cuts, each piece styled
+    mention = Painter(colour=True, bell=False, width=lambda: 30).paint(line, "dog")  # bold text, each piece
+    assert [piece.lstrip().startswith("\x1b[1m") for piece in mention.split("\n")[1:]] == [True, True]
+    assert Painter(colour=False, bell=False).paint(line, "alice") == line.line  # no width: whole
