@@ -31,6 +31,10 @@ from groupchat.tls import TLSConnection, describe_tls_error
 # For connecting, and then for each answer during the handshake: a port that is not a
 # groupchat server (it never asks for a name) fails instead of hanging.
 CONNECT_TIMEOUT_SECONDS = 10.0
+# A groupchat server greets a plain connection at once; a TLS server says nothing until it
+# hears TLS.  After this long without a greeting the client speaks first, and a TLS server
+# closes the connection at once.
+GREETING_SECONDS = 0.5
 # How long to wait for the reader thread once its socket is shut down (it ends at once).
 STOP_TIMEOUT_SECONDS = 1.0
 READ_BYTES = 64 * 1024
@@ -448,8 +452,17 @@ def _run_handshake(sock: Connection, lines: LineReader, handshake: Handshake, ou
     Returns the password given, if one was asked for, for the next connection.
     """
     given = password is not None  # by the caller, not typed at the terminal
+    if not tls:
+        sock.settimeout(GREETING_SECONDS)
     while True:
-        line = parsed(_handshake_line(lines, handshake, tls))
+        try:
+            line = parsed(_handshake_line(lines, handshake, tls))
+        except _Silent:  # a plain client at a TLS server waits for a greeting that never comes
+            _send(sock, SWITCH_TO_JSON)
+            handshake.probe()
+            sock.settimeout(CONNECT_TIMEOUT_SECONDS)
+            continue
+        sock.settimeout(CONNECT_TIMEOUT_SECONDS)  # for each answer from now on
         step = handshake.feed(line)
         if step is not Step.SWITCH:  # the greeting in text is asked again as an event
             output.take(line)
@@ -483,10 +496,16 @@ def _run_handshake(sock: Connection, lines: LineReader, handshake: Handshake, ou
             return password
 
 
+class _Silent(Exception):
+    """The server has not greeted a plain connection in :data:`GREETING_SECONDS`."""
+
+
 def _handshake_line(lines: LineReader, handshake: Handshake, tls: bool) -> Line:
     try:
         line = lines.read_line()
     except socket.timeout as exc:
+        if not tls and not handshake.greeted and not handshake.probed:
+            raise _Silent() from exc
         # A TLS server says nothing until it hears TLS: a plain client just waits.
         hint = "" if tls else " (one that serves TLS needs --tls)"
         raise ConnectError(f"the server sent no answer within {CONNECT_TIMEOUT_SECONDS:g} s: "
@@ -495,6 +514,9 @@ def _handshake_line(lines: LineReader, handshake: Handshake, tls: bool) -> Line:
         raise _lost(exc) from exc
     except NoNewlineError as exc:
         raise ConnectError(f"the server {exc}: is it a groupchat server?") from exc
+    if line is None and handshake.probed and not handshake.greeted:
+        raise ConnectError("the server closed the connection as soon as it heard plain text, "
+                           "before any greeting: it serves TLS; use --tls")
     if line is None:
         why = f": {handshake.refusal}" if handshake.refusal else ""
         raise ConnectionLostError(f"the server closed the connection before letting you in{why}")

@@ -98,15 +98,20 @@ class Handshake:
         self.name = name.strip()  # as the server will take it
         self.refusal: Optional[str] = None  # the server's last reason for refusing a name, or you
         self.resume = resume  # the line to resume with, until the server refuses it
+        self.greeted = False  # the server's greeting in text came
         self._switched = False  # the switch to JSON was asked for
+        self._early = False  # it was asked for before the greeting (see probe)
 
     def feed(self, heard: Heard) -> Step:
         if isinstance(heard, LineTooLong):
             return Step.SHOW
         if isinstance(heard, str):
             if heard in (NAME_PROMPT, PASSWORD_PROMPT):
-                if self._switched:
+                if self._switched and (self.greeted or not self._early):
                     return Step.NO_JSON
+                self.greeted = True
+                if self._switched:
+                    return Step.WAIT  # the greeting, sent before the early switch was read
                 self._switched = True
                 return Step.SWITCH
             if is_refusal(heard):
@@ -131,6 +136,23 @@ class Handshake:
             if kind == "bye" and heard.get("code") in PASSWORD_BYES:
                 return Step.PASSWORD_REFUSED
         return Step.SHOW
+
+    def probe(self) -> None:
+        """Note that the switch to JSON went before any greeting: a server that is silent may
+        be waiting for TLS, and closes when it hears plain text instead; a slow groupchat
+        server greets, then answers the switch.
+
+        >>> handshake = Handshake("bob")
+        >>> handshake.probe()
+        >>> handshake.feed(NAME_PROMPT).name, handshake.feed({"type": "prompt", "for": "name"}).name
+        ('WAIT', 'SEND_NAME')
+        """
+        self._switched = self._early = True
+
+    @property
+    def probed(self) -> bool:
+        """Whether the switch went before any greeting (see :meth:`probe`)."""
+        return self._early
 
     def rename(self, name: str) -> None:
         """Take the name to offer next, after a refusal."""

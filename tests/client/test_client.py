@@ -433,12 +433,24 @@ def test_a_tls_handshake_with_no_answer_fails_instead_of_hanging(scripted, monke
                                 "is it serving TLS?")
 
 
-def test_a_plain_client_at_a_tls_server_is_told_it_may_need_tls(tls_server, monkeypatch):
-    monkeypatch.setattr(link, "CONNECT_TIMEOUT_SECONDS", 0.2)
-    future, _ = in_background(piped(b"hi\n"), host="127.0.0.1", port=tls_server.port, name="alice")
-    with pytest.raises(ConnectError, match=r"no answer within 0\.2 s: is it a groupchat server "
-                                           r"\(one that serves TLS needs --tls\)\?$"):
-        future.result(WAIT_SECONDS)
+def test_a_plain_client_at_a_tls_server_is_told_to_use_tls_at_once(tls_server):
+    # Not after the 10 s a server has to answer: the client speaks first, and TLS hangs up.
+    code, out, err = finish(join_process(tls_server.port, "alice", b"hi\n"))
+    assert code == 1
+    assert err == ("Error: the server closed the connection as soon as it heard plain text, before any "
+                   "greeting: it serves TLS; use --tls\n")
+
+
+def test_a_slow_greeting_is_waited_for_after_the_client_spoke_first(scripted):
+    future, printed = in_background(piped(b""), host="127.0.0.1", port=scripted.port, name="alice")
+    scripted.accept()
+    assert scripted.next_line() == SWITCH  # before any greeting: a TLS server would hang up now
+    scripted.say(NAME_PROMPT, event("mode", mode="json"), event("prompt", **{"for": "name"}))
+    assert scripted.next_line() == "alice"  # the switch was not sent twice
+    scripted.say(welcome_event("alice"))
+    scripted.goodbye()
+    assert future.result(WAIT_SECONDS) == 0
+    assert "Welcome, alice!" in printed.getvalue()
 
 
 def test_ipv6():
