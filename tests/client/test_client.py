@@ -827,6 +827,31 @@ def test_ctrl_c_clears_a_line_being_typed_and_leaves_from_an_empty_one(scripted)
         assert term.wait() == 0
 
 
+def test_lines_typed_while_away_are_sent_after_the_reconnect_in_order(scripted):
+    with Terminal(scripted.port, "alice") as term:
+        scripted.switch()
+        assert scripted.next_line() == "alice"
+        scripted.say(event("session", token="tok1", window=120), welcome_event("alice"))
+        term.expect(rf"Welcome, alice!.*{PROMPT}")
+        term.type("lost?\r")
+        assert json.loads(scripted.next_line())["text"] == "lost?"  # taken, never answered
+        scripted.conn.close()
+        term.expect(r"Connection lost; reconnecting")
+        term.type("one\r")
+        term.type("two\r")
+        scripted.switch()
+        assert scripted.next_line() == "/resume tok1 0"
+        scripted.say(event("session", token="tok2", window=120),
+                     event("welcome", name="alice", room="lobby", names=[], count=0, resumed=True),
+                     event("history_end", room="lobby", replay=True, count=0, missed=0))
+        term.expect(r"Reconnected; no messages were missed\.")
+        scripted.take((jsonl.OP_SEND, "lost?"), (jsonl.OP_SEND, "one"), (jsonl.OP_SEND, "two"))
+        term.expect(rf"<alice> lost\?.*<alice> one.*<alice> two{PROMPT}")
+        term.type("\x04")
+        scripted.goodbye()
+        assert term.wait() == 0
+
+
 def test_ctrl_c_leaves_while_the_client_waits_to_reconnect(scripted):
     with Terminal(scripted.port, "alice") as term:
         scripted.welcome("alice")
