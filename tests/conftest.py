@@ -40,6 +40,29 @@ def wait_for(predicate: Callable[[], object], timeout: float = WAIT_SECONDS, wha
     return result
 
 
+def documented_events() -> dict[str, tuple[set[str], set[str]]]:
+    """The README's table of JSON events: type -> (fields always there, fields only sometimes)."""
+    section = (REPO / "README.md").read_text().split("## JSON Lines mode")[1].split("\n## ")[0]
+    table = {}
+    for kind, cell in re.findall(r"^\| `(\w+)` \| (.*?) \|", section, re.MULTILINE):
+        fields = re.findall(r"`(\w+)(\?)?`", cell)
+        table[kind] = ({f for f, optional in fields if not optional}, {f for f, optional in fields if optional})
+    return table
+
+
+DOCUMENTED_EVENTS = documented_events()
+
+
+def checked_event(event: dict) -> dict:
+    """``event``, failing the test if the README does not document its type and fields."""
+    assert event.get("v") == 1 and event.get("type") in DOCUMENTED_EVENTS, f"undocumented event {event}"
+    always, sometimes = DOCUMENTED_EVENTS[event["type"]]
+    keys = set(event) - {"v", "type"}
+    assert always <= keys, f"{event} lacks {always - keys}"
+    assert keys <= always | sometimes, f"{event} has undocumented {keys - always - sometimes}"
+    return event
+
+
 def stored_messages(path: Path) -> list[tuple[str, str]]:
     """(sender, text) of every message in a history file, in order, read with plain sqlite3
     as anyone could: a row holds one message per line of its text."""
@@ -114,8 +137,9 @@ class Peer:
             return lines
 
     def event(self, timeout: float | None = None) -> dict:
-        """The next line, as the JSON event it must be (after ``/mode json``)."""
-        return json.loads(self.next_line(timeout))
+        """The next line, as the JSON event it must be (after ``/mode json``), checked against
+        the README's table of events: every event a real server sends a test is documented."""
+        return checked_event(json.loads(self.next_line(timeout)))
 
     def expect_event(self, kind: str, timeout: float | None = None, **fields) -> dict:
         """Read events until one of type ``kind`` with ``fields``; fail if none does in time."""

@@ -10,21 +10,8 @@ from groupchat.jsonl import render_operation
 from groupchat.protocol import MAX_LINE_BYTES, LineTooLong
 from groupchat.server.registry import Stage
 
-from conftest import REPO, make_chat, named, newcomer
+from conftest import DOCUMENTED_EVENTS, checked_event, make_chat, named, newcomer
 
-
-def documented_events() -> dict[str, tuple[set[str], set[str]]]:
-    """The README's table of events: type -> (fields always there, fields only sometimes)."""
-    section = (REPO / "README.md").read_text().split("## JSON Lines mode")[1].split("\n## ")[0]
-    table = {}
-    for row in re.findall(r"^\| `(\w+)` \| (.*?) \|", section, re.MULTILINE):
-        kind, cell = row
-        fields = re.findall(r"`(\w+)(\?)?`", cell)
-        table[kind] = ({f for f, optional in fields if not optional}, {f for f, optional in fields if optional})
-    return table
-
-
-DOCUMENTED = documented_events()
 SEEN: set[str] = set()  # event types the tests here produced: all of the table, checked last
 
 
@@ -32,13 +19,7 @@ def events(member) -> list[dict]:
     """The events sent to ``member`` since last asked, each checked against the README's table."""
     out = []
     for line in member.link.lines:
-        event = json.loads(line)
-        assert event["v"] == 1
-        assert event["type"] in DOCUMENTED, f"undocumented event {event}"
-        always, sometimes = DOCUMENTED[event["type"]]
-        keys = set(event) - {"v", "type"}
-        assert always <= keys, f"{event} lacks {always - keys}"
-        assert keys <= always | sometimes, f"{event} has undocumented {keys - always - sometimes}"
+        event = checked_event(json.loads(line))
         SEEN.add(event["type"])
         out.append(event)
     member.link.lines.clear()
@@ -314,4 +295,4 @@ def test_whois_and_who_with_someone_away_in_json():
 
 def test_zz_every_documented_event_type_was_produced_and_checked():
     """Last in this file: the tests above made every type the README documents."""
-    assert set(DOCUMENTED) - SEEN == set()
+    assert set(DOCUMENTED_EVENTS) - SEEN == set()
