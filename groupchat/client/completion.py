@@ -20,7 +20,9 @@ from groupchat.client.session import MODE_COMMAND
 from groupchat.protocol import CHAT_COMMANDS, name_key
 
 # The client keeps /mode to itself (see session.kept_back), so it is not offered.
-CHAT_COMMAND_NAMES = tuple(spec.name for spec in CHAT_COMMANDS if spec.name != MODE_COMMAND)
+# Each command and the IRC names it also answers to (/names, /list, /part...).
+CHAT_COMMAND_NAMES = tuple(name for spec in CHAT_COMMANDS if spec.name != MODE_COMMAND
+                           for name in (spec.name, *spec.aliases))
 # Events that list who is in your room, and events whose sender is a person.
 _LISTING_EVENTS = ("welcome", "enter", "who", "join")
 _SPEAKING_EVENTS = ("msg", "me", "dm", "history")

@@ -9,6 +9,7 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
 from groupchat.client.completion import CHAT_COMMAND_NAMES, ChatCompleter, KnownNames, KnownRooms
+from groupchat.protocol import CHAT_COMMANDS
 from groupchat.server.chat_commands import ChatCommands
 
 WELCOME = {"type": "welcome", "name": "alice", "room": "lobby", "names": ["bob", "carol"], "count": 2}
@@ -27,10 +28,12 @@ def completions(names: KnownNames, typed: str, rooms: Optional[KnownRooms] = Non
     return [(completion.text, completion.start_position) for completion in found]
 
 
-def test_the_commands_are_the_servers_but_mode():
+def test_the_commands_are_the_servers_and_their_irc_names_but_mode():
     served = {attr[len("cmd_"):] for attr in dir(ChatCommands) if attr.startswith("cmd_")}
-    assert set(CHAT_COMMAND_NAMES) == served - {"mode"}  # the client keeps the connection in JSON
-    assert len(CHAT_COMMAND_NAMES) == len(served) - 1
+    aliases = {alias for spec in CHAT_COMMANDS for alias in spec.aliases}
+    assert {"names", "list", "leave", "exit", "query"} <= aliases
+    assert set(CHAT_COMMAND_NAMES) == (served | aliases) - {"mode"}  # the client keeps the connection in JSON
+    assert len(CHAT_COMMAND_NAMES) == len(served | aliases) - 1
 
 
 def test_names_come_from_the_welcome_and_the_lists_of_who_is_here():
