@@ -123,6 +123,7 @@ _INSERT = "INSERT INTO messages (id, room_key, room, time, sender, kind, text, l
 # Rows per INSERT statement: one statement for many rows costs far less per row than
 # executemany's one per row, and 8 x 120 parameters stay under old SQLite's limit of 999.
 ROWS_PER_INSERT = 120
+ID_BLOCK = 10_000  # ids recorded ahead of those given: a restart skips at most this many
 _COLUMNS = "messages.id, room, time, sender, kind, messages.text, lines"
 _DAMAGED = "refusing to touch it; move it away or choose --history PATH"
 
@@ -208,6 +209,13 @@ class HistoryStore:
         self._queued = 0  # messages in the queue's rows
         self._queued_bytes = 0  # and the memory they take (see _row_bytes)
         self._next_id = _last_id(db) + 1  # given out by append, so callers know it at once
+        # Ids are recorded a block ahead of those given, so a process killed before its last
+        # messages were saved never gives their ids again (a client asking for what came after
+        # one of them would miss the new ones): the block now, and the next whenever the ids
+        # given pass half of it.
+        self._recorded = self._next_id - 1 + ID_BLOCK
+        with _transaction(db):
+            _raise_sequence(db, self._recorded)
         self._text_bytes = _text_bytes(db, "id > ?", 0) if max_bytes else 0  # the writer's to keep
         self._appended = 0
         self._saved = 0
@@ -485,7 +493,9 @@ class HistoryStore:
                 self._queue.clear()
                 self._queued = self._queued_bytes = 0
                 closing, failing = self._closing, self._failing
-                reserved = self._next_id - 1 if self._sequence_due else 0
+                reserved = 0
+                if self._next_id + ID_BLOCK // 2 > self._recorded:
+                    reserved = self._recorded = self._next_id - 1 + ID_BLOCK
                 self._sequence_due = False
             if rows or reserved:
                 self._save(rows, final=closing, reserved=reserved)
@@ -558,7 +568,7 @@ class HistoryStore:
         not once per retry."""
         began_dropping = False
         with self._lock:
-            self._sequence_due = True  # recorded with the next save
+            self._sequence_due, self._recorded = True, 0  # not recorded: again with the next save
             if final:
                 self._dropped += _messages(rows)
             else:
