@@ -124,6 +124,7 @@ _INSERT = "INSERT INTO messages (id, room_key, room, time, sender, kind, text, l
 # executemany's one per row, and 8 x 120 parameters stay under old SQLite's limit of 999.
 ROWS_PER_INSERT = 120
 ID_BLOCK = 10_000  # ids recorded ahead of those given: a restart skips at most this many
+ANSWER_BYTES = 64 * 1024  # text one answer of missed lines holds at most (see after)
 _COLUMNS = "messages.id, room, time, sender, kind, messages.text, lines"
 _DAMAGED = "refusing to touch it; move it away or choose --history PATH"
 
@@ -416,7 +417,12 @@ class HistoryStore:
             (total,) = db.execute("SELECT coalesce(sum(lines), 0) FROM messages WHERE room_key = ?"
                                   " AND id > ? AND id < ?", (key, after, before)).fetchone()
             partial = [entry for entry in _oldest_first(holding) if after < entry.id < before]
-            return (partial + list(_oldest_first(later)))[:limit], total + len(partial)
+            entries = (partial + list(_oldest_first(later)))[:limit]
+            # The answer is not droppable (it is what a slow reader asked for): bounded in bytes
+            # too, it fits a reader's queue, and the count tells how much more there is.
+            sizes = itertools.accumulate(len(entry.text) for entry in entries)
+            kept = next((n for n, size in enumerate(sizes) if size > ANSWER_BYTES), len(entries))
+            return entries[:max(1, kept)], total + len(partial)
 
         return self._use(self._readers, read)
 

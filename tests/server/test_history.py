@@ -721,5 +721,13 @@ def test_after_gives_what_someone_who_saw_up_to_an_id_missed_even_inside_a_batch
     assert store.after("lobby", first + 100) == ([], 0)
 
 
+
+def test_missed_lines_come_in_answers_a_slow_reader_can_take(store):
+    first = store.extend("lobby", "alice", "message", ["x" * 4000] * 100)
+    entries, total = store.after("lobby", first - 1)
+    assert total == 100 and 10 <= len(entries) < 20  # about 64 KiB of text; the count says the rest
+    assert [e.id for e in entries] == list(range(first, first + len(entries)))
+
+
 if __name__ == "__main__":
     measure()
