@@ -102,6 +102,10 @@ def cli() -> None:
                                  "4 times this); past it the oldest are pruned.  0: no bound.")
 @click.option("--replay", type=click.IntRange(0, MAX_HISTORY), default=DEFAULT_REPLAY, show_default=True,
               help="Lines of a room's history shown on entering it.")
+@click.option("--redis", metavar="URL", envvar="GROUPCHAT_REDIS", default=None,
+              help="Be one node of the chat shared by every server given this Redis "
+                   "(redis://HOST:PORT/DB, rediss:// for TLS; or set GROUPCHAT_REDIS).  "
+                   "Needs pip install 'groupchat[redis]'.")
 @click.option("--resume-window", type=click.FloatRange(0), default=DEFAULT_WINDOW_SECONDS, show_default=True,
               metavar="SECONDS", help="How long a dropped connection's name, room and session are held for "
                                       "it to /resume; 0: no sessions, a drop is a leave.")

@@ -12,16 +12,18 @@ import logging
 import re
 import threading
 import time
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 from groupchat import jsonl
 from groupchat.errors import (
     BadOperationError,
+    ClusterError,
     CommandError,
     GroupchatError,
     HistoryError,
     InvalidNameError,
     NameTakenError,
+    NotSentError,
     UsageError,
 )
 from groupchat.jsonl import iso_time, render_event
@@ -63,6 +65,9 @@ from groupchat.server.notices import BACK, HELD, JOINED, LEFT, Comings, NoticeBa
 from groupchat.server.registry import LOBBY, Member, Registry, Room, Stage
 from groupchat.server.sessions import SessionTable
 from groupchat.server.settings import MAX_LISTED_NAMES, MAX_REASON_CHARS, MAX_TOPIC_CHARS, ServerSettings
+
+if TYPE_CHECKING:
+    from groupchat.server.cluster.bridge import Bridge
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +140,9 @@ class Chat:
         self.sessions: Optional[SessionTable[Member]] = (
             SessionTable(settings.resume_window) if settings.resume_window else None)
         self.closing = False  # the server is stopping: connections end, sessions are not held
+        # One node of a cluster (``--redis``): room events go out through Redis and are
+        # delivered as they come back, names are held across nodes.  None: this server alone.
+        self.cluster: Optional[Bridge] = None
         self._stages = {Stage.PASSWORD: self._check_password, Stage.NAME: self._offer_name,
                         Stage.CHATTING: self._run_command}
 
@@ -212,7 +220,13 @@ class Chat:
 
     def _say(self, member: Member, texts: list[str], labels: list[Optional[str]]) -> None:
         for start in range(0, len(texts), MAX_BATCH_LINES):
-            first = self.publish(member, RoomEvent.message(member.name, texts[start:start + MAX_BATCH_LINES]))
+            try:
+                first = self.publish(member, RoomEvent.message(member.name, texts[start:start + MAX_BATCH_LINES]))
+            except NotSentError as exc:  # a cluster's Redis did not take them: said, never silence
+                said_labels = [label for label in labels[start:start + MAX_BATCH_LINES] if label is not None]
+                for label in said_labels or [None]:
+                    self.error(member, exc, label)
+                continue
             acks = [render_event("ack", label=label, id=first + n)
                     for n, label in enumerate(labels[start:start + MAX_BATCH_LINES]) if label is not None]
             if acks and first is not None and member.json:
@@ -248,8 +262,8 @@ class Chat:
             self._resume(member, command[1], label)
             return
         try:
-            self.registry.claim(member, self.moderation.check_name(check_name(raw)))
-        except (InvalidNameError, NameTakenError) as exc:
+            self._claim(member, self.moderation.check_name(check_name(raw)))
+        except (InvalidNameError, NameTakenError, ClusterError) as exc:
             member.name_tries += 1
             refused = self._error(exc, label, text=render_refusal(str(exc)))
             if member.name_tries >= MAX_NAME_TRIES:  # a thousand names in one write end here
@@ -293,6 +307,7 @@ class Chat:
         if self.sessions is not None:
             self.sessions.close(member)
         room = self.registry.disconnect(member)
+        self._forget(member, room)
         if room is None:
             return
         reason = member.leave_reason or reason
@@ -301,7 +316,7 @@ class Chat:
             return
         log.info("%s left from %s%s", member.name, member.address, f" ({reason})" if reason else "")
         shown = "" if reason.startswith(PLAIN_DISCONNECTS) else reason
-        self._tell_room(room, self.notices.add(room, LEFT, member.name, len(room), shown))
+        self._tell_room(room, self.notices.add(room, LEFT, member.name, self._audience(len(room)), shown))
 
     # -- sessions (see groupchat.server.sessions) --------------------------------------------
 
@@ -318,7 +333,7 @@ class Chat:
                  reason, self.sessions.window)
         room = member.room
         if room is not None:
-            self._tell_room(room, self.notices.add(room, HELD, member.name, len(room) - 1))
+            self._tell_room(room, self.notices.add(room, HELD, member.name, self._audience(len(room) - 1)))
         return True
 
     def expire_sessions(self) -> None:
@@ -326,10 +341,11 @@ class Chat:
         for session in self.sessions.expired() if self.sessions is not None else ():
             held = session.holder
             room = self.registry.disconnect(held)
+            self._forget(held, room)
             if room is not None:
                 log.info("%s left from %s (%s; not resumed)", held.name, held.address, session.reason)
                 shown = "" if session.reason.startswith(PLAIN_DISCONNECTS) else session.reason
-                self._tell_room(room, self.notices.add(room, LEFT, held.name, len(room), shown))
+                self._tell_room(room, self.notices.add(room, LEFT, held.name, self._audience(len(room)), shown))
 
     def _resume(self, member: Member, rest: str, label: Optional[str]) -> None:
         """``/resume TOKEN [LAST_ID]`` in place of a name: the session's name, room and operator
@@ -359,7 +375,7 @@ class Chat:
         after = int(last) if last else session.held_from - 1
         log.info("%s resumed from %s", member.name, member.address)
         names, count = self.registry.glimpse(room, member, MAX_LISTED_NAMES)
-        self._tell_room(room, self.notices.add(room, BACK, member.name, count))
+        self._tell_room(room, self.notices.add(room, BACK, member.name, self._audience(count)))
         entries, missed = self.missed_since(room.name, after, before=live_from)
         greeting = self._session(member, token) + Out.line(
             render_welcome(member.name, list_names(names, MAX_LISTED_NAMES, total=count)),
@@ -396,14 +412,20 @@ class Chat:
         The member holds live lines while the greeting is made, and history stops exactly
         where live delivery starts, so nothing is shown twice or missed.
         """
+        if self.cluster is not None:
+            self.cluster.watch(room_name)  # before entering: what the room says from here is read
         member.hold()
         room_before, room, live_from = self.registry.enter(member, room_name, self._next_id)
+        if self.cluster is not None:
+            if room_before is not None:
+                self.cluster.leave(room_before.name, member.name)
+            self.cluster.enter(room.name, member.name)
         names, count = self.registry.glimpse(room, member, MAX_LISTED_NAMES)
         # The rooms hear of it before the member hears its welcome, so anything that follows
         # the welcome (its first line, the next person to come) comes after the notice too.
         if room_before is not None:
             self._tell_room(room_before, Comings([], [member.name], to=room.name))
-        self._tell_room(room, self.notices.add(room, JOINED, member.name, count))
+        self._tell_room(room, self.notices.add(room, JOINED, member.name, self._audience(count)))
         others = list_names(names, MAX_LISTED_NAMES, total=count)
         if welcome:
             greeting = Out.line(render_welcome(member.name, others), "welcome", name=member.name,
@@ -508,9 +530,14 @@ class Chat:
     def rename(self, member: Member, new: str) -> None:
         """Give a member a new name, or raise :class:`CommandError` saying why not; its room hears it."""
         try:
-            old = self.registry.claim(member, check_name(new))
-        except (InvalidNameError, NameTakenError) as exc:
+            old = self._claim(member, check_name(new))
+        except (InvalidNameError, NameTakenError, ClusterError) as exc:
             raise CommandError(f"Sorry, {exc}", code=exc.code) from None
+        if self.cluster is not None and old is not None and name_key(old) != name_key(member.name):
+            self.cluster.release(old)
+            if member.room is not None:
+                self.cluster.leave(member.room.name, old)
+                self.cluster.enter(member.room.name, member.name)
         log.info("%s is now known as %s", old, member.name)
         self.publish(member, RoomEvent.renamed(old, member.name))
 
@@ -545,6 +572,26 @@ class Chat:
         member.leave_reason = f"quit: {reason[:MAX_REASON_CHARS]}" if reason else "quit"
         self.tell(member, "Goodbye.", last=jsonl.BYE_QUIT)
 
+    def _audience(self, here: int) -> int:
+        """Who hears of a coming or going: ``here`` on this server; in a cluster, anyone may on another."""
+        return here if self.cluster is None else max(here, 1)
+
+    def _claim(self, member: Member, name: str) -> Optional[str]:
+        """:meth:`Registry.claim`, in a cluster once every node's people have been asked."""
+        if self.cluster is not None:
+            self.cluster.claim(name)  # a name this node holds already is this node's to give
+        return self.registry.claim(member, name)
+
+    def _forget(self, member: Member, room: Optional[Room]) -> None:
+        """In a cluster, free the name and the place of a member that is gone for good (not one
+        whose name went on to a resumed connection; not while the server stops, whose node frees all)."""
+        if self.cluster is None or self.closing or member.name is None:
+            return
+        if room is not None:
+            self.cluster.leave(room.name, member.name)
+        if self.registry.find(member.name) is None:
+            self.cluster.release(member.name)
+
     def describe_rooms(self) -> list[str]:
         return [f"{info.name} ({info.count})" + (f": {info.topic}" if info.topic else "")
                 for info in self.registry.rooms()] or ["No rooms: nobody is here."]
@@ -565,6 +612,11 @@ class Chat:
         room = sender.room
         if room is not None:
             self._tell_room(room, self.notices.take_naming(room, sender.name))
+        if self.cluster is not None:  # delivered when Redis hands it back, to every node alike
+            sender.published = None
+            if room is not None:
+                sender.published = self.cluster.first_id(self.cluster.publish(room, event))
+            return sender.published
         sender.published = self._post(event, sender.name, None if event.echo else sender,
                                       lambda post: self.registry.post(sender, post))
         return sender.published
@@ -637,7 +689,9 @@ class Chat:
 
     def _tell_room(self, room: Room, comings: Optional[Comings]) -> None:
         """Tell a room its comings and goings: not those who arrived, each of whom had a welcome."""
-        if comings is not None:
+        if comings is not None and self.cluster is not None:
+            self.cluster.publish(room, RoomEvent.comings(comings), comings.newcomers())  # unsent: logged
+        elif comings is not None:
             self._post(RoomEvent.comings(comings), "", None,
                        lambda post: room if self.registry.post_to(room, post) else None, comings.newcomers())
 

@@ -289,16 +289,18 @@ class HistoryStore:
         """
         return self.add(room, sender, Batch.of(kind, texts), when)
 
-    def add(self, room: str, sender: str, batch: Batch, when: Optional[float] = None) -> Optional[int]:
+    def add(self, room: str, sender: str, batch: Batch, when: Optional[float] = None,
+            first: Optional[int] = None) -> Optional[int]:
         """:meth:`extend` with a batch made beforehand, so that a caller holding a lock of its
-        own (the chat holds the registry's) does only this quick part under it."""
+        own (the chat holds the registry's) does only this quick part under it.  ``first``: the
+        id given elsewhere (a cluster's Redis); later ids are past it."""
         key = name_key(room)
         row_time = time.time() if when is None else when
         with self._lock:
             if self._closing:
                 return None
-            first = self._next_id
-            self._next_id += batch.count
+            first = self._next_id if first is None else first
+            self._next_id = max(self._next_id, first + batch.count)
             row = (first, key, room, row_time, sender, batch.kind, batch.text, batch.count)
             self._queue.append(row)
             self._appended += batch.count
@@ -311,14 +313,14 @@ class HistoryStore:
             self._log_dropping()
         return first
 
-    def reserve(self, count: int = 1) -> int:
+    def reserve(self, count: int = 1, first: Optional[int] = None) -> int:
         """Take ``count`` ids from the messages' sequence for events not kept (joins, leaves, a
         /nick, a private message), so every event's id increases with the messages'; return
-        the first.  The writer records the sequence soon, so no id is given twice, even after
-        a restart."""
+        the first (``first`` when given elsewhere: a cluster's Redis).  The writer records the
+        sequence soon, so no id is given twice, even after a restart."""
         with self._lock:
-            first = self._next_id
-            self._next_id += count
+            first = self._next_id if first is None else first
+            self._next_id = max(self._next_id, first + count)
             if not self._sequence_due:
                 self._sequence_due = True
                 self._wake.notify()

@@ -266,6 +266,14 @@ class Registry:
             post(room)
             return True
 
+    def post_named(self, room_name: str, post: Callable[[Optional[Room]], object]) -> Optional[Room]:
+        """Run ``post`` for the room of that name, or None if no one here is in it, in one
+        instant with the joins and leaves (see :meth:`post`); return the room."""
+        with self._lock:
+            room = self._rooms.get(name_key(room_name))
+            post(room)
+            return room
+
     def members_in(self, room: Room) -> tuple[Member, ...]:
         """A snapshot of a room's members (empty once the room is gone)."""
         with self._lock:

@@ -63,5 +63,6 @@ class ServerSettings:
     max_history_mb: int = MAX_HISTORY_MB  # of text; past it the oldest history is pruned; 0: no bound
     replay: int = DEFAULT_REPLAY  # lines of history shown on entering a room
     notice_interval: float = NOTICE_INTERVAL_SECONDS  # join/leave notice lines per room, at most one per
+    redis: Optional[str] = None  # redis://HOST:PORT/DB: one node of the chat of all servers on it
     resume_window: float = DEFAULT_WINDOW_SECONDS  # a dropped session is held this long; 0: no sessions
 

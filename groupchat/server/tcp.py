@@ -243,12 +243,28 @@ class ChatServer(socketserver.ThreadingTCPServer):
             self.server_close()
             raise
         self.chat = Chat(self.registry, settings, history=self.history, bans=self.admission.bans)
+        if settings.redis:
+            self._link_cluster(settings.redis)
         self.deadlines = Deadlines()
         self.address_budget = BucketTable(settings.address_rate, settings.address_burst)  # flood.py
         self._stopping = threading.Event()
         self._notices = threading.Thread(target=self._tell_notices, name="notices", daemon=True)
         self._notices.start()
         threading.Thread(target=self.deadlines.run, name="deadlines", daemon=True).start()
+
+    def _link_cluster(self, url: str) -> None:
+        """Make this server a node of the chat shared through the Redis at ``url``; ClusterError
+        (one line) if Redis cannot be used, with nothing left open."""
+        from groupchat.server.cluster.bridge import Bridge  # redis-py only for a cluster
+
+        try:
+            bridge = Bridge(self.chat, url)
+            bridge.start()
+        except BaseException:
+            self.history.close()
+            self.server_close()
+            raise
+        self.chat.cluster = bridge
 
     def verify_request(self, request: socket.socket, client_address: tuple) -> bool:
         """Admit a connection, or refuse it with one line before a thread is spent on it.
@@ -309,6 +325,8 @@ class ChatServer(socketserver.ThreadingTCPServer):
         self._notices.join(POLL_SECONDS * 10)
         self.deadlines.stop()
         self.shutdown()
+        if self.chat.cluster is not None:  # while its people are here, so the others hear they left
+            self.chat.cluster.close()
         self.chat.announce("Server is shutting down.", bye=BYE_SHUTDOWN)
         deadline = time.monotonic() + self.settings.shutdown_flush
         outboxes = [cast(Outbox, member.link) for member in self.registry.connections()]

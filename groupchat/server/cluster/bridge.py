@@ -1,0 +1,198 @@
+"""The chat core as one node of a cluster: its room events go out through Redis and come back.
+
+A :class:`Bridge` stands between a :class:`~groupchat.server.chat.Chat` and its
+:class:`~.node.Node`.  A room event is not delivered when it is said: it is published, and every
+node (this one too) delivers it when its reader hands it back, with the id Redis gave it, so all
+nodes show one order.  Names are leases held in Redis, so one name is one person on any node.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Optional
+
+from groupchat import jsonl
+from groupchat.errors import ClusterError, NameTakenError, NotSentError
+from groupchat.jsonl import render_event
+from groupchat.protocol import name_key
+from groupchat.server.cluster.node import Node
+from groupchat.server.cluster.publisher import HOLD_SECONDS
+from groupchat.server.events import Out, RoomEvent
+from groupchat.server.fanout import Delivery
+from groupchat.server.history import Batch
+from groupchat.server.notices import Comings
+from groupchat.server.registry import LOBBY, Room
+
+log = logging.getLogger(__name__)
+
+ANSWER_SECONDS = HOLD_SECONDS + 5  # the publisher answers every event within its hold; a bound besides
+SERVER_STOPPED = "their server stopped"
+_PLACE_FIELDS = ("v", "id", "room", "ts")  # set again by whichever node delivers the event
+
+
+def to_wire(event: RoomEvent, room: str, when: float, origin: str, hide: frozenset[str]) -> dict[str, Any]:
+    """What a node publishes for ``event``: enough for any node to render it as this one would.
+
+    A notice's JSON events (a /nick, a topic, joins and leaves) travel as their types and fields.
+
+    >>> wire = to_wire(RoomEvent.renamed("al", "alice"), "lobby", 0.0, "n1", frozenset())
+    >>> wire["parts"]
+    [['nick', {'old': 'al', 'new': 'alice'}]]
+    >>> from_wire(wire).render_json(9, "lobby", 0.0) == RoomEvent.renamed("al", "alice").render_json(9, "lobby", 0.0)
+    True
+    """
+    parts = None
+    if event.json is not None:
+        parts = []
+        for line in event.json(0, room, "").splitlines():
+            fields = json.loads(line)
+            kind = fields.pop("type")
+            for key in _PLACE_FIELDS:
+                fields.pop(key, None)
+            parts.append([kind, fields])
+    return {"room": room, "kind": event.kind, "from": event.sender, "texts": event.texts, "echo": event.echo,
+            "kept": event.kept, "ids": event.ids, "parts": parts, "ts": when, "node": origin,
+            "hide": sorted(hide)}
+
+
+def from_wire(wire: dict[str, Any]) -> RoomEvent:
+    """The :class:`RoomEvent` a published one stands for (see :func:`to_wire`)."""
+    parts = wire["parts"]
+    return RoomEvent(wire["kind"], wire["from"], wire["texts"], echo=wire["echo"], kept=wire["kept"],
+                     json=None if parts is None else _rendering(parts), ids=wire["ids"])
+
+
+def _rendering(parts: list[list[Any]]) -> Callable[[int, str, str], bytes]:
+    """A notice's JSON events from their types and fields, ids from the first given on."""
+    def render(first: int, room: str, ts: str) -> bytes:
+        return b"".join(render_event(kind, id=first + n, room=room, ts=ts, **fields)
+                        for n, (kind, fields) in enumerate(parts))
+    return render
+
+
+class Bridge:
+    """The chat's side of a node: :meth:`publish` room events, :meth:`claim` and :meth:`release`
+    names, :meth:`enter` and :meth:`leave` rooms; what the node reads is delivered to this
+    server's members by :meth:`deliver`.  ``start`` raises ClusterError (one line) when Redis
+    cannot be used."""
+
+    node_class = Node
+
+    def __init__(self, chat: Any, url: str) -> None:  # a Chat, whose module imports this one
+        self.chat = chat
+        self.node = self.node_class(url, self.deliver, on_name_lost=self.name_lost)
+        self._lock = threading.Lock()
+        self._watched: set[str] = set()  # room keys: a room, once read, is read (and kept) on
+
+    def start(self) -> None:
+        self.node.start()
+        history = self.chat.history
+        if history is not None:
+            self.node.ids_above(history.next_id - 1)
+        self.watch(LOBBY)
+
+    def close(self) -> None:
+        """Tell the other nodes that this server's people left (it is stopping), then unlink."""
+        leaving: dict[Room, list[str]] = {}
+        for member in self.chat.registry.named():
+            if member.room is not None:
+                leaving.setdefault(member.room, []).append(member.name)
+        for room, names in leaving.items():
+            self.publish(room, RoomEvent.comings(Comings([], names, reason=SERVER_STOPPED)), frozenset(names))
+        self.node.close()  # publishes what is queued first
+
+    # -- what the chat calls -------------------------------------------------------------------
+
+    def publish(self, room: Room, event: RoomEvent, hide: frozenset[str] = frozenset()) -> Future:
+        """Publish a room event; the Future gives its first id, or raises NotSentError."""
+        wire = to_wire(event, room.name, self.chat.clock.now(), self.node.id, hide)
+        return self.node.publish(name_key(room.name), wire, count=event.ids)
+
+    @staticmethod
+    def first_id(future: Future) -> int:
+        """The id a published event got; NotSentError (with its reason) if it did not go."""
+        try:
+            return future.result(ANSWER_SECONDS)
+        except TimeoutError:
+            raise NotSentError("not sent: Redis did not answer in time") from None
+
+    def watch(self, room: str) -> None:
+        """Read ``room``'s events from now on (once: a room is read until the server stops)."""
+        key = name_key(room)
+        with self._lock:
+            if key in self._watched:
+                return
+            self._watched.add(key)
+        self.node.watch(key)
+
+    def claim(self, name: str) -> None:
+        """Take ``name`` across the cluster, or raise NameTakenError (ClusterError: Redis is away)."""
+        if not self.node.claim(name_key(name)):  # held by its key: a change of case keeps it
+            raise NameTakenError(f'the name "{name}" is taken (on another server of this chat)')
+
+    def release(self, name: str) -> None:
+        try:
+            self.node.release(name_key(name))
+        except ClusterError as exc:
+            log.warning("%s not freed (its lease will run out): %s", name, exc)
+
+    def enter(self, room: str, name: str) -> None:
+        self._presence(self.node.enter, room, name)
+
+    def leave(self, room: str, name: str) -> None:
+        self._presence(self.node.leave, room, name)
+
+    def _presence(self, change: Any, room: str, name: str) -> None:
+        try:
+            change(name_key(room), name)
+        except ClusterError as exc:  # the heartbeat puts it right once Redis is back
+            log.warning("presence of %s in %s: %s", name, room, exc)
+
+    # -- what the node hands back, on its reader's thread -----------------------------------------
+
+    def deliver(self, wire: dict[str, Any]) -> None:
+        """A room event read from Redis: kept in history under its id and queued for this
+        server's members of the room, in one instant with their comings and goings."""
+        if "room" not in wire or "kind" not in wire:
+            log.warning("ignored an event of a kind this server does not know: %s", wire.get("type"))
+            return
+        chat = self.chat
+        event = from_wire(wire)
+        first, when, room_name = wire["id"], wire["ts"], wire["room"]
+        sender = event.sender
+        besides = chat.registry.find(sender) if not event.echo and wire["node"] == self.node.id else None
+        kept = Batch.of(event.kind, event.texts) if event.kept and chat.history is not None else None
+        if kept is not None:
+            chat.history.wait_for_room()  # a flood faster than the disk slows the reading here
+        text = event.render_text(chat.clock.stamp())
+        hide = frozenset(wire["hide"])
+        topic = next((fields["text"] for kind, fields in wire["parts"] or () if kind == "topic"), None)
+
+        def post(room: Optional[Room]) -> None:  # under the registry's lock: quick, no I/O
+            if chat.history is not None:
+                if kept is not None:
+                    chat.history.add(room_name, sender, kept, when, first=first)
+                else:
+                    chat.history.reserve(event.ids, first=first)
+            if room is None:
+                return
+            if topic is not None:  # set on another node: /topic here says it too
+                room.topic = topic
+            out = Out(lambda: text, lambda: event.render_json(first, room.name, when))
+            members = room.members if not hide else tuple(m for m in room.members if m.name not in hide)
+            room.fanout.add(Delivery(members, out, droppable=event.kept, besides=besides,
+                                     sender=name_key(sender) if sender else ""))
+
+        room = chat.registry.post_named(room_name, post)
+        if room is not None:
+            room.fanout.flush()
+
+    def name_lost(self, name: str) -> None:
+        """Another node took a name this one held (it was cut off from Redis for too long)."""
+        member = self.chat.registry.find(name)
+        if member is not None:
+            self.chat.tell(member, f'Your name "{name}" was taken on another server while this one '
+                                   "was cut off; connect again.", last=jsonl.BYE_REFUSED)

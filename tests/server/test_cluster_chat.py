@@ -1,0 +1,181 @@
+"""Three servers, one chat: real ChatServers linked through a real redis-server, a real client on each."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from conftest import UNLIMITED, Peer, stored_messages, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def redis(redis_server):
+    return redis_server()
+
+
+@pytest.fixture
+def nodes(redis, start_server, tmp_path):
+    """Three servers sharing one Redis, each with its own SQLite history."""
+    return [start_server(**UNLIMITED, redis=redis.url, history_path=str(tmp_path / f"node{i}.db"))
+            for i in range(3)]
+
+
+@pytest.fixture
+def peers(nodes, connect):
+    """A JSON client on each node: ann on the first, bob on the second, cy on the third."""
+    opened = []
+    for name, node in zip(("ann", "bob", "cy"), nodes):
+        peer = connect(target=node)
+        peer.join_json(name)
+        opened.append(peer)
+    for peer, later in zip(opened, ("bob", "cy", None)):  # each hears the ones who came after it
+        if later:
+            peer.expect_event("join", names=[later])
+    return opened
+
+
+def messages(peer: Peer, count: int, others: list | None = None) -> list[tuple[int, str, str]]:
+    """The next ``count`` messages a peer gets, as (id, from, text); the other events
+    meanwhile go to ``others``."""
+    got = []
+    while len(got) < count:
+        event = peer.event()
+        if event["type"] == "msg":
+            got.append((event["id"], event["from"], event["text"]))
+        elif others is not None:
+            others.append(event)
+    return got
+
+
+def test_lines_from_every_node_reach_every_node_in_one_order_with_the_same_ids(nodes, peers):
+    per_peer = 30
+
+    def talk(peer: Peer) -> None:
+        for i in range(per_peer):
+            peer.say(f"{peer.name} {i}")
+
+    threads = [threading.Thread(target=talk, args=(peer,)) for peer in peers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Each hears the others' lines (not its own): merged by id, all three tell one story.
+    heard = {peer.name: messages(peer, per_peer * 2) for peer in peers}
+    for name, lines in heard.items():
+        assert [line[0] for line in lines] == sorted(line[0] for line in lines)
+        assert {line[1] for line in lines} == {"ann", "bob", "cy"} - {name}
+        for sender in {"ann", "bob", "cy"} - {name}:
+            assert [text for _, who, text in lines if who == sender] == [f"{sender} {i}" for i in range(per_peer)]
+    everyone = sorted(set().union(*map(set, heard.values())))
+    assert len(everyone) == per_peer * 3  # one id per line, the same on every node
+    for name, lines in heard.items():
+        assert lines == [line for line in everyone if line[1] != name]
+    # Every node keeps every line in its own history.
+    for node in nodes:
+        assert node.history.flush()
+        wanted = sorted((who, text) for _, who, text in everyone)
+        wait_for(lambda: sorted(stored_messages(node.history.path)) == wanted, what="every line stored")
+
+
+def test_a_topic_set_on_one_node_is_the_topic_on_the_others(peers):
+    ann, bob, cy = peers
+    ann.say("/topic cross-node plans")
+    for peer in peers:
+        peer.expect_event("topic", text="cross-node plans")
+    cy.say(json.dumps({"op": "cmd", "line": "/topic", "label": "t1"}))
+    assert cy.expect_event("topic")["text"] == "cross-node plans"
+
+
+def test_a_name_is_one_person_across_nodes(nodes, peers, connect):
+    again = connect(target=nodes[2])
+    assert again.next_line()
+    again.say("/mode json")
+    again.expect_event("prompt")
+    again.say("ANN")
+    refused = again.expect_event("error", code="NAME_TAKEN")
+    assert "another server" in refused["message"]
+    peers[1].say("/nick Ann")
+    peers[1].expect_event("error", code="NAME_TAKEN")
+    # A name freed on one node is free on the others.
+    peers[0].say("/nick anna")
+    peers[1].expect_event("nick", old="ann", new="anna")
+    again.say("ann")
+    again.expect_event("welcome", name="ann")
+
+
+def test_two_nodes_claiming_one_name_at_once_give_it_to_one(nodes, connect):
+    for attempt in range(5):
+        name = f"same{attempt}"
+        contenders = [connect(target=node) for node in nodes]
+        for peer in contenders:
+            assert peer.next_line()
+            peer.say("/mode json")
+            peer.expect_event("prompt")
+        barrier = threading.Barrier(len(contenders))
+
+        def claim(peer: Peer) -> None:
+            barrier.wait()
+            peer.say(name)
+
+        threads = [threading.Thread(target=claim, args=(peer,)) for peer in contenders]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        answers = []
+        for peer in contenders:
+            event = peer.event()
+            while event["type"] not in ("welcome", "error"):
+                event = peer.event()
+            answers.append(event.get("code", event["type"]))
+        assert sorted(answers) == ["NAME_TAKEN", "NAME_TAKEN", "welcome"]
+        for peer in contenders:
+            peer.close()
+
+
+def test_a_node_that_stops_under_load_loses_nothing_for_the_others(nodes, peers):
+    ann, bob, cy = peers
+    per_peer = 200
+    stop_at = threading.Event()
+
+    def talk(peer: Peer) -> None:
+        for i in range(per_peer):
+            if i == per_peer // 4:
+                stop_at.set()
+            peer.say(f"{peer.name} {i}")
+
+    threads = [threading.Thread(target=talk, args=(peer,)) for peer in (ann, bob)]
+    for thread in threads:
+        thread.start()
+    stop_at.wait(10)
+    nodes[2].stop()  # cy's server goes while ann and bob talk
+    for thread in threads:
+        thread.join()
+    ann_also: list = []
+    ann_heard = messages(ann, per_peer, ann_also)
+    bob_heard = messages(bob, per_peer)
+    assert [text for _, _, text in ann_heard] == [f"bob {i}" for i in range(per_peer)]
+    assert [text for _, _, text in bob_heard] == [f"ann {i}" for i in range(per_peer)]
+    leaves = [event for event in ann_also if event["type"] == "leave"] or [ann.expect_event("leave")]
+    assert [(event["names"], event["reason"]) for event in leaves] == [(["cy"], "their server stopped")]
+    assert [line[0] for line in ann_heard] == sorted(line[0] for line in ann_heard)
+
+
+def test_a_line_redis_did_not_take_is_an_error_to_its_sender_and_the_chat_carries_on(redis, nodes, peers,
+                                                                                      monkeypatch):
+    from groupchat.server.cluster.publisher import Publisher
+
+    monkeypatch.setattr(Publisher, "hold_seconds", 0.3)
+    ann, bob, _ = peers
+    redis.stop()
+    ann.say(json.dumps({"op": "send", "text": "into the void", "label": "v1"}))
+    error = ann.expect_event("error", code="NOT_SENT", label="v1")
+    assert error["message"].startswith("not sent:") and "unreachable" in error["message"]
+    redis.start()  # back, without its data
+    ann.say(json.dumps({"op": "send", "text": "back again", "label": "v2"}))
+    ack = ann.expect_event("ack", label="v2")
+    assert messages(bob, 1) == [(ack["id"], "ann", "back again")]  # and never the line not sent

@@ -1,0 +1,59 @@
+"""``groupchat serve --redis`` as real processes: two nodes talk, and a Redis that cannot be used is one line."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+
+import pytest
+
+from conftest import GROUPCHAT, REPO, Peer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_serve_processes_on_one_redis_are_one_chat(redis_server, server_process, monkeypatch):
+    redis = redis_server()
+    first = server_process("--redis", redis.url)
+    monkeypatch.setenv("GROUPCHAT_REDIS", redis.url)  # the second is told by its environment
+    second = server_process()
+    ann, bob = Peer(first.address), Peer(second.address)
+    try:
+        ann.join("ann")
+        bob.join("bob")
+        ann.expect(r"bob joined")
+        bob.say("hello from the other node")
+        ann.expect(r"<bob> hello from the other node$")
+        carol = Peer(second.address)
+        carol.next_line()  # the name prompt
+        carol.say("ANN")  # taken on the other node
+        carol.expect(r'Sorry, the name "ANN" is taken \(on another server of this chat\)')
+        carol.close()
+        second.proc.terminate()
+        ann.expect(r"\*\*\* bob left \(their server stopped\)$")
+        assert second.finish()[0] == 0
+    finally:
+        ann.close()
+        bob.close()
+
+
+@pytest.mark.parametrize("url, said", [
+    ("redis://:s3cret@127.0.0.1:{port}/0", r"^Error: Redis at redis://:\*\*\*@127\.0\.0\.1:\d+/0 is unreachable"),
+    ("http://127.0.0.1:{port}", r"^Error: http://127\.0\.0\.1:\d+ is not a Redis URL"),
+])
+def test_a_redis_that_cannot_be_used_is_one_line_and_exit_1(url, said):
+    done = subprocess.run(GROUPCHAT + ["serve", "--host", "127.0.0.1", "--port", "0", "--no-history",
+                                       "--redis", url.format(port=free_port())],
+                          capture_output=True, text=True, cwd=REPO, timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert re.search(said, lines[0]), lines[0]
+    assert "s3cret" not in done.stderr + done.stdout
