@@ -62,7 +62,7 @@ from groupchat.server.guesses import GuessLimiter, PasswordGate
 from groupchat.server.history import Batch, Entry, HistoryStore
 from groupchat.server.moderation import Moderation
 from groupchat.server.notices import BACK, HELD, JOINED, LEFT, Comings, NoticeBatcher
-from groupchat.server.registry import LOBBY, Member, Registry, Room, Stage
+from groupchat.server.registry import LOBBY, Member, Registry, Room, RoomInfo, Stage
 from groupchat.server.sessions import SessionTable
 from groupchat.server.settings import MAX_LISTED_NAMES, MAX_REASON_CHARS, MAX_TOPIC_CHARS, ServerSettings
 
@@ -550,22 +550,35 @@ class Chat:
         self.registry.set_topic(member.room, topic)
         self.publish(member, RoomEvent.topic_set(member.name, topic))
 
-    def private(self, sender: Member, target: Member, text: str) -> None:
-        """A /msg: the target sees it, and the sender sees it as sent.  One address's messages
-        to one person are paced (flood.PRIVATE_RATE): one too many is refused, not queued."""
-        if self.private_budget.take((sender.host, name_key(target.name)), only_if_free=True):
+    def private(self, sender: Member, name: str, text: str) -> None:
+        """A /msg to ``name``: they see it, and the sender sees it as sent; in a cluster, someone
+        of that name on another node gets it there.  One address's messages to one person are
+        paced (flood.PRIVATE_RATE): one too many is refused, not queued."""
+        target = self.registry.find(name)
+        here = target is not None and target.room is not None
+        if not here and self.cluster is None:
+            target = self.find(name)  # says there is no one of that name
+        to = target.name if here else name
+        if self.private_budget.take((sender.host, name_key(to)), only_if_free=True):
             raise CommandError(f"not sent: at most {PRIVATE_RATE:g} private message a second to one "
                                f"person, after {PRIVATE_BURST} at once; wait a moment", code=jsonl.RATE_LIMITED)
-        stamp = self.clock.stamp()
-        fields = {"id": self._take_ids(None, "", None, 1, 0.0), "ts": iso_time(self.clock.now()),
-                  "from": sender.name, "to": target.name, "text": text}
-        if name_key(sender.name) not in target.ignoring:  # an ignored sender is not told: it changes nothing
-            # Droppable like room lines, so no one can get someone else cut off with them.
-            target.say(Out.line(render_private(stamp, sender.name, text), "dm", **fields), True)
-            target.last_private_from = sender.name
-        sender.say(Out.line(render_private(stamp, sender.name, text, to=target.name), "dm", **fields))
-        if target.away:
+        fields = {"ts": iso_time(self.clock.now()), "from": sender.name, "to": to, "text": text}
+        if here:
+            fields = {"id": self._take_ids(None, "", None, 1, 0.0), **fields}
+            self.tell_private(target, fields)
+        else:
+            fields = {"id": self.cluster.send_private(to, fields), **fields}
+        sender.say(Out.line(render_private(self.clock.stamp(), sender.name, text, to=to), "dm", **fields))
+        if here and target.away:
             self.tell(sender, f"{target.name} is away: {target.away}")
+
+    def tell_private(self, target: Member, fields: dict[str, Any]) -> None:
+        """A private message (``dm`` event fields) reaching ``target``, from here or another node."""
+        sender = fields["from"]
+        if name_key(sender) not in target.ignoring:  # an ignored sender is not told: it changes nothing
+            # Droppable like room lines, so no one can get someone else cut off with them.
+            target.say(Out.line(render_private(self.clock.stamp(), sender, fields["text"]), "dm", **fields), True)
+            target.last_private_from = sender
 
     def quit(self, member: Member, reason: str) -> None:
         """End a member's connection at its own request; its room hears the reason."""
@@ -594,7 +607,27 @@ class Chat:
 
     def describe_rooms(self) -> list[str]:
         return [f"{info.name} ({info.count})" + (f": {info.topic}" if info.topic else "")
-                for info in self.registry.rooms()] or ["No rooms: nobody is here."]
+                for info in self.rooms()] or ["No rooms: nobody is here."]
+
+    def rooms(self) -> list[RoomInfo]:
+        """Every room someone is in, with how many and its topic, largest first; in a cluster,
+        on every node."""
+        here = self.registry.rooms()
+        if self.cluster is None:
+            return here
+        known = {name_key(info.name): info for info in here}
+        infos = [RoomInfo(known[key].name, count, known[key].topic) if key in known else RoomInfo(key, count, "")
+                 for key, count in self.cluster.rooms().items()]
+        return sorted(infos, key=lambda info: (-info.count, name_key(info.name)))
+
+    def who(self, member: Member) -> tuple[list[str], dict[str, str], int]:
+        """The names in a member's room (in a cluster, on every node), those here who are away
+        with what they said, and how many are in a room in all."""
+        roommates = self.registry.roommates(member)
+        away = {m.name: m.away for m in roommates if m.away}
+        if self.cluster is None:
+            return [m.name for m in roommates], away, len(self.registry.named())
+        return self.cluster.who(member.room.name), away, sum(self.cluster.rooms().values())
 
     def find(self, name: str) -> Member:
         """The member called ``name``, or a :class:`CommandError` saying there is none."""

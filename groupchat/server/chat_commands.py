@@ -27,7 +27,7 @@ from groupchat.server.commands import CommandTable, split_args
 from groupchat.server.events import Out, RoomEvent
 from groupchat.server.history import Entry
 from groupchat.server.moderation import Moderation, parse_ban
-from groupchat.server.registry import LOBBY, Member, Registry
+from groupchat.server.registry import LOBBY, Member, Registry, RoomInfo
 from groupchat.server.settings import MAX_LISTED_NAMES, MAX_REASON_CHARS, ServerSettings
 
 # ASCII digits, and few: str.isdigit() takes "²", which int() refuses, and int() refuses 5,000 digits.
@@ -49,7 +49,7 @@ class ChatAPI(Protocol):
     def enter(self, member: Member, room_name: str, welcome: bool = False) -> None: ...
     def rename(self, member: Member, new: str) -> None: ...
     def set_topic(self, member: Member, topic: str) -> None: ...
-    def private(self, sender: Member, target: Member, text: str) -> None: ...
+    def private(self, sender: Member, name: str, text: str) -> None: ...
     def quit(self, member: Member, reason: str) -> None: ...
     def recent(self, room: str, count: int, before: Optional[int] = None) -> list[Entry]: ...
     def search(self, room: str, text: str) -> list[Entry]: ...
@@ -58,6 +58,8 @@ class ChatAPI(Protocol):
                title: str = "") -> Out: ...
     def missed_since(self, room: str, after: int, before: Optional[int] = None) -> tuple[list[Entry], int]: ...
     def describe_rooms(self) -> list[str]: ...
+    def rooms(self) -> list[RoomInfo]: ...
+    def who(self, member: Member) -> tuple[list[str], dict[str, str], int]: ...
     def find(self, name: str) -> Member: ...
 
 
@@ -89,10 +91,7 @@ class ChatCommands:
 
     def cmd_who(self, member: Member, rest: str) -> None:
         """Text names the first few (those away marked so); JSON, for programs, names everyone."""
-        roommates = self.chat.registry.roommates(member)
-        here = [m.name for m in roommates]
-        away = {m.name: m.away for m in roommates if m.away}
-        online = len(self.chat.registry.named())
+        here, away, online = self.chat.who(member)
         room = member.room.name
         shown = [f"{name} (away)" if name in away else name for name in here]
         self.chat.reply(member, [render_who(room, shown, online, MAX_LISTED_NAMES)], "who",
@@ -116,7 +115,7 @@ class ChatCommands:
             raise UsageError()
         if not member.last_private_from:
             raise CommandError("no private message to answer yet")
-        self.chat.private(member, self.chat.find(member.last_private_from), rest)
+        self.chat.private(member, member.last_private_from, rest)
 
     def cmd_away(self, member: Member, rest: str) -> None:
         member.away = rest[:MAX_REASON_CHARS]
@@ -151,7 +150,7 @@ class ChatCommands:
 
     def cmd_msg(self, member: Member, rest: str) -> None:
         name, text = split_args(rest, 2)
-        self.chat.private(member, self.chat.find(name), text)
+        self.chat.private(member, name, text)
 
     def cmd_quit(self, member: Member, rest: str) -> None:
         self.chat.quit(member, rest)
@@ -170,7 +169,7 @@ class ChatCommands:
 
     def cmd_rooms(self, member: Member, rest: str) -> None:
         self.chat.reply(member, self.chat.describe_rooms(), "rooms",
-                        rooms=[info._asdict() for info in self.chat.registry.rooms()])
+                        rooms=[info._asdict() for info in self.chat.rooms()])
 
     def cmd_resume(self, member: Member, rest: str) -> None:
         raise CommandError("you are connected already: /resume is the first line of a new connection")

@@ -90,6 +90,30 @@ def test_a_topic_set_on_one_node_is_the_topic_on_the_others(peers):
     assert cy.expect_event("topic")["text"] == "cross-node plans"
 
 
+def test_who_and_rooms_count_everyone_on_every_node(peers):
+    ann, bob, cy = peers
+    cy.say("/join dev")
+    cy.expect_event("enter", room="dev")
+    ann.say("/who")
+    who = ann.expect_event("who")
+    assert (who["names"], who["count"], who["online"]) == (["ann", "bob"], 2, 3)
+    bob.say("/rooms")
+    assert bob.expect_event("rooms")["rooms"] == [{"name": "lobby", "count": 2, "topic": ""},
+                                                  {"name": "dev", "count": 1, "topic": ""}]
+
+
+def test_a_private_message_reaches_its_person_on_another_node_and_back(peers):
+    ann, bob, cy = peers
+    ann.say("/msg CY psst")
+    got = cy.expect_event("dm")
+    sent = ann.expect_event("dm")
+    assert (got["from"], got["text"], got["id"]) == ("ann", "psst", sent["id"])
+    cy.say("/r hi back")
+    assert (ann.expect_event("dm")["from"], cy.expect_event("dm")["to"]) == ("cy", "ann")
+    ann.say("/msg nobody hello")
+    ann.expect_event("error", code="NO_SUCH_NAME")
+
+
 def test_a_name_is_one_person_across_nodes(nodes, peers, connect):
     again = connect(target=nodes[2])
     assert again.next_line()

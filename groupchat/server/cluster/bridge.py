@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
 from groupchat import jsonl
-from groupchat.errors import ClusterError, NameTakenError, NotSentError
+from groupchat.errors import ClusterError, CommandError, NameTakenError, NotSentError
 from groupchat.jsonl import render_event
 from groupchat.protocol import name_key
 from groupchat.server.cluster.node import Node
@@ -119,6 +119,24 @@ class Bridge:
         except TimeoutError:
             raise NotSentError("not sent: Redis did not answer in time") from None
 
+    def send_private(self, name: str, fields: dict[str, Any]) -> int:
+        """A private message to ``name`` on whichever node holds it; its id, or CommandError
+        when no node does, NotSentError when it could not go."""
+        try:
+            return self.first_id(self.node.send_private(name_key(name), fields))
+        except NotSentError as exc:
+            if exc.code == jsonl.NO_SUCH_NAME:
+                raise CommandError(f'no one called "{name}" is here', code=jsonl.NO_SUCH_NAME) from None
+            raise
+
+    def who(self, room: str) -> list[str]:
+        """The names in ``room`` on every node."""
+        return self.node.who(name_key(room))
+
+    def rooms(self) -> dict[str, int]:
+        """Each room someone is in on any node (by its key), with how many."""
+        return self.node.rooms()
+
     def watch(self, room: str) -> None:
         """Read ``room``'s events from now on (once: a room is read until the server stops)."""
         key = name_key(room)
@@ -156,6 +174,9 @@ class Bridge:
     def deliver(self, wire: dict[str, Any]) -> None:
         """A room event read from Redis: kept in history under its id and queued for this
         server's members of the room, in one instant with their comings and goings."""
+        if "to" in wire:
+            self._deliver_private(wire)
+            return
         if "room" not in wire or "kind" not in wire:
             log.warning("ignored an event of a kind this server does not know: %s", wire.get("type"))
             return
@@ -189,6 +210,13 @@ class Bridge:
         room = chat.registry.post_named(room_name, post)
         if room is not None:
             room.fanout.flush()
+
+    def _deliver_private(self, wire: dict[str, Any]) -> None:
+        target = self.chat.registry.find(wire["to"])
+        if target is not None and target.room is not None:
+            self.chat.tell_private(target, {key: wire[key] for key in ("id", "ts", "from", "to", "text")})
+        else:  # gone between the sending and now: the sender was told it went
+            log.info("a private message to %s came after they left", wire["to"])
 
     def name_lost(self, name: str) -> None:
         """Another node took a name this one held (it was cut off from Redis for too long)."""
