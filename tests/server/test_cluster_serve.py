@@ -57,3 +57,32 @@ def test_a_redis_that_cannot_be_used_is_one_line_and_exit_1(url, said):
     assert len(lines) == 1, done.stderr
     assert re.search(said, lines[0]), lines[0]
     assert "s3cret" not in done.stderr + done.stdout
+
+
+def test_a_node_killed_under_load_leaves_the_others_serving_with_nothing_lost(redis_server, server_process):
+    redis = redis_server()
+    nodes = [server_process("--redis", redis.url, "--rate", "0") for _ in range(3)]
+    ann, bob, cy = (Peer(node.address) for node in nodes)
+    try:
+        for peer, name in ((ann, "ann"), (bob, "bob"), (cy, "cy")):
+            peer.join(name)
+        ann.expect(r"cy joined")
+        count = 300
+        for i in range(count):
+            if i == count // 3:
+                nodes[2].proc.kill()  # kill -9 cy's server while ann and bob talk
+            ann.say(f"a{i}")
+            bob.say(f"b{i}")
+        heard_by_ann = [ann.expect(r"<bob> (b\d+)$").group(1) for _ in range(count)]
+        heard_by_bob = [bob.expect(r"<ann> (a\d+)$").group(1) for _ in range(count)]
+        assert heard_by_ann == [f"b{i}" for i in range(count)]
+        assert heard_by_bob == [f"a{i}" for i in range(count)]
+        # cy's name stays held until its lease runs out: no one else takes it meanwhile.
+        again = Peer(nodes[0].address)
+        again.next_line()
+        again.say("cy")
+        again.expect(r'Sorry, the name "cy" is taken')
+        again.close()
+    finally:
+        for peer in (ann, bob, cy):
+            peer.close()
