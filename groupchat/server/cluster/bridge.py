@@ -86,9 +86,17 @@ class Bridge:
         self.node = self.node_class(url, self.deliver, on_name_lost=self.name_lost)
         self._lock = threading.Lock()
         self._watched: set[str] = set()  # room keys: a room, once read, is read (and kept) on
+        # Rooms with deliveries queued.  Their own thread sends them, so that events read one
+        # after another go out together, merged into one send per member (see fanout.py),
+        # rather than one send per member per event from the reader's thread.
+        self._due: set[Room] = set()
+        self._ready = threading.Condition()
+        self._stopping = False
+        self._sender = threading.Thread(target=self._send_due, name="cluster fan-out", daemon=True)
 
     def start(self) -> None:
         self.node.start()
+        self._sender.start()
         history = self.chat.history
         if history is not None:
             self.node.ids_above(history.next_id - 1)
@@ -103,6 +111,11 @@ class Bridge:
         for room, names in leaving.items():
             self.publish(room, RoomEvent.comings(Comings([], names, reason=SERVER_STOPPED)), frozenset(names))
         self.node.close()  # publishes what is queued first
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
+        if self._sender.is_alive():
+            self._sender.join()
 
     # -- what the chat calls -------------------------------------------------------------------
 
@@ -209,7 +222,21 @@ class Bridge:
 
         room = chat.registry.post_named(room_name, post)
         if room is not None:
-            room.fanout.flush()
+            with self._ready:
+                self._due.add(room)
+                self._ready.notify()
+
+    def _send_due(self) -> None:
+        """Send what is queued in the rooms delivered to, until closed (and then what is left)."""
+        while True:
+            with self._ready:
+                self._ready.wait_for(lambda: self._due or self._stopping)
+                rooms, self._due = self._due, set()
+                stopping = self._stopping
+            for room in rooms:
+                room.fanout.flush()
+            if stopping and not rooms:
+                return
 
     def _deliver_private(self, wire: dict[str, Any]) -> None:
         target = self.chat.registry.find(wire["to"])
