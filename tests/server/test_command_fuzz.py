@@ -21,8 +21,9 @@ from conftest import make_chat, named, newcomer
 
 BUG = "failed; the server's log says why"
 # A line the chat sends starts with its stamp ("[14:03] ", or a date too when played back)
-# or is a bare notice; a reply broken over two lines would have a second line that does not.
-WHOLE_LINE = re.compile(r"(\[[\d :-]+\] |\*\*\* )\S")
+# or is a bare notice (or, once "/mode json" switched the connection, is a JSON event); a
+# reply broken over two lines would have a second line that does not.
+WHOLE_LINE = re.compile(r'(\[[\d :-]+\] |\*\*\* |\{"v":1,)\S')  # or an event, after "/mode json"
 # Words the commands give meaning to, so the fuzz reaches past the first check.
 WORDS = st.sampled_from([
     "--address", "alice", "bob", "BOB", "nobody", "10.0.0.2", "10.0.0.0/8", "0.0.0.0/0", "::1", "[::1]",
