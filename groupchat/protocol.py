@@ -714,6 +714,8 @@ def message_text(line: str) -> str:
 # and for clients (which complete the names).
 
 MAX_HISTORY = 500  # most lines one /history (or a replay) shows
+# An event id as a person or a client gives it (/resume, /history after): ASCII digits, not too many.
+EVENT_ID = re.compile(r"[0-9]{1,18}")
 MAX_SEARCH = 50  # most matches one /search shows
 DEFAULT_HISTORY_LINES = 20  # /history with no number
 

@@ -9,7 +9,6 @@ with members that record what they are sent.  The chat's slash commands are apar
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
@@ -28,6 +27,7 @@ from groupchat.errors import (
 )
 from groupchat.jsonl import iso_time, render_event
 from groupchat.protocol import (
+    EVENT_ID,
     LINE_NOTICE,
     LIVE_MARKER,
     MAX_HISTORY,
@@ -71,7 +71,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_ID = re.compile(r"[0-9]{1,18}")  # an event id as a person or a client gives it
 _PROMPT = Out.line(NAME_PROMPT, "prompt", **{"for": "name"})
 _PASSWORD_PROMPT = Out.line(PASSWORD_PROMPT, "prompt", **{"for": "password"})
 # Messages relayed as one batch at most: bounds how far a flood can run ahead of the
@@ -209,9 +208,9 @@ class Chat:
             if isinstance(line, LineTooLong):
                 self.error(member, CommandError(f"Line not sent: longer than {line.limit} bytes.",
                                                 code=jsonl.LINE_TOO_LONG), label)
-            elif member.stage is not Stage.CHATTING and _mode_asked(line) is not None:
+            elif member.stage is not Stage.CHATTING and (mode := _mode_asked(line)) is not None:
                 try:
-                    self.switch_mode(member, _mode_asked(line))
+                    self.switch_mode(member, mode)
                 except UsageError as exc:
                     self.error(member, exc, label)
             else:
@@ -354,7 +353,7 @@ class Chat:
         token, _, last = rest.partition(" ")
         last = last.strip()
         found = self.sessions.resume(token) if self.sessions is not None and token else None
-        if found is None or (last and not _ID.fullmatch(last)):
+        if found is None or (last and not EVENT_ID.fullmatch(last)):
             why = ("usage: /resume TOKEN [LAST_ID]" if found is not None else
                    "no session to resume with that token (unknown, used or expired); give your name")
             member.say(self._error(CommandError(why, code=jsonl.RESUME_FAILED), label,
@@ -564,7 +563,7 @@ class Chat:
                                f"person, after {PRIVATE_BURST} at once; wait a moment", code=jsonl.RATE_LIMITED)
         fields = {"ts": iso_time(self.clock.now()), "from": sender.name, "to": to, "text": text}
         if here:
-            fields = {"id": self._take_ids(None, "", None, 1, 0.0), **fields}
+            fields = {"id": self._reserve(1), **fields}
             self.tell_private(target, fields)
         else:
             fields = {"id": self.cluster.send_private(to, fields), **fields}
@@ -687,14 +686,15 @@ class Chat:
         room.fanout.flush()
         return first
 
-    def _take_ids(self, room: Optional[Room], sender: str, kept: Optional[Batch], count: int,
-                  when: float) -> int:
+    def _take_ids(self, room: Room, sender: str, kept: Optional[Batch], count: int, when: float) -> int:
         """The first of ``count`` new ids: history's for what it keeps, the same sequence's
-        otherwise (see :meth:`HistoryStore.reserve`), so ids increase across all events."""
-        if self.history is None:
-            return self._ids.take(count)
-        first = self.history.add(room.name, sender, kept, when) if kept is not None else None
-        return self.history.reserve(count) if first is None else first
+        otherwise (see :meth:`_reserve`), so ids increase across all events."""
+        first = self.history.add(room.name, sender, kept, when) if kept is not None and self.history else None
+        return self._reserve(count) if first is None else first
+
+    def _reserve(self, count: int) -> int:
+        """The first of ``count`` ids from the one sequence, for events history does not keep."""
+        return self.history.reserve(count) if self.history is not None else self._ids.take(count)
 
     def tell_due_notices(self) -> None:
         """Tell each room the comings and goings that waited for its next notice line."""

@@ -16,6 +16,7 @@ from groupchat.jsonl import iso_time
 from groupchat.protocol import (
     CHAT_COMMANDS,
     DEFAULT_HISTORY_LINES,
+    EVENT_ID,
     MAX_HISTORY,
     MAX_SEARCH,
     check_room,
@@ -32,7 +33,6 @@ from groupchat.server.settings import MAX_LISTED_NAMES, MAX_REASON_CHARS, Server
 
 # ASCII digits, and few: str.isdigit() takes "²", which int() refuses, and int() refuses 5,000 digits.
 _COUNT = re.compile(r"[0-9]{1,9}")
-_ID = re.compile(r"[0-9]{1,18}")
 MAX_IGNORED = 100  # names one connection may ignore
 
 class ChatAPI(Protocol):
@@ -188,7 +188,7 @@ class ChatCommands:
         room = member.room.name
         word, _, after = rest.partition(" ")
         if word == "after":
-            if not _ID.fullmatch(after.strip()):
+            if not EVENT_ID.fullmatch(after.strip()):
                 raise UsageError()
             entries, missed = self.chat.missed_since(room, int(after))
             member.say(self.chat.played(room, entries, missed=missed))

@@ -11,8 +11,8 @@ Every flush returns only once the lines added before it are in the members' outb
 what a handler does next (a notice, leaving) still follows its lines.  Sends never block
 (see :mod:`groupchat.server.outbox`), so a turn is never held up by a slow member.
 
-Each delivery is rendered once per wire format (text, JSON Lines), and only in the formats
-some member takes.
+Each delivery is rendered once per wire format (text, JSON Lines), and in JSON only when
+some member takes it.
 """
 
 from __future__ import annotations
@@ -84,10 +84,10 @@ def _send(group: list[Delivery]) -> None:
     """One send per member for the whole group, each member's own lines left out."""
     first = group[0]
     if len(group) == 1:  # the usual case, in a room that is not busy
-        out, sender = first.out, first.sender
+        out, sender, text = first.out, first.sender, first.out.text
         for member in first.members:
             if member is not first.besides and not (member.ignoring and sender in member.ignoring):
-                member.send(out.json if member.json else out.text, first.droppable)
+                member.send(out.json if member.json else text, first.droppable)
         return
     text, json = _Merged(group, lambda out: out.text), _Merged(group, lambda out: out.json)
     for member in first.members:
