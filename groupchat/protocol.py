@@ -402,8 +402,9 @@ def render_history(stamp: str, kind: str, sender: str, text: str) -> str:
 
 
 # -- the server's sentences -------------------------------------------------------------
-# Each sentence a program reads back (our client's completion, the bench) is a render/parse
-# pair here, so the wording lives in one place and the doctests show that the two agree.
+# Each sentence a program still reads back from the text mode (the bench, /who's names) is a
+# render/parse pair here, so the wording lives in one place and the doctests show that the two
+# agree; programs that want fields use the JSON mode (groupchat.jsonl).
 
 def render_refusal(reason: str) -> str:
     """The line before the name prompt is asked again."""
@@ -473,24 +474,8 @@ def is_welcome(line: str) -> bool:
     return line.startswith(WELCOME_PREFIX)
 
 
-def parse_welcome(line: str) -> Optional[tuple[str, list[str]]]:
-    """``(name, the others named)`` from a welcome line, else None.
-
-    >>> parse_welcome(render_welcome("alice", list_names(["bob", "carol", "dave"], 2)))
-    ('alice', ['bob', 'carol'])
-    >>> parse_welcome(render_welcome("alice", ""))
-    ('alice', [])
-    """
-    match = _WELCOME.fullmatch(line)
-    return (match["name"], parse_names(match["names"] or "")) if match else None
-
-
 def _here_now(others: str) -> str:
     return f"Here now: {others}." if others else "Nobody else is here yet."
-
-
-_HERE_NOW = rf"(?:Here now: (?P<names>{_NAMES})\.|Nobody else is here yet\.)"
-_WELCOME = re.compile(rf"{re.escape(WELCOME_PREFIX)}(?P<name>\S+)! {_HERE_NOW}")
 
 
 def render_session(token: str, window: float, name: str) -> str:
@@ -520,37 +505,9 @@ def render_entered(room: str, others: str) -> str:
     return f"You are now in {room}. {_here_now(others)}"
 
 
-def parse_entered(text: str) -> Optional[tuple[str, list[str]]]:
-    """``(room, the others named)`` from :func:`render_entered`'s notice text, else None.
-
-    >>> parse_entered(render_entered("dev", "bob, carol"))
-    ('dev', ['bob', 'carol'])
-    >>> parse_entered(render_entered("dev", ""))
-    ('dev', [])
-    """
-    match = _ENTERED.fullmatch(text)
-    return (match["room"], parse_names(match["names"] or "")) if match else None
-
-
-_ENTERED = re.compile(rf"You are now in (?P<room>\S+)\. {_HERE_NOW}")
-
-
 def render_moved(name: str, room: str) -> str:
     """The notice a room gets when one of its members goes to another room."""
     return f"{name} went to {room}"
-
-
-def parse_moved(text: str) -> Optional[tuple[str, str]]:
-    """``(name, room)`` from :func:`render_moved`'s notice text, else None.
-
-    >>> parse_moved(render_moved("bob", "dev"))
-    ('bob', 'dev')
-    """
-    match = _MOVED.fullmatch(text)
-    return (match["name"], match["room"]) if match else None
-
-
-_MOVED = re.compile(r"(?P<name>\S+) went to (?P<room>\S+)")
 
 
 def render_who(room: str, here: list[str], online: int, cap: int) -> str:
@@ -597,37 +554,8 @@ def _plural(names: Sequence[str], state: str) -> str:
     return f"{'is' if len(names) == 1 else 'are'} {state}"
 
 
-def parse_comings(text: str) -> Optional[tuple[list[str], list[str]]]:
-    """``(names joined, names left)`` from :func:`render_comings`, else None.
-
-    >>> parse_comings(render_comings(["a", "b", "c"], ["d"], cap=2))
-    (['a', 'b'], ['d'])
-    >>> parse_comings(render_comings([], ["bob"], cap=2, reason="quit: see you (later); bye"))
-    ([], ['bob'])
-    >>> parse_comings(render_comings(["a"], ["b"], cap=2, reason="kicked by c: x joined; y left"))
-    (['a'], ['b'])
-    >>> parse_comings("alice set the topic: x joined") is None
-    True
-    >>> parse_comings(render_comings(["a"], [], cap=2, held=["b", "c"]))  # who is reconnecting is not counted
-    (['a'], [])
-    """
-    with_reason = text.find(f" {LEFT} (")  # names have no spaces or parentheses: the first is it
-    if with_reason >= 0 and text.endswith(")"):
-        text = text[:with_reason + len(LEFT) + 1]
-    joined: list[str] = []
-    left: list[str] = []
-    for part in text.split("; "):
-        match = _COMINGS.fullmatch(part)
-        if match is None:
-            return None
-        if match["verb"] in (JOINED, LEFT):
-            (joined if match["verb"] == JOINED else left).extend(parse_names(match["names"]))
-    return joined, left
-
-
 JOINED, LEFT = "joined", "left"
 RECONNECTING, BACK = "reconnecting", "back"
-_COMINGS = re.compile(rf"(?P<names>{_NAMES}) (?P<verb>{JOINED}|{LEFT}|(is|are) ({RECONNECTING}|{BACK}))")
 
 
 def render_missed(count: int) -> str:
@@ -676,19 +604,6 @@ def render_rename(old: str, new: str) -> str:
     return f"{old} is now known as {new}"
 
 
-def parse_rename(text: str) -> Optional[tuple[str, str]]:
-    """``(old, new)`` from a /nick notice's text, else None.
-
-    >>> parse_rename(render_rename("alice", "al"))
-    ('alice', 'al')
-    """
-    match = _RENAMED.fullmatch(text)
-    return (match["old"], match["new"]) if match else None
-
-
-_RENAMED = re.compile(r"(?P<old>\S+) is now known as (?P<new>\S+)")
-
-
 def split_command(line: str) -> Optional[tuple[str, str]]:
     """``(name, argument)`` of a slash command; None for a message ("//text" is the message "/text").
 
@@ -706,7 +621,6 @@ def split_command(line: str) -> Optional[tuple[str, str]]:
 def message_text(line: str) -> str:
     """The text of a message line: a leading "//" stands for "/"."""
     return line[1:] if line.startswith("//") else line
-
 
 
 # -- the chat's commands ------------------------------------------------------------------
