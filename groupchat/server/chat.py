@@ -664,27 +664,39 @@ class Chat:
         A kept event is droppable: a reader too slow to take it live may miss it and find it
         with /history.  Notices that are not kept are never dropped.
         """
-        kept = None
-        if event.kept and self.history is not None:
-            self.history.wait_for_room()  # a flood faster than the disk slows here, before any lock
-            kept = Batch.of(event.kind, event.texts)
+        kept, text = self.prepared(event)
         when = self.clock.now()
-        text = event.render_text(self.clock.stamp())
         first = 0
         sender_key = name_key(sender) if sender else ""
 
         def post(room: Room) -> None:  # under the registry's lock: quick, no I/O
             nonlocal first
             first = self._take_ids(room, sender, kept, event.ids, when)
-            out = Out(lambda: text, lambda: event.render_json(first, room.name, when))
-            members = room.members if not hide else tuple(m for m in room.members if m.name not in hide)
-            room.fanout.add(Delivery(members, out, droppable=event.kept, besides=besides, sender=sender_key))
+            self.queue(room, event, text, first, when, besides, sender_key, hide)
 
         room = post_in(post)
         if room is None:
             return None
         room.fanout.flush()
         return first
+
+    def prepared(self, event: RoomEvent) -> tuple[Optional[Batch], bytes]:
+        """What a room event needs before the registry's lock: its batch for history (None if
+        not kept; a flood faster than the disk waits here) and its text, rendered once."""
+        kept = None
+        if event.kept and self.history is not None:
+            self.history.wait_for_room()
+            kept = Batch.of(event.kind, event.texts)
+        return kept, event.render_text(self.clock.stamp())
+
+    @staticmethod
+    def queue(room: Room, event: RoomEvent, text: bytes, first: int, when: float, besides: Optional[Member],
+              sender_key: str, hide: frozenset[str]) -> None:
+        """Queue a room event for the room's fan-out, under the registry's lock (quick, no I/O):
+        to its members now, but those in ``hide``; JSON is rendered only if someone takes it."""
+        out = Out(lambda: text, lambda: event.render_json(first, room.name, when))
+        members = room.members if not hide else tuple(m for m in room.members if m.name not in hide)
+        room.fanout.add(Delivery(members, out, droppable=event.kept, besides=besides, sender=sender_key))
 
     def _take_ids(self, room: Room, sender: str, kept: Optional[Batch], count: int, when: float) -> int:
         """The first of ``count`` new ids: history's for what it keeps, the same sequence's

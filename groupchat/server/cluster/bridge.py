@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Optional
 
 from groupchat import jsonl
@@ -20,9 +21,7 @@ from groupchat.jsonl import render_event
 from groupchat.protocol import name_key
 from groupchat.server.cluster.node import Node
 from groupchat.server.cluster.publisher import HOLD_SECONDS
-from groupchat.server.events import Out, RoomEvent
-from groupchat.server.fanout import Delivery
-from groupchat.server.history import Batch
+from groupchat.server.events import RoomEvent
 from groupchat.server.notices import Comings
 from groupchat.server.registry import LOBBY, Room
 
@@ -84,8 +83,6 @@ class Bridge:
     def __init__(self, chat: Any, url: str) -> None:  # a Chat, whose module imports this one
         self.chat = chat
         self.node = self.node_class(url, self.deliver, on_name_lost=self.name_lost)
-        self._lock = threading.Lock()
-        self._watched: set[str] = set()  # room keys: a room, once read, is read (and kept) on
         # Rooms with deliveries queued.  Their own thread sends them, so that events read one
         # after another go out together, merged into one send per member (see fanout.py),
         # rather than one send per member per event from the reader's thread.
@@ -129,7 +126,7 @@ class Bridge:
         """The id a published event got; NotSentError (with its reason) if it did not go."""
         try:
             return future.result(ANSWER_SECONDS)
-        except TimeoutError:
+        except FutureTimeout:  # (the built-in TimeoutError only from Python 3.11 on)
             raise NotSentError("not sent: Redis did not answer in time") from None
 
     def send_private(self, name: str, fields: dict[str, Any]) -> int:
@@ -152,12 +149,7 @@ class Bridge:
 
     def watch(self, room: str) -> None:
         """Read ``room``'s events from now on (once: a room is read until the server stops)."""
-        key = name_key(room)
-        with self._lock:
-            if key in self._watched:
-                return
-            self._watched.add(key)
-        self.node.watch(key)
+        self.node.watch(name_key(room))  # a room read already is not read twice (see Reader.watch)
 
     def claim(self, name: str) -> None:
         """Take ``name`` across the cluster, or raise NameTakenError (ClusterError: Redis is away)."""
@@ -198,11 +190,9 @@ class Bridge:
         first, when, room_name = wire["id"], wire["ts"], wire["room"]
         sender = event.sender
         besides = chat.registry.find(sender) if not event.echo and wire["node"] == self.node.id else None
-        kept = Batch.of(event.kind, event.texts) if event.kept and chat.history is not None else None
-        if kept is not None:
-            chat.history.wait_for_room()  # a flood faster than the disk slows the reading here
-        text = event.render_text(chat.clock.stamp())
+        kept, text = chat.prepared(event)  # (a flood faster than the disk slows the reading here)
         hide = frozenset(wire["hide"])
+        sender_key = name_key(sender) if sender else ""
         topic = next((fields["text"] for kind, fields in wire["parts"] or () if kind == "topic"), None)
 
         def post(room: Optional[Room]) -> None:  # under the registry's lock: quick, no I/O
@@ -215,10 +205,7 @@ class Bridge:
                 return
             if topic is not None:  # set on another node: /topic here says it too
                 room.topic = topic
-            out = Out(lambda: text, lambda: event.render_json(first, room.name, when))
-            members = room.members if not hide else tuple(m for m in room.members if m.name not in hide)
-            room.fanout.add(Delivery(members, out, droppable=event.kept, besides=besides,
-                                     sender=name_key(sender) if sender else ""))
+            chat.queue(room, event, text, first, when, besides, sender_key, hide)
 
         room = chat.registry.post_named(room_name, post)
         if room is not None:
