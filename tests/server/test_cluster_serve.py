@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
@@ -31,11 +32,10 @@ def test_two_serve_processes_on_one_redis_are_one_chat(redis_server, server_proc
         ann.expect(r"bob joined")
         bob.say("hello from the other node")
         ann.expect(r"<bob> hello from the other node$")
-        carol = Peer(second.address)
-        carol.next_line()  # the name prompt
-        carol.say("ANN")  # taken on the other node
-        carol.expect(r'Sorry, the name "ANN" is taken \(on another server of this chat\)')
-        carol.close()
+        with contextlib.closing(Peer(second.address)) as carol:
+            carol.next_line()  # the name prompt
+            carol.say("ANN")  # taken on the other node
+            carol.expect(r'Sorry, the name "ANN" is taken \(on another server of this chat\)')
         second.proc.terminate()
         ann.expect(r"\*\*\* bob left \(their server stopped\)$")
         assert second.finish()[0] == 0
@@ -78,11 +78,10 @@ def test_a_node_killed_under_load_leaves_the_others_serving_with_nothing_lost(re
         assert heard_by_ann == [f"b{i}" for i in range(count)]
         assert heard_by_bob == [f"a{i}" for i in range(count)]
         # cy's name stays held until its lease runs out: no one else takes it meanwhile.
-        again = Peer(nodes[0].address)
-        again.next_line()
-        again.say("cy")
-        again.expect(r'Sorry, the name "cy" is taken')
-        again.close()
+        with contextlib.closing(Peer(nodes[0].address)) as again:
+            again.next_line()
+            again.say("cy")
+            again.expect(r'Sorry, the name "cy" is taken')
     finally:
         for peer in (ann, bob, cy):
             peer.close()

@@ -137,6 +137,7 @@ def test_a_node_killed_under_load_leaves_the_others_serving_and_its_name_comes_f
         doomed.wait(10)
     finally:
         doomed.kill()
+        doomed.wait(10)  # reaped whatever failed above
         doomed.stdout.close()
     futures += say(b, "lobby", "b", 100)
     last = max(f.result(10) for f in futures)
