@@ -45,11 +45,6 @@ SWITCH_TO_JSON = encode_line(f"/mode {jsonl.MODE_JSON}")
 QUIT = encode_line("/quit")
 ASK_NAME = "Name: "
 ASK_PASSWORD = "Password: "
-# Goodbyes after which coming back is pointless: the person left, was sent away, or the
-# session went on elsewhere.  After any other end (a drop, SHUTDOWN for a restart, CUT_OFF
-# for a reader too slow) the client reconnects.
-FINAL_BYES = (jsonl.BYE_QUIT, jsonl.BYE_KICKED, jsonl.BYE_BANNED, jsonl.BYE_REFUSED, jsonl.BYE_TIMEOUT,
-              jsonl.BYE_WRONG_PASSWORD, jsonl.BYE_LOCKED_OUT)
 FIRST_DELAY_SECONDS = 0.5
 MOST_DELAY_SECONDS = 15.0
 
@@ -76,10 +71,6 @@ class Output:
 
     def __init__(self, session: Session) -> None:
         self.session = session
-
-    def take(self, line: Heard) -> None:
-        answered = self.session.heard(line) if isinstance(line, dict) else None
-        self.present(line, answered)
 
     def present(self, line: Heard, answered: Optional[Sent]) -> None:
         raise NotImplementedError
@@ -189,7 +180,7 @@ class Link:
     :func:`connect` and the handshake raise), :meth:`start` starts the reader thread, and
     :meth:`send` sends a line typed by the person; :meth:`close` leaves.  With ``reconnect``
     the reader reconnects after a drop or a server's SHUTDOWN, telling ``status`` how it goes
-    (None once back); without it, or after a goodbye in :data:`FINAL_BYES`, a refused name or a
+    (None once back); without it, or after a final goodbye (:attr:`Session.final`), a refused name or a
     ban, the link ends: ``end`` is then why (a :class:`~groupchat.errors.GroupchatError`), and
     ``on_end`` is called with it once.
     """
@@ -228,7 +219,7 @@ class Link:
             connected(f"Connected to {format_address((self.host, self.port))}{_tls_said(self.tls, self.host)}")
         self._use(sock)
         try:
-            self.password = _run_handshake(sock, self._lines, handshake, self, ask, self.password,
+            self.password = _run_handshake(sock, self._lines, handshake, self.take, ask, self.password,
                                            tls=self.tls is not None)
         except BaseException:
             sock.close()
@@ -352,7 +343,7 @@ class Link:
                 break
             bye = self.session.bye
             ended = dropped if bye is None else ConnectionLostError(str(bye.get("message") or dropped))
-            if not self.reconnect or (bye is not None and bye.get("code") in FINAL_BYES):
+            if not self.reconnect or self.session.final:
                 self.end = ended  # the server's goodbye says why (a kick, a ban, a shutdown)
                 break
             self.end = self._reconnect()
@@ -399,13 +390,13 @@ class Link:
             self._catch_up, self._rejoined = CatchUp(room, since), True
             handshake = Handshake(self.session.name, resume=self.session.resume_line(since))
             try:
-                _run_handshake(sock, self._lines, handshake, self, None, self.password, tls=self.tls is not None)
+                _run_handshake(sock, self._lines, handshake, self.take, None, self.password, tls=self.tls is not None)
             except NameRefusedError as exc:
                 sock.close()
                 return exc
             except (ConnectError, ConnectionLostError) as exc:
                 sock.close()
-                if self.session.bye is not None and self.session.bye.get("code") in FINAL_BYES:
+                if self.session.final:
                     return exc
                 continue  # refused for now (a full server), or it did not answer in time
             except OSError:
@@ -442,7 +433,7 @@ def _count(messages: int) -> str:
     return f"{messages:,} missed message{'s' if messages != 1 else ''}"
 
 
-def _run_handshake(sock: Connection, lines: LineReader, handshake: Handshake, output: Output,
+def _run_handshake(sock: Connection, lines: LineReader, handshake: Handshake, take: Callable[[Heard], None],
                    ask: Optional[Callable[[str, bool], str]], password: Optional[str], tls: bool) -> Optional[str]:
     """Run the handshake until the server lets you in.
 
@@ -465,7 +456,7 @@ def _run_handshake(sock: Connection, lines: LineReader, handshake: Handshake, ou
         sock.settimeout(CONNECT_TIMEOUT_SECONDS)  # for each answer from now on
         step = handshake.feed(line)
         if step is not Step.SWITCH:  # the greeting in text is asked again as an event
-            output.take(line)
+            take(line)
         if step is Step.SWITCH:
             _send(sock, SWITCH_TO_JSON)
         elif step is Step.NO_JSON:

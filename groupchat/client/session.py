@@ -39,6 +39,11 @@ Event = dict[str, Any]
 # What the server sent: an event, or a line of text from before it read our switch to JSON.
 Heard = Union[Event, str, LineTooLong]
 LABEL_PREFIX = "c"
+# Goodbyes after which coming back is pointless: the person left, was sent away, or the
+# session went on elsewhere.  After any other end (a drop, SHUTDOWN for a restart, CUT_OFF
+# for a reader too slow) the client reconnects.
+FINAL_BYES = (jsonl.BYE_QUIT, jsonl.BYE_KICKED, jsonl.BYE_BANNED, jsonl.BYE_REFUSED, jsonl.BYE_TIMEOUT,
+              jsonl.BYE_WRONG_PASSWORD, jsonl.BYE_LOCKED_OUT)
 MODE_COMMAND = "mode"  # switches a connection's format: the client asks for JSON once, itself
 # Bye codes that answer the password: the handshake is over, and no other name would help.
 PASSWORD_BYES = (jsonl.BYE_WRONG_PASSWORD, jsonl.BYE_LOCKED_OUT)
@@ -307,6 +312,11 @@ class Session:
     @property
     def joined(self) -> bool:
         return self.room is not None
+
+    @property
+    def final(self) -> bool:
+        """Whether the server's goodbye says coming back is pointless (see :data:`FINAL_BYES`)."""
+        return self.bye is not None and self.bye.get("code") in FINAL_BYES
 
     @property
     def quitting(self) -> bool:
