@@ -122,16 +122,10 @@ class Publisher:
                 self._ready.notify()
         return result
 
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
-
     def close(self, timeout: float = 2.0) -> None:
         """Send what is queued if Redis lets us within ``timeout``; whatever is left is not sent."""
-        deadline = time.monotonic() + timeout
-        while self._queue and self._thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
         with self._ready:
+            self._ready.wait_for(lambda: not self._queue or not self._thread.is_alive(), timeout)
             self._stop.set()
             self._ready.notify()
         if self._thread.is_alive():
@@ -182,7 +176,9 @@ class Publisher:
 
     def _take(self, count: int) -> list[_Pending]:
         with self._ready:
-            return [self._queue.popleft() for _ in range(min(count, len(self._queue)))]
+            taken = [self._queue.popleft() for _ in range(min(count, len(self._queue)))]
+            self._ready.notify_all()  # close() waits for the queue to empty
+            return taken
 
     def _expire(self, reason: str, uncertain: int) -> None:
         """Tell the senders of events that waited past ``hold_seconds``.  Events up to n =
