@@ -174,11 +174,18 @@ def join(host: str, port: int | None, name: str | None, tls: bool, cafile: str |
 
 @cli.command()
 @click.argument("scenario", type=click.Choice(["fanout", "latency", "scale"]))
-@click.option("--target", type=click.Choice(["groupchat", "relay", "ncat"]), default="groupchat",
-              show_default=True, help="Server to measure: started by the bench, unless --host/--port.")
+@click.option("--target", default="groupchat", show_default=True, metavar="TARGET",
+              help="Server to measure: groupchat, relay, ncat, or groupchat:N (N nodes through "
+                   "--redis); started by the bench, unless --host/--port.")
 @click.option("--compare", metavar="T1,T2,...", default=None,
-              help="Measure several targets in interleaved rounds, e.g. groupchat,relay,ncat; "
-                   "the summary gives ratios to the naive relay.")
+              help="Measure several targets in interleaved rounds, e.g. groupchat,relay,ncat or "
+                   "groupchat:3,groupchat:1,groupchat; the summary gives ratios to the naive relay.")
+@click.option("--nodes", type=click.IntRange(1), default=None,
+              help="Start groupchat as this many nodes sharing the --redis Redis, the clients dealt "
+                   "to them in turn; reports the latency across nodes.  [default: 1 with --redis]")
+@click.option("--redis", metavar="URL", default=None,
+              help="A Redis of the bench's own for the nodes (redis://HOST:PORT/DB); the bench never "
+                   "starts one.  Needs pip install 'groupchat[redis]'.")
 @click.option("--rounds", type=click.IntRange(1), default=1, show_default=True,
               help="Rounds per target.")
 @click.option("--host", default=None, help="Measure the server running here instead (with --port).")
@@ -210,7 +217,8 @@ def join(host: str, port: int | None, name: str | None, tls: bool, cafile: str |
 def bench(scenario: str, target: str, compare: str | None, rounds: int, host: str | None,
           port: int | None, clients: int | None, senders: int | None, messages: int | None,
           size: int | None, rate: float | None, mode: str, workers: int | None,
-          server_args: tuple[str, ...], timeout: float, json_output: bool) -> None:
+          server_args: tuple[str, ...], timeout: float, json_output: bool, nodes: int | None,
+          redis: str | None) -> None:
     """Measure a server under load: SCENARIO is fanout, latency or scale.  Exits 1 if any line
     was lost, duplicated or reordered."""
     from groupchat.bench.runner import DEFAULT_WORKERS, run_bench
@@ -220,7 +228,8 @@ def bench(scenario: str, target: str, compare: str | None, rounds: int, host: st
         sys.exit(run_bench(scenario, targets=targets, host=host, port=port, clients=clients,
                            senders=senders, messages=messages, size=size, rate=rate, mode=mode,
                            rounds=rounds, workers=workers or DEFAULT_WORKERS,
-                           server_args=server_args, timeout=timeout, json_output=json_output))
+                           server_args=server_args, timeout=timeout, json_output=json_output,
+                           nodes=nodes, redis=redis))
 
 
 def _login_name() -> str:

@@ -12,7 +12,9 @@ Every line a sender sends says who sent it, its sequence number and when it was 
     ~SENDER:SEQ:SENT_NS:xxxxxxxx...
 
 so each receiver can check, per sender, that every line came exactly once and in order
-(:class:`SequenceChecker`), and how long it took.  In groupchat's JSON Lines mode
+(:class:`SequenceChecker`), and how long it took.  Given several addresses (the nodes of a
+cluster), client ``i`` connects to address ``i mod N``, so a receiver knows which senders are
+on another node and keeps their latencies apart: the cross-node figures.  In groupchat's JSON Lines mode
 (:data:`MODE_JSON`) the clients send the same plain lines and find them in the ``text`` of
 the ``msg`` events they receive, every event parsed as a program would.
 
@@ -180,7 +182,8 @@ class SequenceChecker:
 
     :meth:`record` takes the deliveries as they come; a line that comes after a later one
     from the same sender is out of order, one that comes twice is duplicated, and whatever
-    never came is lost.
+    never came is lost.  Senders in ``remote`` are on another node than the receiver: their
+    lines' latencies are kept apart by :meth:`record_all`.
 
     >>> check = SequenceChecker(senders=[1, 2], count=3)
     >>> [check.record(1, n) for n in (0, 2, 1, 1)]
@@ -189,8 +192,9 @@ class SequenceChecker:
     (3, 1, 1, 3)
     """
 
-    def __init__(self, senders: Iterable[int], count: int) -> None:
+    def __init__(self, senders: Iterable[int], count: int, remote: Iterable[int] = ()) -> None:
         self.count = count
+        self._remote = frozenset(remote)
         self._next = {sender: 0 for sender in senders}
         self._missing: dict[int, set[int]] = {}
         self.received = 0
@@ -208,21 +212,23 @@ class SequenceChecker:
         return True
 
     def record_all(self, deliveries: Iterable[tuple[bytes, bytes, bytes]], now_ns: int,
-                   latencies: array) -> int:
+                   latencies: array, cross_node: array) -> int:
         """Take many deliveries as :data:`_BENCH_LINE` finds them, ``(sender, seq, sent_ns)``.
 
-        Appends the latency of each new line to ``latencies``; returns how many were new.
-        This is the load generator's inner loop, so :meth:`record` is inlined.
+        Appends the latency of each new line to ``latencies``, or to ``cross_node`` if its
+        sender is remote; returns how many were new.  This is the load generator's inner loop,
+        so :meth:`record` is inlined.
 
-        >>> check, latencies = SequenceChecker([4], 3), array("q")
-        >>> check.record_all([(b"4", b"0", b"10"), (b"4", b"1", b"10"), (b"4", b"1", b"12")], 15,
-        ...                  latencies)
-        2
-        >>> list(latencies), check.duplicated
-        ([5, 5], 1)
+        >>> check, latencies, cross = SequenceChecker([4, 5], 3, remote=[5]), array("q"), array("q")
+        >>> check.record_all([(b"4", b"0", b"10"), (b"4", b"1", b"10"), (b"4", b"1", b"12"),
+        ...                   (b"5", b"0", b"13")], 15, latencies, cross)
+        3
+        >>> list(latencies), list(cross), check.duplicated
+        ([5, 5], [2], 1)
         """
         expected = self._next
         count = self.count
+        remote = self._remote
         new = 0
         last_sent = latency = None
         for sender_field, seq_field, sent_field in deliveries:
@@ -236,7 +242,7 @@ class SequenceChecker:
             if sent_field != last_sent:  # lines sent together share their time: convert it once
                 last_sent = sent_field
                 latency = now_ns - int(sent_field)
-            latencies.append(latency)
+            (cross_node if sender in remote else latencies).append(latency)
         self.received += new
         return new
 
@@ -346,7 +352,7 @@ def cpu_seconds() -> float:
 class WorkerSpec:
     """What one worker is to do; sent to it when it starts."""
 
-    address: tuple[str, int]
+    addresses: tuple[tuple[str, int], ...]  # client i connects to addresses[i % len(addresses)]
     mode: str  # MODE_HANDSHAKE, MODE_NCAT or MODE_JSON
     client_ids: tuple[int, ...]  # the clients this worker plays
     sender_ids: tuple[int, ...]  # every sender of the benchmark, in any worker
@@ -372,7 +378,8 @@ class WorkerReport:
     shed: int = 0  # lines the server said it dropped because a reader was too slow
     timed_out: bool = False
     errors: list[str] = field(default_factory=list)
-    latencies_ns: array = field(default_factory=lambda: array("q"))
+    latencies_ns: array = field(default_factory=lambda: array("q"))  # senders on the receiver's node
+    cross_node_latencies_ns: array = field(default_factory=lambda: array("q"))
     cpu_seconds: float = 0.0  # from go to done
     go_ns: int = 0
     last_delivery_ns: int = 0
@@ -409,9 +416,11 @@ class Worker:
         self.conn = conn
         self.selector = selectors.DefaultSelector()
         senders = set(spec.sender_ids)
+        nodes = len(spec.addresses)
         self.clients = [
             _Client(cid, f"{spec.name_prefix}{cid}",
-                    SequenceChecker((s for s in spec.sender_ids if s != cid), spec.messages),
+                    SequenceChecker((s for s in spec.sender_ids if s != cid), spec.messages,
+                                    remote=(s for s in spec.sender_ids if s % nodes != cid % nodes)),
                     cid in senders, NcatDemux() if spec.mode == MODE_NCAT else None)
             for cid in spec.client_ids]
         self.senders = [c for c in self.clients if c.is_sender]
@@ -503,15 +512,16 @@ class Worker:
         while self.to_open and self.opening < self.spec.connect_window:
             client = self.to_open.pop()
             self.opening += 1
+            address = self.spec.addresses[client.id % len(self.spec.addresses)]
             try:
-                sock = socket.socket(_family(self.spec.address[0]), socket.SOCK_STREAM)
+                sock = socket.socket(_family(address[0]), socket.SOCK_STREAM)
             except OSError as exc:
                 self._fail(client, f"cannot open a socket: {exc.strerror or exc}")
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.sock = sock
-            err = sock.connect_ex(self.spec.address)
+            err = sock.connect_ex(address)
             if err not in (0, errno.EINPROGRESS):
                 self._fail(client, f"cannot connect: {os.strerror(err)}")
                 continue
@@ -684,7 +694,8 @@ class Worker:
             if b"~" not in data:
                 return
             deliveries = _BENCH_LINE.findall(data)
-        new = client.checker.record_all(deliveries, now_ns, self.report.latencies_ns)
+        new = client.checker.record_all(deliveries, now_ns, self.report.latencies_ns,
+                                        self.report.cross_node_latencies_ns)
         if new:
             self.remaining -= new
             self.delivered += new
@@ -787,12 +798,14 @@ class LoadGenerator:
         self.last_heard = {conn: started for conn in self.conns}
 
     @staticmethod
-    def plan(address: tuple[str, int], mode: str, clients: int, sender_ids: Sequence[int],
+    def plan(addresses: Sequence[tuple[str, int]], mode: str, clients: int, sender_ids: Sequence[int],
              workers: int, **load) -> list[WorkerSpec]:
-        """Deal ``clients`` (ids ``0..clients-1``) over ``workers`` specs, round-robin."""
+        """Deal ``clients`` (ids ``0..clients-1``) over ``workers`` specs, round-robin; each
+        connects to the ``addresses`` round-robin too (see :class:`WorkerSpec`)."""
         workers = max(1, min(workers, clients))
-        return [WorkerSpec(address=address, mode=mode, client_ids=tuple(range(w, clients, workers)),
-                           sender_ids=tuple(sender_ids), **load) for w in range(workers)]
+        return [WorkerSpec(addresses=tuple(addresses), mode=mode,
+                           client_ids=tuple(range(w, clients, workers)), sender_ids=tuple(sender_ids),
+                           **load) for w in range(workers)]
 
     def __enter__(self) -> "LoadGenerator":
         return self

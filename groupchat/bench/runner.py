@@ -16,6 +16,11 @@ Scenarios:
 In every scenario groupchat's clients speak its text lines, or with ``mode="json"`` its JSON
 Lines mode (what programs use); the relay and ncat, which have no such mode, speak text.
 
+A target ``groupchat:N`` is N ``groupchat serve`` nodes sharing one Redis (``--redis URL``,
+which the bench never starts itself): the clients are dealt to the nodes round-robin, and the
+latency of the lines that crossed from one node to another is reported apart.  Its server CPU is
+that of all its nodes together, and the Redis server's own is read from its ``INFO cpu``.
+
 With several targets the rounds are interleaved (A, B, C, A, B, C, ...) so a noisy
 machine affects them alike, and the summary gives per-target medians and their ratios to
 the naive relay.  Every line is checked: a round in which any line is lost, duplicated or
@@ -59,7 +64,7 @@ from groupchat.protocol import MAX_LINE_BYTES
 __all__ = ["BenchError", "run_bench", "SCENARIOS", "TARGETS"]
 
 SCENARIOS = ("fanout", "latency", "scale")
-TARGETS = ("groupchat", "relay", "ncat")
+TARGETS = ("groupchat", "relay", "ncat")  # and "groupchat:N", N nodes through Redis
 CLIENT_MODES = ("text", MODE_JSON)  # how groupchat's clients speak: see the module docstring
 REFERENCE = "relay"  # what ratios are taken against
 
@@ -99,6 +104,12 @@ SETTLE_SECONDS = 60.0
 SETTLE_CPU = 0.05
 SAMPLE_SECONDS = 0.05
 LISTENING = re.compile(r"(?:serving|Listening) on (\S+):(\d+)")
+# What to say when nodes are asked for without a Redis: the bench never starts one by itself.
+REDIS_NEEDED = ("needs --redis URL, a Redis for the bench alone (the bench's lines go into its chat): "
+                "start one, e.g. redis-server --port 6390 --save '' --appendonly no, and give "
+                "--redis redis://127.0.0.1:6390/0")
+REDIS_EXTRA_NEEDED = "--redis needs the redis extra: pip install 'groupchat[redis]'"
+REDIS_SECONDS = 5.0
 HOST = "127.0.0.1"
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -165,6 +176,51 @@ def make_plan(scenario: str, clients: Optional[int] = None, senders: Optional[in
 
 # -- the servers under test -----------------------------------------------------------------
 
+def parse_target(target: str) -> tuple[str, int]:
+    """A target's server, and how many nodes of it share a Redis (0: one server on its own).
+
+    >>> parse_target("groupchat:3"), parse_target("relay")
+    (('groupchat', 3), ('relay', 0))
+    >>> parse_target("relay:2")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    groupchat.errors.BenchError: unknown target "relay:2": choose from groupchat, groupchat:N (...), relay, ncat
+    """
+    name, colon, count = target.partition(":")
+    if name in TARGETS and not colon:
+        return name, 0
+    if name == "groupchat" and count.isdigit() and int(count) >= 1:
+        return name, int(count)
+    raise BenchError(f'unknown target "{target}": choose from groupchat, groupchat:N (N nodes '
+                     f'through --redis), relay, ncat')
+
+
+def resolve_targets(targets: Sequence[str], nodes: Optional[int], redis: Optional[str]) -> list[str]:
+    """The targets with ``--nodes`` and ``--redis`` applied: ``nodes`` turns each plain ``groupchat``
+    into ``groupchat:N``, and a Redis given with no node count anywhere means one node through it.
+
+    >>> resolve_targets(["groupchat", "relay"], 3, "redis://127.0.0.1:6390/0")
+    ['groupchat:3', 'relay']
+    >>> resolve_targets(["groupchat"], None, "redis://127.0.0.1:6390/0")
+    ['groupchat:1']
+    >>> resolve_targets(["groupchat:3", "groupchat"], None, "redis://127.0.0.1:6390/0")
+    ['groupchat:3', 'groupchat']
+    """
+    parsed = [parse_target(target) for target in targets]
+    if nodes is not None and nodes < 1:
+        raise BenchError("--nodes must be at least 1")
+    if redis is None:
+        if nodes is not None:
+            raise BenchError("--nodes " + REDIS_NEEDED)
+        if counted := [target for target, (_, count) in zip(targets, parsed) if count]:
+            raise BenchError(f"{counted[0]} " + REDIS_NEEDED)
+        return list(targets)
+    if nodes is None and not any(count for _, count in parsed):
+        nodes = 1
+    return [f"{name}:{nodes}" if name == "groupchat" and not count and nodes else target
+            for target, (name, count) in zip(targets, parsed)]
+
+
 def server_command(target: str, server_args: Sequence[str] = (), max_clients: int = 0,
                    scratch: str = ".") -> list[str]:
     """How to start ``target`` listening on 127.0.0.1 (port 0 where the server can say which it got).
@@ -201,7 +257,7 @@ class ServerProcess:
 
     Its output goes to files, never pipes: a server that logs every join must not block
     on a pipe nobody reads.  Whatever it writes (its history) goes in a scratch directory
-    removed when it stops.
+    removed when it stops.  ``target`` is a server's name: see :func:`parse_target`.
     """
 
     def __init__(self, target: str, server_args: Sequence[str] = (), max_clients: int = 0) -> None:
@@ -212,9 +268,11 @@ class ServerProcess:
         self.stderr = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
+        env.pop("GROUPCHAT_REDIS", None)  # a node only through --redis: never a Redis by chance
         self.proc = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=self.stdout,
                                      stderr=self.stderr, env=env)
         self.pid = self.proc.pid
+        self.terminated = False
         try:
             self.address = self._wait_listening()
         except BaseException:
@@ -242,68 +300,134 @@ class ServerProcess:
             return f"the {self.target} server refused its options ({said}): check --server-arg"
         return f"the {self.target} server did not start: {said}"
 
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM, once), without waiting."""
+        if not self.terminated and self.proc.poll() is None:
+            self.proc.terminate()
+        self.terminated = True
+
     def stop(self) -> None:
         """Terminate the server (killing it if it takes too long) and close its output files."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(SERVER_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.stdout.close()
-        self.stderr.close()
-        self.scratch.cleanup()
+        self.terminate()
+        try:
+            self.proc.wait(SERVER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if not self.stdout.closed:
+            self.stdout.close()
+            self.stderr.close()
+            self.scratch.cleanup()
+
+
+def start_servers(target: str, server_args: Sequence[str], max_clients: int,
+                  redis: Optional["RedisMonitor"]) -> list[ServerProcess]:
+    """The server of ``target``, or each of its nodes, started with ``--redis``; all stopped on errors."""
+    name, nodes = parse_target(target)
+    if nodes:
+        if redis is None:
+            raise BenchError(f"{target} " + REDIS_NEEDED)
+        server_args = [*server_args, "--redis", redis.url]
+    servers: list[ServerProcess] = []
+    try:
+        for _ in range(max(1, nodes)):
+            servers.append(ServerProcess(name, server_args, max_clients))
+    except BaseException:
+        stop_servers(servers)
+        raise
+    return servers
+
+
+def stop_servers(servers: Sequence[ServerProcess]) -> None:
+    """Stop them all, told at once so that they stop together."""
+    for server in servers:
+        server.terminate()
+    for server in servers:
+        server.stop()
+
+
+class RedisMonitor:
+    """The Redis that a target's nodes share, as the bench sees it: reachable, and the CPU its
+    server has used, as ``INFO cpu`` tells (its own getrusage: the whole redis-server process,
+    local or not, where reading ``/proc`` would need its pid on this machine)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            import redis
+        except ImportError:
+            raise BenchError(REDIS_EXTRA_NEEDED) from None
+        self._errors = (redis.RedisError, OSError)
+        try:
+            self.client = redis.Redis.from_url(url, socket_timeout=REDIS_SECONDS,
+                                               socket_connect_timeout=REDIS_SECONDS)
+            self.client.ping()
+        except (*self._errors, ValueError) as exc:  # redis-py's messages never hold the password
+            raise BenchError(f"the Redis given by --redis cannot be used: {' '.join(str(exc).split())}") \
+                from None
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the redis-server so far (NaN if it cannot be asked)."""
+        try:
+            info = self.client.info("cpu")
+        except self._errors:
+            return math.nan
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class ServerMonitor:
-    """What ``/proc`` says of a server process: CPU used, peak memory, and (sampled) peak threads."""
+    """What ``/proc`` says of a server's processes (a cluster's nodes) together: CPU used, peak
+    memory, and (sampled) peak threads."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.pids = tuple(pids)
         self.peak_threads = 0
         self._ticks = os.sysconf("SC_CLK_TCK")
         self._stopping = threading.Event()
         self._sampler = threading.Thread(target=self._sample, name="bench-monitor", daemon=True)
         self._sampler.start()
 
-    def status(self) -> dict[str, str]:
-        """The process's ``/proc/PID/status`` fields (empty if it has gone)."""
+    @staticmethod
+    def status(pid: int) -> dict[str, str]:
+        """A process's ``/proc/PID/status`` fields (empty if it has gone)."""
         try:
-            with open(f"/proc/{self.pid}/status", encoding="ascii", errors="replace") as status:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
                 return parse_status(status.read())
         except OSError:
             return {}
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time of all its threads so far."""
+        """User plus system CPU time of all their threads so far."""
         try:
-            with open(f"/proc/{self.pid}/stat", encoding="ascii", errors="replace") as stat:
-                return stat_cpu_ticks(stat.read()) / self._ticks
+            return sum(stat_cpu_ticks(Path(f"/proc/{pid}/stat").read_text("ascii", "replace"))
+                       for pid in self.pids) / self._ticks
         except OSError:
             return math.nan
 
     def peak_rss_bytes(self) -> int:
-        """Its resident set's high-water mark (VmHWM)."""
-        return status_kib(self.status(), "VmHWM") * 1024
+        """Their resident sets' high-water marks (VmHWM), added up."""
+        return sum(status_kib(self.status(pid), "VmHWM") for pid in self.pids) * 1024
 
     def settle(self, timeout: float) -> float:
-        """Wait until the server uses under :data:`SETTLE_CPU` of a core; return the seconds waited."""
+        """Wait until the servers use under :data:`SETTLE_CPU` of a core each; return the seconds waited."""
         start = time.monotonic()
         window = 0.2
         before = self.cpu_seconds()
         while time.monotonic() - start < timeout:
             time.sleep(window)
             now = self.cpu_seconds()
-            if not (now - before) / window > SETTLE_CPU:  # a vanished server counts as idle
+            if not (now - before) / window > SETTLE_CPU * len(self.pids):  # a vanished one is idle
                 break
             before = now
         return time.monotonic() - start
 
     def sample(self) -> int:
         """Count the threads now; return the most seen so far."""
-        threads = self.status().get("Threads", "0")
-        self.peak_threads = max(self.peak_threads, int(threads) if threads.isdigit() else 0)
+        threads = [self.status(pid).get("Threads", "0") for pid in self.pids]
+        self.peak_threads = max(self.peak_threads, sum(int(t) for t in threads if t.isdigit()))
         return self.peak_threads
 
     def close(self) -> None:
@@ -379,31 +503,36 @@ class RoundResult:
     loadgen_busiest_worker: float  # cores: near 1.0 means the generator may be the bottleneck
     workers: int
     errors: list[str] = field(default_factory=list)
+    nodes: int = 0  # groupchat nodes sharing a Redis; 0: a server on its own
+    # p50, p90, p99, max of the lines from a sender on another node than the receiver
+    cross_node_latency_ms: dict[str, Optional[float]] = field(default_factory=dict)
+    redis_cpu: Optional[float] = None  # cores the redis-server used, for a target with nodes
 
 
 def run_round(plan: LoadPlan, target: str, number: int = 1, *,
               address: Optional[tuple[str, int]] = None, server_args: Sequence[str] = (),
               workers: int = DEFAULT_WORKERS, timeout: float = DEFAULT_TIMEOUT,
-              progress: Optional["ProgressLine"] = None) -> RoundResult:
-    """Run ``plan`` once against ``target``: a new server of ours, or the one at ``address``."""
+              progress: Optional["ProgressLine"] = None,
+              redis: Optional[RedisMonitor] = None) -> RoundResult:
+    """Run ``plan`` once against ``target``: new servers of ours (for ``groupchat:N``, nodes
+    sharing the Redis of ``redis``), or the one at ``address``."""
     check_target(target, plan)
     progress = progress or ProgressLine(None)
-    server = ServerProcess(target, server_args, plan.connections) if address is None else None
+    servers = start_servers(target, server_args, plan.connections, redis) if address is None else []
+    nodes = parse_target(target)[1]
     try:
-        measured = _measure(plan, target, f"{target} round {number}", server,
-                            address or server.address, workers, timeout, progress)
+        measured = _measure(plan, target, f"{target} round {number}", servers,
+                            [address] if address else [server.address for server in servers], workers,
+                            timeout, progress, redis if nodes else None)
     finally:
-        if server:
-            server.stop()
+        stop_servers(servers)
         progress.clear()
-    return _round_result(plan, target, number, measured)
+    return _round_result(plan, target, number, measured, nodes)
 
 
 def check_target(target: str, plan: LoadPlan) -> None:
     """Refuse a target that does not exist or cannot take the plan's load, before anything starts."""
-    if target not in TARGETS:
-        raise BenchError(f'unknown target "{target}": choose from {", ".join(TARGETS)}')
-    if target == "ncat" and plan.connections > NCAT_MAX_CLIENTS:
+    if parse_target(target)[0] == "ncat" and plan.connections > NCAT_MAX_CLIENTS:
         raise BenchError(f"ncat --chat cannot serve more than {NCAT_MAX_CLIENTS:,} clients "
                          f"(it waits with select()): use fewer --clients")
 
@@ -418,20 +547,24 @@ class _Measurement:
     server_cpu_seconds: Optional[float] = None  # None: not a server of ours
     server_peak_rss: int = 0
     server_peak_threads: int = 0
+    redis_cpu_seconds: Optional[float] = None  # None: no Redis, or it could not say
 
 
-def _measure(plan: LoadPlan, target: str, label: str, server: Optional[ServerProcess],
-             address: tuple[str, int], workers: int, timeout: float,
-             progress: "ProgressLine") -> _Measurement:
-    """Connect the clients, let the server settle, start the senders, collect the reports."""
-    mode = (MODE_NCAT if target == "ncat" else MODE_JSON if plan.mode == MODE_JSON and target == "groupchat"
+def _measure(plan: LoadPlan, target: str, label: str, servers: Sequence[ServerProcess],
+             addresses: Sequence[tuple[str, int]], workers: int, timeout: float,
+             progress: "ProgressLine", redis: Optional[RedisMonitor]) -> _Measurement:
+    """Connect the clients, let the servers settle, start the senders, collect the reports."""
+    name = parse_target(target)[0]
+    mode = (MODE_NCAT if name == "ncat" else MODE_JSON if plan.mode == MODE_JSON and name == "groupchat"
             else MODE_HANDSHAKE)
+    # Names in a Redis are held cluster-wide, for a while after a node that did not stop in
+    # time was killed: a round of nodes takes names of its own, as against a running server.
     specs = LoadGenerator.plan(
-        address, mode, plan.connections, range(plan.senders), workers, messages=plan.messages,
+        addresses, mode, plan.connections, range(plan.senders), workers, messages=plan.messages,
         size=plan.size, rate=plan.rate, timeout=timeout,
-        name_prefix="c" if server else f"bench{secrets.token_hex(2)}-",
+        name_prefix="c" if servers and not redis else f"bench{secrets.token_hex(2)}-",
         **({"connect_window": max(1, NCAT_CONNECT_WINDOW // workers)} if mode == MODE_NCAT else {}))
-    monitor = ServerMonitor(server.pid) if server else None
+    monitor = ServerMonitor([server.pid for server in servers]) if servers else None
     try:
         with LoadGenerator(specs) as load:
             connected = load.wait_ready(lambda: progress.show(
@@ -442,6 +575,7 @@ def _measure(plan: LoadPlan, target: str, label: str, server: Optional[ServerPro
             progress.show(f"{label}: waiting for the server to settle")
             settle = monitor.settle(SETTLE_SECONDS) if monitor else 0.0
             cpu_at_go = monitor.cpu_seconds() if monitor else 0.0
+            redis_at_go = redis.cpu_seconds() if redis else math.nan
             go_ns = load.go()
             reports = load.wait_done(lambda: progress.show(
                 f"{label}: {load.delivered:,}/{plan.expected:,} lines "
@@ -451,22 +585,26 @@ def _measure(plan: LoadPlan, target: str, label: str, server: Optional[ServerPro
                 measured.server_cpu_seconds = monitor.cpu_seconds() - cpu_at_go
                 measured.server_peak_rss = monitor.peak_rss_bytes()
                 measured.server_peak_threads = monitor.sample()
-            if server:  # before the workers disconnect, so that nobody hears them leave
-                server.stop()
+            if redis and not math.isnan(used := redis.cpu_seconds() - redis_at_go):
+                measured.redis_cpu_seconds = used
+            stop_servers(servers)  # before the workers disconnect, so that nobody hears them leave
             return measured
     finally:
         if monitor:
             monitor.close()
 
 
-def _round_result(plan: LoadPlan, target: str, number: int, measured: _Measurement) -> RoundResult:
+def _round_result(plan: LoadPlan, target: str, number: int, measured: _Measurement,
+                  nodes: int = 0) -> RoundResult:
     reports = measured.reports
     last_ns = max([r.last_delivery_ns for r in reports] + [measured.go_ns])
     seconds = max(1e-9, (last_ns - measured.go_ns) / 1e9)
-    latencies = array("q")
+    cross_node = array("q")
+    for report in reports:
+        cross_node.extend(report.cross_node_latencies_ns)
+    latencies = array("q", cross_node)
     for report in reports:
         latencies.extend(report.latencies_ns)
-    ordered = sorted(latencies)
     totals = {key: sum(getattr(r, key) for r in reports)
               for key in ("received", "duplicated", "out_of_order", "unexpected", "dropped", "shed")}
     timed_out = any(r.timed_out for r in reports)
@@ -480,8 +618,7 @@ def _round_result(plan: LoadPlan, target: str, number: int, measured: _Measureme
         unexpected=totals["unexpected"], dropped_clients=totals["dropped"], shed=totals["shed"],
         timed_out=timed_out,
         seconds=round(seconds, 4), deliveries_per_second=round(totals["received"] / seconds, 1),
-        latency_ms={f"p{q}": _ms(percentile(ordered, q)) for q in (50, 90, 99)}
-        | {"max": _ms(ordered[-1] if ordered else math.nan)},
+        latency_ms=latency_summary(latencies),
         connect_seconds=round(measured.connected.seconds, 4),
         settle_seconds=round(measured.settle_seconds, 3),
         server_cpu=round(measured.server_cpu_seconds / seconds, 3) if ours else None,
@@ -490,7 +627,21 @@ def _round_result(plan: LoadPlan, target: str, number: int, measured: _Measureme
         loadgen_cpu=round(sum(r.cpu_seconds for r in reports) / seconds, 3),
         loadgen_busiest_worker=round(max(
             r.cpu_seconds / max(1e-9, (r.done_ns - r.go_ns) / 1e9) for r in reports), 3),
-        workers=measured.workers, errors=[e for r in reports for e in r.errors][:10])
+        workers=measured.workers, errors=[e for r in reports for e in r.errors][:10], nodes=nodes,
+        cross_node_latency_ms=latency_summary(cross_node) if nodes > 1 else {},
+        redis_cpu=None if measured.redis_cpu_seconds is None
+        else round(measured.redis_cpu_seconds / seconds, 3))
+
+
+def latency_summary(latencies_ns: Sequence[int]) -> dict[str, Optional[float]]:
+    """p50, p90, p99 and max in milliseconds (None where there were no lines).
+
+    >>> latency_summary([2_000_000, 1_000_000, 3_000_000])
+    {'p50': 2.0, 'p90': 3.0, 'p99': 3.0, 'max': 3.0}
+    """
+    ordered = sorted(latencies_ns)
+    return ({f"p{q}": _ms(percentile(ordered, q)) for q in (50, 90, 99)}
+            | {"max": _ms(ordered[-1] if ordered else math.nan)})
 
 
 def _ms(nanoseconds: float) -> Optional[float]:
@@ -521,8 +672,11 @@ METRICS = (
     ("p90", "latency p90 (ms)", "{:.2f}"),
     ("p99", "latency p99 (ms)", "{:.2f}"),
     ("max", "latency max (ms)", "{:.2f}"),
+    ("cross_p50", "across nodes p50 (ms)", "{:.2f}"),
+    ("cross_p99", "across nodes p99 (ms)", "{:.2f}"),
     ("connect_seconds", "connect all (s)", "{:.2f}"),
     ("server_cpu", "server CPU (cores)", "{:.2f}"),
+    ("redis_cpu", "redis-server CPU (cores)", "{:.2f}"),
     ("server_peak_rss_mb", "server peak RSS (MB)", "{:.1f}"),
     ("server_peak_threads", "server peak threads", "{:.0f}"),
     ("loadgen_cpu", "load generator CPU (cores)", "{:.2f}"),
@@ -530,10 +684,14 @@ METRICS = (
 
 
 LATENCY_KEYS = ("p50", "p90", "p99", "max")
+CROSS_NODE = "cross_"  # a METRICS key for a latency of the lines that crossed nodes
 
 
 def metric(result: RoundResult, key: str) -> Optional[float]:
-    value = result.latency_ms.get(key) if key in LATENCY_KEYS else getattr(result, key)
+    if key.startswith(CROSS_NODE):
+        value = result.cross_node_latency_ms.get(key[len(CROSS_NODE):])
+    else:
+        value = result.latency_ms.get(key) if key in LATENCY_KEYS else getattr(result, key)
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
@@ -574,16 +732,23 @@ def describe_round(result: RoundResult, rounds: int) -> str:
     lat = {key: "-" if value is None else f"{value:.2f}" for key, value in result.latency_ms.items()}
     parts = [f"{result.target:<9} round {result.round}/{rounds}: {result.delivered:,} lines in "
              f"{result.seconds:.2f}s = {result.deliveries_per_second:,.0f}/s",
-             f"latency p50 {lat['p50']} p99 {lat['p99']} max {lat['max']} ms",
-             f"connect {result.connect_seconds:.2f}s"]
+             f"latency p50 {lat['p50']} p99 {lat['p99']} max {lat['max']} ms"]
+    if result.cross_node_latency_ms:
+        cross = {key: "-" if value is None else f"{value:.2f}"
+                 for key, value in result.cross_node_latency_ms.items()}
+        parts.append(f"across nodes p50 {cross['p50']} p99 {cross['p99']} max {cross['max']} ms")
+    parts.append(f"connect {result.connect_seconds:.2f}s")
     if result.server_cpu is not None:
-        parts.append(f"server {result.server_cpu:.2f} cores {result.server_peak_rss_mb:.1f} MB "
+        nodes = f"{result.nodes} nodes " if result.nodes > 1 else ""
+        parts.append(f"server {nodes}{result.server_cpu:.2f} cores {result.server_peak_rss_mb:.1f} MB "
                      f"{result.server_peak_threads} threads")
+    if result.redis_cpu is not None:
+        parts.append(f"redis-server {result.redis_cpu:.2f} cores")
     parts.append(f"load generator {result.loadgen_cpu:.2f} cores")
     if result.loadgen_busiest_worker >= BUSY_WORKER:
         parts.append(f"a generator worker used {result.loadgen_busiest_worker:.2f} of a core, "
                      f"so it may be the limit")
-    elif result.loadgen_cpu + (result.server_cpu or 0) >= BUSY_MACHINE * CPUS:
+    elif result.loadgen_cpu + (result.server_cpu or 0) + (result.redis_cpu or 0) >= BUSY_MACHINE * CPUS:
         parts.append(f"all {CPUS} cores busy, so a floor, not the server's ceiling")
     parts.append("ok" if result.ok else "FAILED: " + describe_losses(result))
     return "; ".join(parts)
@@ -660,37 +825,46 @@ def run_bench(scenario: str, *, targets: Sequence[str] = ("groupchat",),
               rate: Optional[float] = None, mode: str = "text", rounds: int = 1,
               workers: int = DEFAULT_WORKERS, server_args: Sequence[str] = (),
               timeout: float = DEFAULT_TIMEOUT, json_output: bool = False,
+              nodes: Optional[int] = None, redis: Optional[str] = None,
               out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
     """Run ``scenario`` ``rounds`` times against each of ``targets``, interleaved; report on ``out``.
 
     Servers are started for each round unless ``host`` and ``port`` name a running one
-    (then only one target, which says how to talk to it).  ``server_args`` go to each
-    ``groupchat serve`` started; ``mode`` is how groupchat's clients speak ("text" or "json",
-    its JSON Lines mode).  The report is text, or with ``json_output`` one JSON
-    object; a progress line goes to ``err`` if it is a terminal.  Returns 0 if every line
-    arrived once and in order in every round, else 1; raises :class:`BenchError` when a
-    round cannot run at all.
+    (then only one target, which says how to talk to it).  A target ``groupchat:N`` is N nodes
+    sharing the Redis at the URL ``redis``; ``nodes`` makes each plain ``groupchat`` one of those
+    (see :func:`resolve_targets`).  ``server_args`` go to each ``groupchat serve`` started;
+    ``mode`` is how groupchat's clients speak ("text" or "json", its JSON Lines mode).  The
+    report is text, or with ``json_output`` one JSON object; a progress line goes to ``err`` if
+    it is a terminal.  Returns 0 if every line arrived once and in order in every round, else 1;
+    raises :class:`BenchError` when a round cannot run at all.
     """
     out = out or sys.stdout
     err = err or sys.stderr
     plan = make_plan(scenario, clients, senders, messages, size, rate, mode)
-    targets = list(dict.fromkeys(targets))
+    targets = list(dict.fromkeys(resolve_targets(targets, nodes, redis)))
     for target in targets:
         check_target(target, plan)
-    if plan.mode == MODE_JSON and "groupchat" not in targets:
+    if plan.mode == MODE_JSON and all(parse_target(t)[0] != "groupchat" for t in targets):
         raise BenchError("JSON mode is groupchat's: the relay and ncat speak only text")
     if (host is None) != (port is None):
         raise BenchError("give both --host and --port to use a running server, or neither")
     address = (host, port) if host is not None else None
     if address and len(targets) > 1:
         raise BenchError("a running server is one target: --compare needs servers the bench starts")
+    if address and redis:
+        raise BenchError("--nodes and --redis are for the servers the bench starts, not one at --host")
     if rounds < 1 or workers < 1:
         raise BenchError("--rounds and --workers must be at least 1")
+    watch = RedisMonitor(redis) if any(parse_target(t)[1] for t in targets) else None
     raise_file_limit()  # servers we start inherit it: 10,000 clients need 10,000 descriptors
-    with _terminate_as_exit():
-        return _run_rounds(plan, targets, rounds, address=address, server_args=server_args,
-                           workers=workers, timeout=timeout, json_output=json_output, out=out,
-                           err=err)
+    try:
+        with _terminate_as_exit():
+            return _run_rounds(plan, targets, rounds, address=address, server_args=server_args,
+                               workers=workers, timeout=timeout, json_output=json_output, out=out,
+                               err=err, redis=watch)
+    finally:
+        if watch:
+            watch.close()
 
 
 @contextmanager
@@ -708,7 +882,8 @@ def _terminate_as_exit() -> Iterator[None]:
 
 def _run_rounds(plan: LoadPlan, targets: list[str], rounds: int, *,
                 address: Optional[tuple[str, int]], server_args: Sequence[str], workers: int,
-                timeout: float, json_output: bool, out: TextIO, err: TextIO) -> int:
+                timeout: float, json_output: bool, out: TextIO, err: TextIO,
+                redis: Optional[RedisMonitor]) -> int:
     scenario = plan.scenario
     progress = ProgressLine(err)
     if not json_output:
@@ -719,7 +894,7 @@ def _run_rounds(plan: LoadPlan, targets: list[str], rounds: int, *,
     for number in range(1, rounds + 1):
         for target in targets:
             result = run_round(plan, target, number, address=address, server_args=server_args,
-                               workers=workers, timeout=timeout, progress=progress)
+                               workers=workers, timeout=timeout, progress=progress, redis=redis)
             results.append(result)
             if not json_output:
                 print(describe_round(result, rounds), file=out, flush=True)

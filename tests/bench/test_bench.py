@@ -12,6 +12,8 @@ import math
 import multiprocessing
 import re
 import shutil
+import subprocess
+import sys
 import threading
 from multiprocessing import resource_tracker
 from pathlib import Path
@@ -40,7 +42,7 @@ from groupchat.bench.runner import BenchError, make_plan, percentile, run_bench,
 from groupchat.cli import cli
 from groupchat.jsonl import render_event
 
-from conftest import Peer, serve_in_thread
+from conftest import GROUPCHAT, REPO, Peer, serve_in_thread
 
 SMALL = dict(clients=6, senders=2, messages=200, workers=2, timeout=15)
 
@@ -298,11 +300,11 @@ def test_run_bench_refuses_bad_targets_and_half_addresses():
 def test_proc_status_and_stat_are_read_for_this_very_process():
     import os
 
-    monitor = bench.ServerMonitor(os.getpid())
+    monitor = bench.ServerMonitor([os.getpid()])
     try:
         assert monitor.peak_rss_bytes() > 1_000_000
         assert monitor.cpu_seconds() > 0
-        assert int(monitor.status()["Threads"]) >= 2  # this thread and the sampler
+        assert int(monitor.status(os.getpid())["Threads"]) >= 2  # this thread and the sampler
     finally:
         monitor.close()
 
@@ -508,3 +510,77 @@ def test_a_line_lost_doubled_or_reordered_fails_the_bench(start_relay, no_leftov
     assert all(result[key] == 0 for key in others)
     assert result["shed"] == (2 if fault == "shed" else 0)
     assert not result["timed_out"]  # every sender's last line came: no need to wait for more
+
+
+# -- nodes sharing a Redis --------------------------------------------------------------------
+# (no_leftovers comes first, so that the redis-server is stopped before it looks)
+
+def test_latency_across_two_nodes_through_the_cli_reports_the_lines_that_crossed(no_leftovers,
+                                                                                  redis_server):
+    redis = redis_server()
+    done = subprocess.run(GROUPCHAT + ["bench", "latency", "--nodes", "2", "--redis", redis.url,
+                                       "--clients", "6", "--senders", "2", "--messages", "20",
+                                       "--workers", "2", "--json"],
+                          capture_output=True, text=True, cwd=REPO, timeout=50)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["targets"] == ["groupchat:2"]
+    assert_all_delivered(report, ["groupchat:2"])
+    (result,) = report["rounds"]
+    assert result["nodes"] == 2
+    # clients 0, 2, 4 on one node, 1, 3, 5 on the other; senders 0 and 1: each sender's lines
+    # reach two receivers on the other node, so there are cross-node figures
+    cross = result["cross_node_latency_ms"]
+    assert set(cross) == {"p50", "p90", "p99", "max"}
+    assert 0 < cross["p50"] <= cross["max"] <= result["latency_ms"]["max"]
+    assert result["redis_cpu"] is not None and result["redis_cpu"] >= 0
+    assert report["medians"]["groupchat:2"]["cross_p50"] == cross["p50"]
+
+
+def test_nodes_and_a_server_on_its_own_in_one_sitting(no_leftovers, redis_server):
+    redis = redis_server()
+    code, report = run_json("fanout", targets=["groupchat:2", "groupchat"], redis=redis.url, **SMALL)
+    assert code == 0
+    assert_all_delivered(report, ["groupchat:2", "groupchat"])
+    nodes, alone = report["rounds"]
+    assert nodes["nodes"] == 2 and nodes["cross_node_latency_ms"]["p50"] > 0
+    assert alone["nodes"] == 0 and alone["cross_node_latency_ms"] == {} and alone["redis_cpu"] is None
+
+
+def test_a_server_the_bench_starts_on_its_own_ignores_groupchat_redis(monkeypatch, no_leftovers):
+    monkeypatch.setenv("GROUPCHAT_REDIS", "redis://127.0.0.1:1/0")  # a node would not start: nothing there
+    code, report = run_json("fanout", clients=3, senders=1, messages=20, workers=1, timeout=15)
+    assert code == 0
+    assert_all_delivered(report, ["groupchat"])
+
+
+@pytest.mark.parametrize("args, start", [
+    (["--nodes", "2"], "Error: --nodes needs --redis URL"),
+    (["--compare", "groupchat:3,groupchat"], "Error: groupchat:3 needs --redis URL"),
+])
+def test_nodes_without_a_redis_are_one_line_that_says_how_to_start_one(args, start):
+    result = CliRunner().invoke(cli, ["bench", "latency", *args])
+    assert result.exit_code == 1
+    assert result.output.startswith(start) and result.output.count("\n") == 1
+    assert "redis-server --port" in result.output and "--redis redis://127.0.0.1:" in result.output
+
+
+def test_redis_without_the_redis_extra_is_one_line():
+    hide_redis = "import sys; sys.modules['redis'] = None; from groupchat.cli import main; main()"
+    done = subprocess.run([sys.executable, "-c", hide_redis, "bench", "latency",
+                           "--redis", "redis://127.0.0.1:1/0"], capture_output=True, text=True, cwd=REPO,
+                          timeout=30)
+    assert done.returncode == 1
+    assert done.stderr == "Error: --redis needs the redis extra: pip install 'groupchat[redis]'\n"
+
+
+def test_a_redis_nobody_answers_at_is_one_line_before_anything_starts():
+    result = CliRunner().invoke(cli, ["bench", "latency", "--nodes", "2", "--redis", "redis://127.0.0.1:1/0"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: the Redis given by --redis cannot be used: ")
+    assert result.output.count("\n") == 1
+
+
+def test_nodes_are_for_servers_the_bench_starts():
+    with pytest.raises(BenchError, match="not one at --host"):
+        run_bench("fanout", host="127.0.0.1", port=1, redis="redis://127.0.0.1:1/0", out=io.StringIO())
