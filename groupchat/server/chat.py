@@ -60,7 +60,7 @@ from groupchat.server.fanout import Delivery
 from groupchat.server.flood import PRIVATE_BURST, PRIVATE_RATE, BucketTable
 from groupchat.server.guesses import GuessLimiter, PasswordGate
 from groupchat.server.history import Batch, Entry, HistoryStore
-from groupchat.server.moderation import Moderation
+from groupchat.server.moderation import Moderation, no_such_name
 from groupchat.server.notices import BACK, HELD, JOINED, LEFT, Comings, NoticeBatcher
 from groupchat.server.registry import LOBBY, Member, Registry, Room, RoomInfo, Stage
 from groupchat.server.sessions import SessionTable
@@ -139,11 +139,20 @@ class Chat:
         self.sessions: Optional[SessionTable[Member]] = (
             SessionTable(settings.resume_window) if settings.resume_window else None)
         self.closing = False  # the server is stopping: connections end, sessions are not held
-        # One node of a cluster (``--redis``): room events go out through Redis and are
-        # delivered as they come back, names are held across nodes.  None: this server alone.
-        self.cluster: Optional[Bridge] = None
+        self._cluster: Optional[Bridge] = None
         self._stages = {Stage.PASSWORD: self._check_password, Stage.NAME: self._offer_name,
                         Stage.CHATTING: self._run_command}
+
+    @property
+    def cluster(self) -> Optional[Bridge]:
+        """One node of a cluster (``--redis``): room events go out through Redis and are
+        delivered as they come back, names are held across nodes, and moderation reaches every
+        node.  None: this server alone."""
+        return self._cluster
+
+    @cluster.setter
+    def cluster(self, bridge: Optional[Bridge]) -> None:
+        self._cluster = self.moderation.cluster = bridge
 
     def _gate(self, password: Optional[str], what: str) -> Optional[PasswordGate]:
         """``password`` behind a guess limiter of its own (None if there is no such password)."""
@@ -419,6 +428,10 @@ class Chat:
             if room_before is not None:
                 self.cluster.leave(room_before.name, member.name)
             self.cluster.enter(room.name, member.name)
+            self.cluster.note(member)
+            topic = self.cluster.topic(room.name)  # set where no one here saw it
+            if topic and topic != room.topic:
+                self.registry.set_topic(room, topic)
         names, count = self.registry.glimpse(room, member, MAX_LISTED_NAMES)
         # The rooms hear of it before the member hears its welcome, so anything that follows
         # the welcome (its first line, the next person to come) comes after the notice too.
@@ -537,6 +550,7 @@ class Chat:
             if member.room is not None:
                 self.cluster.leave(member.room.name, old)
                 self.cluster.enter(member.room.name, member.name)
+        self.changed(member)
         log.info("%s is now known as %s", old, member.name)
         self.publish(member, RoomEvent.renamed(old, member.name))
 
@@ -547,6 +561,8 @@ class Chat:
         if len(topic) > MAX_TOPIC_CHARS:
             raise CommandError(f"a topic can have at most {MAX_TOPIC_CHARS} characters")
         self.registry.set_topic(member.room, topic)
+        if self.cluster is not None:  # for the nodes where no one is in the room yet
+            self.cluster.keep_topic(member.room.name, topic)
         self.publish(member, RoomEvent.topic_set(member.name, topic))
 
     def private(self, sender: Member, name: str, text: str) -> None:
@@ -632,8 +648,24 @@ class Chat:
         """The member called ``name``, or a :class:`CommandError` saying there is none."""
         member = self.registry.find(name)
         if member is None or member.room is None:
-            raise CommandError(f'no one called "{name}" is here', code=jsonl.NO_SUCH_NAME)
+            raise no_such_name(name)
         return member
+
+    def whois(self, name: str) -> dict[str, Any]:
+        """What /whois says of the person called ``name`` (see :func:`profile`), on this node or,
+        in a cluster, another; CommandError if there is no one of that name."""
+        member = self.registry.find(name)
+        if member is not None and member.room is not None:
+            return profile(member)
+        found = self.cluster.person(name) if self.cluster is not None else None
+        if found is None:
+            raise no_such_name(name)
+        return found
+
+    def changed(self, member: Member) -> None:
+        """What /whois says of ``member`` changed: in a cluster, the other nodes see it."""
+        if self.cluster is not None:
+            self.cluster.note(member)
 
     # -- delivery ---------------------------------------------------------------------------
 
@@ -742,6 +774,12 @@ class Chat:
 
     def _notice(self, text: str) -> str:
         return render_notice(self.clock.stamp(), text)
+
+
+def profile(member: Member) -> dict[str, Any]:
+    """What /whois says of a member (and, in a cluster, what its node keeps in Redis for the others)."""
+    return {"name": member.name, "room": member.room.name if member.room else None, "since": member.connected_at,
+            "away": member.away, "op": member.is_op, "address": member.address, "host": member.host}
 
 
 class _IdSequence:

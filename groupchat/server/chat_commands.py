@@ -61,6 +61,8 @@ class ChatAPI(Protocol):
     def rooms(self) -> list[RoomInfo]: ...
     def who(self, member: Member) -> tuple[list[str], dict[str, str], int]: ...
     def find(self, name: str) -> Member: ...
+    def whois(self, name: str) -> dict[str, Any]: ...
+    def changed(self, member: Member) -> None: ...
 
 
 class ChatCommands:
@@ -99,15 +101,15 @@ class ChatCommands:
 
     def cmd_whois(self, member: Member, rest: str) -> None:
         (name,) = split_args(rest, 1)
-        target = self.chat.find(name)
-        since = time.strftime(STAMP_FORMAT, time.localtime(target.connected_at))
-        said = f"{target.name} is in {target.room.name}, here since {since}"
-        said += f", away: {target.away}" if target.away else ""
-        said += ", an operator" if target.is_op else ""
-        address = target.address if member.is_op else None  # for operators, who may ban it
+        found = self.chat.whois(name)
+        since = time.strftime(STAMP_FORMAT, time.localtime(found["since"]))
+        said = f"{found['name']} is in {found['room']}, here since {since}"
+        said += f", away: {found['away']}" if found["away"] else ""
+        said += ", an operator" if found["op"] else ""
+        address = found["address"] if member.is_op else None  # for operators, who may ban it
         said += f", from {address}" if address else ""
-        self.chat.reply(member, [said + "."], "whois", name=target.name, room=target.room.name,
-                        since=iso_time(target.connected_at), away=target.away or None, op=target.is_op,
+        self.chat.reply(member, [said + "."], "whois", name=found["name"], room=found["room"],
+                        since=iso_time(found["since"]), away=found["away"] or None, op=found["op"],
                         address=address)
 
     def cmd_r(self, member: Member, rest: str) -> None:
@@ -119,6 +121,7 @@ class ChatCommands:
 
     def cmd_away(self, member: Member, rest: str) -> None:
         member.away = rest[:MAX_REASON_CHARS]
+        self.chat.changed(member)
         self.chat.tell(member, f"You are away: {member.away}" if rest else "You are back.")
 
     def cmd_ignore(self, member: Member, rest: str) -> None:
@@ -218,7 +221,7 @@ class ChatCommands:
 
     def cmd_kick(self, member: Member, rest: str) -> None:
         name, *reason = split_args(rest, 1, at_most=2)
-        self.chat.moderation.kick(self.chat.find(name), member.name, "".join(reason))
+        self.chat.moderation.kick_name(name, member.name, "".join(reason))
 
     def cmd_ban(self, member: Member, rest: str) -> None:
         self.chat.tell(member, self.chat.moderation.ban(parse_ban(rest), member.name))

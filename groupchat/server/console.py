@@ -17,10 +17,10 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from groupchat.protocol import CHAT_COMMANDS, CommandSpec
+from groupchat.protocol import CHAT_COMMANDS, CommandSpec, name_key
 from groupchat.server.chat import Chat
 from groupchat.server.commands import CommandTable, split_args
-from groupchat.server.moderation import parse_ban
+from groupchat.server.moderation import SAY, parse_ban
 
 SERVER = "the server"
 BAN, UNBAN = (next(spec for spec in CHAT_COMMANDS if spec.name == name) for name in ("ban", "unban"))
@@ -91,23 +91,30 @@ class Console:
 
     def cmd_who(self, _caller: None, rest: str) -> None:
         members = self.chat.registry.named()
-        self._print_all([f"{m.name} in {m.room.name if m.room else '-'} from {m.address}"
-                         + (" (operator)" if m.is_op else "") for m in members]
-                        or ["Nobody is connected."])
+        lines = [f"{m.name} in {m.room.name if m.room else '-'} from {m.address}" + (" (operator)" if m.is_op else "")
+                 for m in members]
+        if self.chat.cluster is not None:  # and the people on the other nodes
+            here = {name_key(m.name) for m in members}
+            lines += [f"{name} in {info.name} on another server" for info in self.chat.rooms()
+                      for name in self.chat.cluster.who(info.name) if name_key(name) not in here]
+        self._print_all(lines or ["Nobody is connected."])
 
     def cmd_rooms(self, _caller: None, rest: str) -> None:
         self._print_all(self.chat.describe_rooms())
 
     def cmd_say(self, _caller: None, rest: str) -> None:
         (text,) = split_args(rest, 1)
-        told = self.chat.announce(f"Notice from the server: {text}")
-        self._reply(None, f"Said to {told} {'person' if told == 1 else 'people'}.")
+        notice = f"Notice from the server: {text}"
+        told = self.chat.announce(notice)
+        said = f"Said to {told} {'person' if told == 1 else 'people'}"
+        if self.chat.cluster is not None:
+            self.chat.cluster.tell_others(SAY, {"text": notice})
+            said += " here, and to the people on the other servers"
+        self._reply(None, said + ".")
 
     def cmd_kick(self, _caller: None, rest: str) -> None:
         name, *reason = split_args(rest, 1, at_most=2)
-        target = self.chat.find(name)
-        self.chat.moderation.kick(target, SERVER, "".join(reason))
-        self._reply(None, f"Kicked {target.name}.")
+        self._reply(None, f"Kicked {self.chat.moderation.kick_name(name, SERVER, ''.join(reason))}.")
 
     def cmd_ban(self, _caller: None, rest: str) -> None:
         self._reply(None, self.chat.moderation.ban(parse_ban(rest), SERVER))

@@ -12,10 +12,10 @@ import logging
 import math
 import re
 import time
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 from groupchat.errors import CommandError, InvalidAddressError, InvalidNameError, UsageError
-from groupchat.jsonl import BYE_BANNED, BYE_KICKED, NAME_REFUSED
+from groupchat.jsonl import BYE_BANNED, BYE_KICKED, NAME_REFUSED, NO_SUCH_NAME
 from groupchat.protocol import check_name, list_names
 from groupchat.server.access import Ban, BanList, contains
 from groupchat.server.guesses import PasswordGate
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 ADDRESS_FLAG = "--address"
 BANNED = "banned"  # the reason a kick for a ban gives
+KICK, BAN, UNBAN = "kick", "ban", "unban"  # what other nodes of a cluster are told to do ...
+SAY = "say"  # ... and a notice from a server's console to everyone
 # ASCII digits only: str.isdigit() and float() take "²" or "١٢", which a person did not mean.
 _MINUTES = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 
@@ -98,6 +100,30 @@ def describe_target(ban: Ban) -> str:
     return f'the name "{ban.target}"' if isinstance(ban.target, str) else str(ban.target)
 
 
+def ban_fields(ban: Ban) -> dict[str, Any]:
+    """A ban as other nodes are told it and Redis keeps it: its target, whether that is an
+    address, and its end in seconds since the epoch (None: until lifted).
+
+    >>> ban_fields(Ban("bob", math.inf))
+    {'target': 'bob', 'address': False, 'until': None}
+    """
+    address = not isinstance(ban.target, str)
+    return {"target": str(ban.target), "address": address, "until": None if ban.until == math.inf else ban.until}
+
+
+def no_such_name(name: str) -> CommandError:
+    return CommandError(f'no one called "{name}" is here', code=NO_SUCH_NAME)
+
+
+class OtherNodes(Protocol):
+    """The rest of a cluster (``serve --redis``) as moderation sees it: what an operator or the
+    console does here is done there too (see :meth:`Moderation.apply`)."""
+
+    def tell_others(self, kind: str, fields: dict[str, Any]) -> None: ...
+    def person(self, name: str) -> Optional[dict[str, Any]]: ...
+    def note(self, member: Member) -> None: ...
+
+
 class Moderation:
     """Who is an operator, and kicking and banning; ``tell(member, text, last)`` sends a member
     a notice (``last``, a JSON bye code: and ends its connection after it).
@@ -116,6 +142,7 @@ class Moderation:
         self.bans = bans
         self.op_gate = op_gate
         self.tell = tell
+        self.cluster: Optional[OtherNodes] = None  # the other nodes, in a cluster (set by the chat)
 
     def make_op(self, member: Member, password: str) -> None:
         """Make a member an operator if ``password`` is the operators' one.
@@ -129,6 +156,8 @@ class Moderation:
         if refusal is not None:
             raise CommandError(refusal)
         member.is_op = True
+        if self.cluster is not None:
+            self.cluster.note(member)
         log.info("%s is now an operator", member.name)
         self.tell(member, "You are now an operator.", None)
 
@@ -140,11 +169,28 @@ class Moderation:
         # Its last line: the connection ends.
         self.tell(target, f"You were {why}.", BYE_BANNED if reason == BANNED else BYE_KICKED)
 
-    def ban(self, order: BanOrder, by: str) -> str:
-        """Ban what ``order`` says and kick whoever it covers; return what was done, in one line."""
-        return self._ban_address(order, by) if order.by_address else self._ban_name(order, by)
+    def kick_name(self, name: str, by: str, reason: str = "") -> str:
+        """Kick the person called ``name``: here, or (in a cluster) on the node that holds the
+        name, which disconnects them.  Return their name; CommandError if no one is called so."""
+        target = self.registry.find(name)
+        if target is not None and target.room is not None:
+            self.kick(target, by, reason)
+            return target.name
+        person = self.cluster.person(name) if self.cluster is not None else None
+        if person is None:
+            raise no_such_name(name)
+        self.cluster.tell_others(KICK, {"name": person["name"], "by": by, "reason": reason})
+        return person["name"]
 
-    def _ban_name(self, order: BanOrder, by: str) -> str:
+    def ban(self, order: BanOrder, by: str) -> str:
+        """Ban what ``order`` says and kick whoever it covers, on every node of a cluster; return
+        what was done, in one line."""
+        ban, said = self._ban_address(order, by) if order.by_address else self._ban_name(order, by)
+        if self.cluster is not None:
+            self.cluster.tell_others(BAN, {**ban_fields(ban), "by": by})
+        return said
+
+    def _ban_name(self, order: BanOrder, by: str) -> tuple[Ban, str]:
         """Ban a name, held now or not (someone just kicked), and kick whoever holds it."""
         try:
             name = check_name(order.target)
@@ -152,37 +198,49 @@ class Moderation:
             raise CommandError(f"{exc}; /ban {ADDRESS_FLAG} bans an address") from None
         ban = self.bans.add_name(name, order.minutes)
         log.warning("%s banned %s %s", by, describe_target(ban), self._span(order))
-        holder = self.registry.find(name)
-        if holder is not None:
-            self.kick(holder, by, BANNED)
+        kicked = [victim.name for victim in self._kick_covered(ban, by)]
+        if not kicked and self.cluster is not None and (person := self.cluster.person(name)) is not None:
+            kicked = [f"{person['name']} (on another server)"]
         said = f"Banned {describe_target(ban)} {self._span(order)}"
-        return said + (f"; kicked {holder.name}." if holder else ".")
+        return ban, said + (f"; kicked {kicked[0]}." if kicked else ".")
 
-    def _ban_address(self, order: BanOrder, by: str) -> str:
-        """Ban an address or block, or a connected member's address; kick everyone in it, by name."""
-        member = None
+    def _ban_address(self, order: BanOrder, by: str) -> tuple[Ban, str]:
+        """Ban an address or block, or a connected person's address (on any node); kick everyone
+        in it, by name (here; the other nodes kick their own)."""
+        member = person = None
         try:
             ban = self.bans.add(order.target, order.minutes)
         except InvalidAddressError:
             member = self.registry.find(order.target)
-            if member is None:
+            person = self.cluster.person(order.target) if member is None and self.cluster is not None else None
+            if member is None and person is None:
                 raise CommandError(f'"{order.target}" is neither an address nor a connected name') from None
-            ban = self.bans.add(member.host, order.minutes)
-        victims = [v for v in self.registry.connections()
-                   if v.name is not None and contains([ban.target], v.host)]
-        for victim in victims:
-            self.kick(victim, by, BANNED)
+            ban = self.bans.add(member.host if member is not None else person["host"], order.minutes)
+        victims = self._kick_covered(ban, by)
         log.warning("%s banned %s %s, kicking %d", by, ban.target, self._span(order), len(victims))
         others = [v.name for v in victims if v is not member]
         said = f"Banned {ban.target}"
         if member is not None:
             said += f" ({member.name}'s address) {self._span(order)}; kicked {member.name}"
+        elif person is not None:
+            said += f" ({person['name']}'s address, on another server) {self._span(order)}"
         else:
             said += f" {self._span(order)}"
         if others:
             said += (f"; also kicked {list_names(others, MAX_LISTED_NAMES)} (same address)" if member
                      else f"; kicked {list_names(others, MAX_LISTED_NAMES)}")
-        return said + "."
+        return ban, said + "."
+
+    def _kick_covered(self, ban: Ban, by: str) -> list[Member]:
+        """Kick the people here that ``ban`` covers; return them."""
+        if isinstance(ban.target, str):
+            holder = self.registry.find(ban.target)
+            victims = [holder] if holder is not None else []
+        else:
+            victims = [v for v in self.registry.connections() if v.name is not None and contains([ban.target], v.host)]
+        for victim in victims:
+            self.kick(victim, by, BANNED)
+        return victims
 
     @staticmethod
     def _span(order: BanOrder) -> str:
@@ -190,13 +248,33 @@ class Moderation:
 
     def unban(self, order: BanOrder) -> str:
         """Lift a name ban, or (``by_address``) an address ban; return what was done."""
-        if order.by_address:
-            lifted, what = self.bans.remove(order.target), order.target
-        else:
-            lifted, what = self.bans.remove_name(order.target), f'the name "{order.target}"'
+        lifted = self._lift(order.target, order.by_address)
+        what = order.target if order.by_address else f'the name "{order.target}"'
         if not lifted:
             raise CommandError(f"{what} is not banned")
+        if self.cluster is not None:
+            self.cluster.tell_others(UNBAN, {"target": order.target, "address": order.by_address})
         return f"Lifted the ban on {what}."
+
+    def _lift(self, target: str, address: bool) -> bool:
+        return self.bans.remove(target) if address else self.bans.remove_name(target)
+
+    def apply(self, kind: str, fields: dict[str, Any]) -> None:
+        """Do here what another node of the cluster did (or, at start, what Redis keeps): a kick
+        of one of this node's people, a ban (kicking whoever it covers here) or an unban."""
+        if kind == KICK:
+            target = self.registry.find(fields["name"])
+            if target is not None and target.room is not None:
+                self.kick(target, fields["by"], fields["reason"])
+        elif kind == BAN:
+            until = fields["until"]
+            minutes = 0.0 if until is None else (until - time.time()) / 60
+            if until is not None and minutes <= 0:
+                return  # over already
+            add = self.bans.add if fields["address"] else self.bans.add_name
+            self._kick_covered(add(fields["target"], minutes), fields["by"])
+        elif kind == UNBAN:
+            self._lift(fields["target"], fields["address"])
 
     def describe_bans(self) -> list[str]:
         now = time.time()

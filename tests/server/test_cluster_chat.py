@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 
 import pytest
+
+from groupchat.protocol import is_welcome
 
 from conftest import UNLIMITED, Peer, stored_messages, wait_for
 
@@ -20,7 +23,8 @@ def redis(redis_server):
 @pytest.fixture
 def nodes(redis, start_server, tmp_path):
     """Three servers sharing one Redis, each with its own SQLite history."""
-    return [start_server(**UNLIMITED, redis=redis.url, history_path=str(tmp_path / f"node{i}.db"))
+    return [start_server(**UNLIMITED, redis=redis.url, op_password="sesame",
+                         history_path=str(tmp_path / f"node{i}.db"))
             for i in range(3)]
 
 
@@ -83,6 +87,7 @@ def test_lines_from_every_node_reach_every_node_in_one_order_with_the_same_ids(n
 
 def test_a_topic_set_on_one_node_is_the_topic_on_the_others(peers):
     ann, bob, cy = peers
+    make_op(ann)  # (topics are for operators where there is an operator password)
     ann.say("/topic cross-node plans")
     for peer in peers:
         peer.expect_event("topic", text="cross-node plans")
@@ -203,3 +208,94 @@ def test_a_line_redis_did_not_take_is_an_error_to_its_sender_and_the_chat_carrie
     ann.say(json.dumps({"op": "send", "text": "back again", "label": "v2"}))
     ack = ann.expect_event("ack", label="v2")
     assert messages(bob, 1) == [(ack["id"], "ann", "back again")]  # and never the line not sent
+
+
+def make_op(peer: Peer) -> None:
+    peer.say("/op sesame")
+    peer.expect_event("notice", text="You are now an operator.")
+
+
+def test_an_operator_kicks_someone_on_another_node(peers):
+    ann, bob, cy = peers
+    make_op(ann)
+    ann.say("/kick bob enough")
+    bye = bob.expect_event("bye", code="KICKED")
+    assert bye["message"] == "You were kicked by ann: enough."
+    bob.expect_eof()
+    for peer in (ann, cy):
+        leave = peer.expect_event("leave", names=["bob"])
+        assert leave["reason"] == "kicked by ann: enough"
+    ann.say("/kick nobody")
+    ann.expect_event("error", code="NO_SUCH_NAME")
+
+
+def test_a_ban_holds_on_every_node_until_lifted(nodes, peers, connect, start_server, redis, tmp_path):
+    ann, bob, cy = peers
+    make_op(ann)
+    ann.say("/ban Bob")
+    said = ann.expect_event("notice")["text"]
+    assert said == 'Banned the name "Bob" until lifted; kicked bob (on another server).'
+    assert bob.expect_event("bye", code="BANNED")["message"] == "You were kicked by ann: banned."
+    cy.expect_event("leave", names=["bob"], reason="kicked by ann: banned")
+    for node in (nodes[1], nodes[2]):  # nobody takes the name on any node
+        again = connect(target=node)
+        again.next_line()
+        again.say("bob")
+        again.expect(r'the name "bob" is banned')
+    later = start_server(**UNLIMITED, redis=redis.url, history_path=str(tmp_path / "later.db"))
+    make_op(cy)
+    cy.say("/bans")  # the same list everywhere, and on a node that started after the ban
+    assert cy.expect_event("notice")["text"] == 'the name "Bob" until lifted'
+    late = connect(target=later)
+    late.next_line()
+    late.say("BOB")
+    late.expect(r'the name "BOB" is banned')
+    cy.say("/unban bob")
+    cy.expect_event("notice", text='Lifted the ban on the name "bob".')
+    for node in (nodes[0], later):  # each node lifts it as it reads the unban: soon, not at once
+        wait_for(lambda: welcomed(node, "bob"), what=f"bob welcome on {node.server_address}")
+
+
+def welcomed(node, name: str) -> bool:
+    """Whether ``node`` welcomes a newcomer called ``name`` (who then leaves)."""
+    with contextlib.closing(Peer(node.server_address)) as peer:
+        peer.next_line()
+        peer.say(name)
+        return is_welcome(peer.next_line())
+
+
+def test_an_address_ban_removes_whoever_has_the_address_on_any_node(peers):
+    ann, bob, cy = peers
+    make_op(ann)
+    ann.say("/ban --address cy 5")  # everyone here is on 127.0.0.1: all three go
+    said = ann.expect_event("bye", code="BANNED")
+    assert said["message"] == "You were kicked by ann: banned."
+    for peer in (bob, cy):
+        peer.expect_event("bye", code="BANNED")
+
+
+def test_whois_answers_for_someone_on_another_node(peers):
+    ann, bob, cy = peers
+    cy.say("/away lunch")
+    cy.expect_event("notice", text="You are away: lunch")
+    ann.say("/whois CY")
+    seen = ann.expect_event("whois")
+    assert (seen["name"], seen["room"], seen["away"], seen["op"], seen.get("address")) == ("cy", "lobby", "lunch",
+                                                                                       False, None)
+    make_op(ann)
+    ann.say("/whois cy")
+    assert ann.expect_event("whois")["address"].startswith("127.0.0.1:")
+    ann.say("/whois nobody")
+    ann.expect_event("error", code="NO_SUCH_NAME")
+
+
+def test_a_topic_set_where_no_one_else_is_is_told_to_a_newcomer_on_another_node(peers):
+    ann, bob, cy = peers
+    make_op(ann)
+    ann.say("/join dev")
+    ann.expect_event("enter", room="dev")
+    ann.say("/topic release friday")
+    ann.expect_event("topic", text="release friday")
+    cy.say("/join dev")
+    cy.expect_event("enter", room="dev")
+    assert cy.expect_event("topic")["text"] == "release friday"

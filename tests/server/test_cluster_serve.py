@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import pty
 import re
 import socket
 import subprocess
@@ -85,3 +87,38 @@ def test_a_node_killed_under_load_leaves_the_others_serving_with_nothing_lost(re
     finally:
         for peer in (ann, bob, cy):
             peer.close()
+
+
+def test_one_nodes_console_speaks_kicks_and_bans_on_every_node(redis_server, server_process):
+    redis = redis_server()
+    controller, terminal = pty.openpty()  # the console reads a terminal
+    first = server_process("--redis", redis.url, stdin=terminal)
+    second = server_process("--redis", redis.url)
+    ann, bob = Peer(second.address), Peer(second.address)
+
+    def type_line(line: str) -> None:
+        os.write(controller, line.encode() + b"\n")
+
+    try:
+        ann.join("ann")
+        bob.join("bob")
+        ann.expect(r"bob joined")
+        type_line("say maintenance at noon")
+        first.expect_output(r"^Said to 0 people here, and to the people on the other servers\.$")
+        ann.expect(r"\*\*\* Notice from the server: maintenance at noon$")
+        type_line("who")
+        first.expect_output(r"^ann in lobby on another server$")
+        type_line("kick bob bye now")
+        first.expect_output(r"^Kicked bob\.$")
+        bob.expect(r"You were kicked by the server: bye now\.$")
+        ann.expect(r"\*\*\* bob left \(kicked by the server: bye now\)$")
+        type_line("ban ann 10")
+        first.expect_output(r'^Banned the name "ann" for 10 minutes; kicked ann \(on another server\)\.$')
+        ann.expect(r"You were kicked by the server: banned\.$")
+        type_line("bans")
+        first.expect_output(r'^the name "ann" for 10 more minutes$')
+    finally:
+        ann.close()
+        bob.close()
+        os.close(controller)
+        os.close(terminal)

@@ -19,11 +19,14 @@ from groupchat import jsonl
 from groupchat.errors import ClusterError, CommandError, NameTakenError, NotSentError
 from groupchat.jsonl import render_event
 from groupchat.protocol import name_key
+from groupchat.server.access import parse_network
+from groupchat.server.chat import Chat, profile
 from groupchat.server.cluster.node import Node
 from groupchat.server.cluster.publisher import HOLD_SECONDS
 from groupchat.server.events import RoomEvent
+from groupchat.server.moderation import BAN, SAY, UNBAN
 from groupchat.server.notices import Comings
-from groupchat.server.registry import LOBBY, Room
+from groupchat.server.registry import LOBBY, Member, Room
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,16 @@ def _rendering(parts: list[list[Any]]) -> Callable[[int, str, str], bytes]:
     return render
 
 
+def ban_key(fields: dict[str, Any]) -> str:
+    """Where Redis keeps a ban (see moderation.ban_fields): by its block, or by its name's key.
+
+    >>> ban_key({"target": "10.0.0.7", "address": True}), ban_key({"target": "Bob", "address": False})
+    ('address:10.0.0.7/32', 'name:bob')
+    """
+    target = fields["target"]
+    return f"address:{parse_network(target)}" if fields["address"] else f"name:{name_key(target)}"
+
+
 class Bridge:
     """The chat's side of a node: :meth:`publish` room events, :meth:`claim` and :meth:`release`
     names, :meth:`enter` and :meth:`leave` rooms; what the node reads is delivered to this
@@ -80,7 +93,7 @@ class Bridge:
 
     node_class = Node
 
-    def __init__(self, chat: Any, url: str) -> None:  # a Chat, whose module imports this one
+    def __init__(self, chat: Chat, url: str) -> None:
         self.chat = chat
         self.node = self.node_class(url, self.deliver, on_name_lost=self.name_lost)
         # Rooms with deliveries queued.  Their own thread sends them, so that events read one
@@ -98,6 +111,11 @@ class Bridge:
         if history is not None:
             self.node.ids_above(history.next_id - 1)
         self.watch(LOBBY)
+        for key, fields in self.node.presence.bans().items():
+            if fields["until"] is not None and fields["until"] <= self.chat.clock.now():
+                self.node.presence.unban(key)  # over: Redis need keep it no longer
+            else:
+                self.chat.moderation.apply(BAN, fields)
 
     def close(self) -> None:
         """Tell the other nodes that this server's people left (it is stopping), then unlink."""
@@ -138,6 +156,38 @@ class Bridge:
             if exc.code == jsonl.NO_SUCH_NAME:
                 raise CommandError(f'no one called "{name}" is here', code=jsonl.NO_SUCH_NAME) from None
             raise
+
+    def tell_others(self, kind: str, fields: dict[str, Any]) -> None:
+        """Have every other node do what this one did (see Moderation.apply; ``say``: tell its
+        people a notice); a ban is kept in Redis for nodes that start later.  NotSentError
+        when Redis did not take it."""
+        if kind == BAN:
+            self.node.presence.ban(ban_key(fields), fields)
+        elif kind == UNBAN:
+            self.node.presence.unban(ban_key(fields))
+        self.first_id(self.node.broadcast({"control": kind, "node": self.node.id, **fields}))
+
+    def person(self, name: str) -> Optional[dict[str, Any]]:
+        """What /whois says of ``name``, held by any node; None if no node holds it."""
+        return self.node.presence.person(name_key(name))
+
+    def note(self, member: Member) -> None:
+        """Keep what /whois says of one of this node's people for the other nodes."""
+        try:
+            self.node.presence.describe(self.node.id, name_key(member.name), profile(member))
+        except ClusterError as exc:
+            log.warning("/whois of %s on other servers: %s", member.name, exc)
+
+    def keep_topic(self, room: str, topic: str) -> None:
+        self.node.presence.set_topic(name_key(room), topic)
+
+    def topic(self, room: str) -> Optional[str]:
+        """The topic a room has, as set on any node (None if none, or Redis is away)."""
+        try:
+            return self.node.presence.topic(name_key(room))
+        except ClusterError as exc:
+            log.warning("topic of %s: %s", room, exc)
+            return None
 
     def who(self, room: str) -> list[str]:
         """The names in ``room`` on every node."""
@@ -182,6 +232,9 @@ class Bridge:
         if "to" in wire:
             self._deliver_private(wire)
             return
+        if "control" in wire:
+            self._control(wire)
+            return
         if "room" not in wire or "kind" not in wire:
             log.warning("ignored an event of a kind this server does not know: %s", wire.get("type"))
             return
@@ -224,6 +277,15 @@ class Bridge:
                 room.fanout.flush()
             if stopping and not rooms:
                 return
+
+    def _control(self, wire: dict[str, Any]) -> None:
+        """What another node's operator or console did, done to this node's people."""
+        if wire["node"] == self.node.id:
+            return  # done here already
+        if wire["control"] == SAY:
+            self.chat.announce(wire["text"])
+        else:
+            self.chat.moderation.apply(wire["control"], wire)
 
     def _deliver_private(self, wire: dict[str, Any]) -> None:
         target = self.chat.registry.find(wire["to"])

@@ -99,6 +99,10 @@ class Keys:
         """Hash: what one node last published, so that a retried publish is not published twice."""
         return f"{self.prefix}published:{node}"
 
+    def people(self, node: str) -> str:
+        """Hash: what /whois says of each person on one node, by name key (JSON)."""
+        return f"{self.prefix}people:{node}"
+
     def topics(self) -> str:
         return f"{self.prefix}topics"
 

@@ -32,7 +32,7 @@ class Node:
 
     ``on_event(event)`` is called on the reader's thread, in id order per stream, once per event:
     room events (``event["room"]``) of the rooms watched, private messages for names this node
-    holds (``event["to"]``) and control events (kicks, bans: ``event["type"]``).
+    holds (``event["to"]``) and control events (kicks, bans: ``event["control"]``).
     ``on_name_lost(name)`` is called on the heartbeat's thread for a name whose lease another
     node took (this node was cut off from Redis for longer than a lease).
     Use: ``node = Node(url, on_event); node.start(); ...; node.close()``.
@@ -80,6 +80,7 @@ class Node:
                 self.presence.leave(room, name)
             for name in held:
                 self.names.release(name)
+            self.link.call(lambda: self.link.redis.delete(self.link.keys.people(self.id)))
         except ClusterError as exc:
             log.warning("node %s: names not freed (their leases will run out): %s", self.id, exc)
         self.reader.close()
@@ -129,6 +130,7 @@ class Node:
         with self._lock:
             self._held.discard(name)
         self.names.release(name)
+        self.presence.forget(self.id, name)
 
     def enter(self, room: str, name: str) -> None:
         with self._lock:

@@ -51,6 +51,14 @@ end
 return counts
 """
 
+# KEYS: a name's lease.  ARGV: the people hashes' key prefix, the name's key.  Answers what the
+# node holding the name says of that person (nil if no node holds it).
+PERSON = """
+local node = redis.call('GET', KEYS[1])
+if not node then return false end
+return redis.call('HGET', ARGV[1] .. node, ARGV[2])
+"""
+
 
 class Presence:
     """Rooms and their people across the cluster, topics and bans.  Each call is one round trip;
@@ -62,6 +70,7 @@ class Presence:
         self._enter = link.redis.register_script(ENTER)
         self._who = link.redis.register_script(WHO)
         self._rooms = link.redis.register_script(ROOMS)
+        self._person = link.redis.register_script(PERSON)
 
     def enter(self, places: list[tuple[str, str]]) -> None:
         """Put each (room, name) in its room until a lease from now; the heartbeat calls it again."""
@@ -83,6 +92,20 @@ class Presence:
         """Every room someone is in, on any node, with how many are in it."""
         flat = self._link.call(lambda: self._rooms(keys=[self._link.keys.rooms], args=[self._link.keys.members("")]))
         return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    def describe(self, node: str, name: str, details: dict[str, Any]) -> None:
+        """Keep what /whois says of ``name``, one of ``node``'s people (``details``: JSON fields)."""
+        payload = json.dumps(details, separators=(",", ":"))
+        self._link.call(lambda: self._link.redis.hset(self._link.keys.people(node), name, payload))
+
+    def forget(self, node: str, name: str) -> None:
+        self._link.call(lambda: self._link.redis.hdel(self._link.keys.people(node), name))
+
+    def person(self, name: str) -> Optional[dict[str, Any]]:
+        """What the node holding ``name`` says of its person; None if no node holds it."""
+        keys = self._link.keys
+        found = self._link.call(lambda: self._person(keys=[keys.name(name)], args=[keys.people(""), name]))
+        return json.loads(found) if found else None
 
     def set_topic(self, room: str, topic: Optional[str]) -> None:
         """Keep a room's topic for every node; None clears it."""
