@@ -12,7 +12,7 @@ import click
 
 from groupchat import __version__
 from groupchat.errors import GroupchatError
-from groupchat.net import split_target
+from groupchat.net import split_targets
 from groupchat.passwords import chat_password, read_secret
 from groupchat.protocol import DEFAULT_PORT, MAX_LINE_BYTES
 from groupchat.server.flood import DEFAULT_ADDRESS_BURST, DEFAULT_ADDRESS_RATE, DEFAULT_BURST, DEFAULT_RATE
@@ -152,22 +152,20 @@ def serve(host: str, port: int, password_file: str | None, op_password_file: str
 def join(host: str, port: int | None, name: str | None, tls: bool, cafile: str | None, insecure: bool,
          password_file: str | None, no_bell: bool, json_events: bool, no_reconnect: bool) -> None:
     """Join the chat served at HOST (name or address; HOST:PORT and [IPv6]:PORT work too) on
-    PORT, 7111 unless given."""
+    PORT, 7111 unless given.  Several servers of one chat go comma-separated
+    (host1:port1,host2:port2): the first that answers is joined, and after a drop the next."""
     from groupchat.client.terminal import run_client
     from groupchat.tls import client_context
 
     with _errors_as_one_line():
         try:
-            host, in_host = split_target(host, 0)
+            addresses = split_targets(host, port, DEFAULT_PORT)
         except ValueError as exc:
             raise GroupchatError(str(exc)) from exc
-        if port and in_host and in_host != port:
-            raise GroupchatError(f"two ports given: {in_host} in HOST, and {port}")
-        port = port or in_host or DEFAULT_PORT
         if (cafile or insecure) and not tls:
             raise GroupchatError("--cafile and --insecure need --tls")
         password = chat_password(password_file)
-        sys.exit(run_client(host=host, port=port, name=name or _login_name(), password=password,
+        sys.exit(run_client(addresses=addresses, name=name or _login_name(), password=password,
                             tls=client_context(cafile, insecure) if tls else None, bell=not no_bell,
                             json_events=json_events, reconnect=not no_reconnect))
 

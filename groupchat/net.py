@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import resource
 import socket
+from typing import Optional
 
 from groupchat.errors import ServerStartError
 
@@ -45,6 +46,34 @@ def split_target(target: str, default_port: int) -> tuple[str, int]:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{target}: {port!r} is not a port (1-65535)")
     return host, int(port)
+
+
+def split_targets(targets: str, port: Optional[int], default_port: int) -> list[tuple[str, int]]:
+    """The servers a person names: one address as :func:`split_target` takes it, or several
+    separated by commas (every node of one chat).  One without a port of its own takes ``port``,
+    else ``default_port``; ValueError if an address is malformed, missing, or gives a port
+    other than ``port``.
+
+    >>> split_targets("localhost", None, 7111), split_targets("localhost", 111, 7111)
+    ([('localhost', 7111)], [('localhost', 111)])
+    >>> split_targets("[::1]:7111,localhost:7112", None, 7111)
+    [('::1', 7111), ('localhost', 7112)]
+    >>> split_targets("one, two:7400", 7500, 7111)
+    Traceback (most recent call last):
+    ValueError: two ports given: 7400 in HOST, and 7500
+    >>> split_targets("one,,two", None, 7111)
+    Traceback (most recent call last):
+    ValueError: 'one,,two' has an empty address
+    """
+    addresses = []
+    for target in targets.split(","):
+        if not target.strip():
+            raise ValueError(f"{targets!r} has an empty address")
+        host, own = split_target(target.strip(), 0)
+        if port and own and own != port:
+            raise ValueError(f"two ports given: {own} in HOST, and {port}")
+        addresses.append((host, own or port or default_port))
+    return addresses
 
 
 def address_family(host: str) -> socket.AddressFamily:

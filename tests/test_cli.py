@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from groupchat.cli import cli
+from groupchat.net import format_address
 
 from conftest import GROUPCHAT, REPO, WAIT_SECONDS, Peer
 
@@ -52,15 +53,16 @@ def test_join_json_keeps_stdout_for_events_even_when_it_cannot_connect():
     assert_one_line_error(result, "connection refused")
 
 
-@pytest.mark.parametrize("target", ["127.0.0.1:{port}", "localhost:{port}", "[::1]:{port}", "::1 {port}"])
+@pytest.mark.parametrize("target", ["127.0.0.1:{port}", "localhost:{port}", "[::1]:{port}", "::1 {port}",
+                                    "localhost {port}"])
 def test_join_takes_the_port_after_the_host_as_people_type_it(server_process, target):
     server = server_process("--host", "::", "--rate", "0")
     result = run_cli("join", *target.format(port=server.port).split(), "--name", "ada", input="hi\n")
     if result.returncode and "cannot reach" in result.stderr:
         pytest.skip("no IPv6 loopback here")
     assert result.returncode == 0, result.stderr
-    host = target.split()[0].rpartition(":")[0] if " " not in target else "[::1]"
-    assert result.stdout.startswith(f"Connected to {host}:{server.port}\n"), result.stdout
+    host, *port = target.format(port=server.port).split()
+    assert result.stdout.startswith(f"Connected to {format_address((host, *port)) if port else host}\n"), result.stdout
     assert "<ada> hi" in result.stdout
 
 
@@ -68,9 +70,40 @@ def test_join_takes_the_port_after_the_host_as_people_type_it(server_process, ta
     (["127.0.0.1:7400", "7500"], "two ports given: 7400 in HOST, and 7500"),
     (["[::1", ], "an IPv6 address goes in brackets"),
     (["localhost:http"], "'http' is not a port"),
+    (["one.example,two.example:7400", "7500"], "two ports given: 7400 in HOST, and 7500"),
+    (["127.0.0.1:7400,,127.0.0.1:7401"], "'127.0.0.1:7400,,127.0.0.1:7401' has an empty address"),
+    (["127.0.0.1,[::1:7400"], "an IPv6 address goes in brackets"),
 ])
 def test_join_says_what_is_wrong_with_its_address(args, error):
     assert_one_line_error(run_cli("join", *args, "--name", "ada"), error)
+
+
+def closed_ports(count: int) -> list[int]:
+    """Loopback ports that nothing listens on, found by binding and letting go (connecting is refused)."""
+    probes = [socket.socket() for _ in range(count)]
+    for probe in probes:
+        probe.bind(("127.0.0.1", 0))
+    ports = [probe.getsockname()[1] for probe in probes]
+    for probe in probes:
+        probe.close()
+    return ports
+
+
+def test_join_with_several_addresses_joins_the_first_that_answers(server_process):
+    server = server_process("--rate", "0")
+    refused, = closed_ports(1)
+    result = run_cli("join", f"127.0.0.1:{refused},localhost:{server.port}", "--name", "ada", input="hi\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Connected to localhost:{server.port}\n"), result.stdout
+    assert "<ada> hi" in result.stdout
+
+
+def test_join_where_no_address_answers_names_each_in_one_line():
+    ports = closed_ports(2)
+    result = run_cli("join", ",".join(f"127.0.0.1:{port}" for port in ports), "--name", "ada")
+    assert_one_line_error(result, "no server answered: ")
+    for port in ports:
+        assert f"connection refused: is a server running on 127.0.0.1:{port}?" in result.stderr
 
 
 def test_join_without_a_port_uses_7111():

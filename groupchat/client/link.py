@@ -1,11 +1,13 @@
 """The client's connection to the server, kept across drops: connect, handshake, read, reconnect.
 
-:class:`Link` runs the handshake on a new connection, then a reader thread that hands each
+:class:`Link` connects to the first of its :class:`Servers` that answers (the addresses given,
+every address of each name), runs the handshake, then a reader thread that hands each
 event to an :class:`Output` (the person's transcript, or a program's event log).  When the
-connection drops, or the server stops for a restart, it reconnects by itself, waiting a
-:class:`Backoff` between attempts: it resumes the session with its token and the last id seen
-in the room or, when the server no longer knows it, joins again under the same name and asks
-for what was said meanwhile.  Either way a :class:`~groupchat.client.session.CatchUp` shows the
+connection drops, or the server stops for a restart, it reconnects by itself, to the next
+address in turn, waiting a :class:`Backoff` between attempts: it resumes the session with its
+token and the last id seen in the room or, when the server there does not know it (restarted,
+or another node of the chat), joins again under the same name and asks for what was said
+meanwhile.  Either way a :class:`~groupchat.client.session.CatchUp` shows the
 lines missed, each once, in order, before anything live; so does a ``missed`` event, which the
 server sends a reader too slow for the room.  Lines sent while the connection is down wait for
 the next one.
@@ -17,8 +19,9 @@ import random
 import socket
 import ssl
 import threading
+import time
 from collections import deque
-from typing import Callable, Optional, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 from groupchat import jsonl
 from groupchat.client.session import CatchUp, Handshake, Heard, Sent, Session, Step
@@ -47,6 +50,10 @@ ASK_NAME = "Name: "
 ASK_PASSWORD = "Password: "
 FIRST_DELAY_SECONDS = 0.5
 MOST_DELAY_SECONDS = 15.0
+# The longest wait between attempts while a server refuses the name as taken, within the
+# session's window: the taker is likely the client's own dropped session, held by a node
+# that died until its lease runs out (seconds), so the name comes free without warning.
+HELD_NAME_DELAY_SECONDS = 2.0
 
 Line = Union[str, LineTooLong]
 Connection = Union[socket.socket, TLSConnection]
@@ -111,28 +118,94 @@ class LineReader:
         return self._lines.popleft()
 
 
-def connect(host: str, port: int, tls: Optional[ssl.SSLContext] = None) -> Connection:
+class Endpoint(NamedTuple):
+    """One address to connect to: ``host`` and ``port`` as given (the name TLS verifies), and
+    one of the socket addresses the host has."""
+
+    host: str
+    port: int
+    family: socket.AddressFamily
+    sockaddr: tuple
+    shared: bool = False  # the name has other addresses too: say which one this is
+
+    def __str__(self) -> str:
+        """How the person is told where the client is.
+
+        >>> str(Endpoint("chat.example.org", 7111, socket.AF_INET6, ("2001:db8::7", 7111, 0, 0), shared=True))
+        'chat.example.org:7111 (2001:db8::7)'
+        """
+        given = format_address((self.host, self.port))
+        return f"{given} ({self.sockaddr[0]})" if self.shared else given
+
+
+def resolve(host: str, port: int) -> list[Endpoint]:
+    """Every address of ``host`` (its A and AAAA records, in the resolver's order), or a
+    :class:`ConnectError` saying it has none."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConnectError(f"unknown host {host} ({exc.strerror})") from exc
+    shared = len({info[4][0] for info in infos}) > 1
+    return [Endpoint(host, port, family, sockaddr, shared) for family, _, _, _, sockaddr in infos]
+
+
+def connect(endpoint: Endpoint, tls: Optional[ssl.SSLContext] = None) -> Connection:
     """A connection to the server (IPv4 or IPv6; TLS with ``tls``), or a :class:`ConnectError` saying why.
 
     It keeps :data:`CONNECT_TIMEOUT_SECONDS` as its timeout, for the TLS and name handshakes.
     """
-    address = format_address((host, port))
+    address = format_address((endpoint.host, endpoint.port))
+    sock = socket.socket(endpoint.family, socket.SOCK_STREAM)
+    sock.settimeout(CONNECT_TIMEOUT_SECONDS)
     try:
-        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS)
-    except ConnectionRefusedError as exc:
-        raise ConnectError(f"connection refused: is a server running on {address}?") from exc
-    except socket.gaierror as exc:
-        raise ConnectError(f"unknown host {host} ({exc.strerror})") from exc
-    except OSError as exc:  # unreachable, timed out, ...
-        raise ConnectError(f"cannot reach {address}: {_why(exc)}") from exc
+        sock.connect(endpoint.sockaddr)
+    except OSError as exc:
+        sock.close()
+        if isinstance(exc, ConnectionRefusedError):
+            raise ConnectError(f"connection refused: is a server running on {address}?") from exc
+        raise ConnectError(f"cannot reach {address}: {_why(exc)}") from exc  # unreachable, timed out, ...
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if tls is None:
         return sock
     try:
-        return TLSConnection(sock, tls, server_hostname=host)
+        return TLSConnection(sock, tls, server_hostname=endpoint.host)
     except OSError as exc:  # ssl.SSLError is one
         sock.close()
         raise ConnectError(f"TLS with {address} failed: {_tls_failure(exc)}") from exc
+
+
+class Servers:
+    """The addresses given, taken in turn: every address of the first name (its A and AAAA
+    records), then of the next, and round again.  A name is resolved when its turn comes, so
+    each round sees its records as they are then.
+
+    >>> records = {"chat": ["10.0.0.1", "10.0.0.2"], "spare": ["10.0.0.3"]}
+    >>> def fake_resolve(host, port):
+    ...     return [Endpoint(host, port, socket.AF_INET, (ip, port)) for ip in records[host]]
+    >>> servers = Servers([("chat", 7111), ("spare", 7112)], resolve=fake_resolve)
+    >>> [(servers.next().sockaddr[0], servers.round_done) for _ in range(4)]
+    [('10.0.0.1', False), ('10.0.0.2', False), ('10.0.0.3', True), ('10.0.0.1', False)]
+    """
+
+    def __init__(self, addresses: Sequence[tuple[str, int]],
+                 resolve: Callable[[str, int], list[Endpoint]] = resolve) -> None:
+        self.addresses = list(addresses)
+        self._resolve = resolve
+        self._next_name = 0  # the index of the name whose turn comes next
+        self._endpoints: deque[Endpoint] = deque()  # the addresses of this name not tried yet
+
+    def next(self) -> Endpoint:
+        """The next address in turn; ConnectError for a name that has none (its turn is over)."""
+        if not self._endpoints:
+            host, port = self.addresses[self._next_name]
+            self._next_name = (self._next_name + 1) % len(self.addresses)
+            self._endpoints.extend(self._resolve(host, port))
+        return self._endpoints.popleft()
+
+    @property
+    def round_done(self) -> bool:
+        """Whether the address :meth:`next` gave last ended a round: each was tried once."""
+        return not self._endpoints and self._next_name == 0
 
 
 def _tls_failure(exc: OSError) -> str:
@@ -156,8 +229,8 @@ class Backoff:
 
     >>> [Backoff(random=lambda: 1.0).delay(attempt) for attempt in range(1, 8)]
     [0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0]
-    >>> Backoff(random=lambda: 0.0).delay(3)
-    1.0
+    >>> Backoff(random=lambda: 0.0).delay(3), Backoff(random=lambda: 1.0).delay(7, most=2.0)
+    (1.0, 2.0)
     """
 
     def __init__(self, first: float = FIRST_DELAY_SECONDS, most: float = MOST_DELAY_SECONDS,
@@ -167,28 +240,32 @@ class Backoff:
         self.jitter = jitter
         self._random = random
 
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before attempt number ``attempt`` (1 for the first)."""
-        delay = min(self.most, self.first * 2 ** (attempt - 1))
+    def delay(self, attempt: int, most: Optional[float] = None) -> float:
+        """Seconds to wait before attempt number ``attempt`` (1 for the first), at most ``most``
+        if that is shorter than the backoff's own limit."""
+        delay = min(self.most if most is None else min(most, self.most), self.first * 2 ** (attempt - 1))
         return delay * (0.5 + 0.5 * self._random()) if self.jitter else delay
 
 
 class Link:
     """The chat's connection to the server, across reconnects.
 
-    :meth:`open` connects and runs the handshake in the caller's thread (raising what
-    :func:`connect` and the handshake raise), :meth:`start` starts the reader thread, and
-    :meth:`send` sends a line typed by the person; :meth:`close` leaves.  With ``reconnect``
-    the reader reconnects after a drop or a server's SHUTDOWN, telling ``status`` how it goes
-    (None once back); without it, or after a final goodbye (:attr:`Session.final`), a refused name or a
+    :meth:`open` connects to the first of ``addresses`` (host, port) that answers and runs the
+    handshake in the caller's thread (raising what :func:`connect` and the handshake raise),
+    :meth:`start` starts the reader thread, and :meth:`send` sends a line typed by the person;
+    :meth:`close` leaves.  With ``reconnect`` the reader reconnects after a drop or a server's
+    SHUTDOWN, to the next address in turn, telling ``status`` how it goes (None once back);
+    without it, or after a final goodbye (:attr:`Session.final`), a refused name or a
     ban, the link ends: ``end`` is then why (a :class:`~groupchat.errors.GroupchatError`), and
-    ``on_end`` is called with it once.
+    ``on_end`` is called with it once.  A name refused as taken is tried again while the
+    session's window lasts (see :meth:`Session.may_be_held`): a node that died holds it a while.
     """
 
-    def __init__(self, *, host: str, port: int, output: Output, tls: Optional[ssl.SSLContext] = None,
+    def __init__(self, *, addresses: Sequence[tuple[str, int]], output: Output, tls: Optional[ssl.SSLContext] = None,
                  password: Optional[str] = None, reconnect: bool = True, backoff: Optional[Backoff] = None,
                  status: Callable[[Optional[str]], None] = lambda text: None) -> None:
-        self.host, self.port, self.tls = host, port, tls
+        self.servers = Servers(addresses)
+        self.tls = tls
         self.output = output
         self.session: Session = output.session
         self.password = password
@@ -205,6 +282,8 @@ class Link:
         self._unconfirmed: list[Sent] = []  # sent before a drop, never answered
         self._catch_up: Optional[CatchUp] = None
         self._rejoined = False  # the catch-up follows a reconnect (not a slow reader's gap)
+        self._connected: Callable[[str], None] = lambda text: None  # told where, on each new server
+        self._at: Optional[Endpoint] = None  # the address connected to last
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -213,10 +292,11 @@ class Link:
     def open(self, handshake: Handshake, ask: Optional[Callable[[str, bool], str]] = None,
              connected: Optional[Callable[[str], None]] = None) -> None:
         """Connect and run ``handshake`` (``ask`` asks the person for a password or another name);
-        ``connected`` is told where, once connected."""
-        sock = connect(self.host, self.port, self.tls)
+        ``connected`` is told where, once connected, and again whenever a reconnect lands on
+        another address."""
         if connected is not None:
-            connected(f"Connected to {format_address((self.host, self.port))}{_tls_said(self.tls, self.host)}")
+            self._connected = connected
+        sock = self._first_answer()
         self._use(sock)
         try:
             self.password = _run_handshake(sock, self._lines, handshake, self.take, ask, self.password,
@@ -368,23 +448,50 @@ class Link:
                 self._live = False
                 self._sock.close()
 
+    def _first_answer(self) -> Connection:
+        """A connection to the first address that answers, trying each in turn; if none does, a
+        ConnectError saying what each said."""
+        failures: list[str] = []
+        while True:
+            try:
+                return self._reach(self.servers.next())
+            except ConnectError as exc:
+                if str(exc) not in failures:  # every address of one name refused: say it once
+                    failures.append(str(exc))
+                if self.servers.round_done:
+                    raise ConnectError(failures[0] if len(failures) == 1 else
+                                       "no server answered: " + "; ".join(failures)) from exc
+
+    def _reach(self, endpoint: Endpoint) -> Connection:
+        """:func:`connect` to ``endpoint``; the person is told where when it is not where the
+        client was last."""
+        sock = connect(endpoint, self.tls)
+        if endpoint != self._at:
+            self._at = endpoint
+            self._connected(f"Connected to {endpoint}{_tls_said(self.tls, endpoint.host)}")
+        return sock
+
     def _reconnect(self) -> Optional[GroupchatError]:
-        """Connect again, with growing waits, until let in (None) or refused for good (why)."""
+        """Connect again, to the next address in turn and with growing waits, until let in
+        (None) or refused for good (why)."""
         room = self._catch_up.room if self._catch_up is not None else self.session.room
         since = self._catch_up.since if self._catch_up is not None else self.session.last_ids.get(room, 0)
         self._unconfirmed += self.session.labels.take_unanswered()
+        dropped = time.monotonic()
+        held: Optional[str] = None  # a server's reason for refusing the name, while it may be ours
         attempt = 0
         while True:
             attempt += 1
             self.attempts += 1
-            delay = self.backoff.delay(attempt)
-            self.status(f"Connection lost; reconnecting in {delay:.1f} s (attempt {attempt})...")
+            delay = self.backoff.delay(attempt, most=HELD_NAME_DELAY_SECONDS if held else None)
+            why = f"; {held}, perhaps by your own session" if held else ""
+            self.status(f"Connection lost{why}; reconnecting in {delay:.1f} s (attempt {attempt})...")
             if self._stopping.wait(delay):
                 return None
             try:
-                sock = connect(self.host, self.port, self.tls)
+                sock = self._reach(self.servers.next())
             except ConnectError:
-                continue  # the server is not back yet
+                continue  # the server is not back yet: the next in turn may be
             self._use(sock)
             self.session.bye = None
             self._catch_up, self._rejoined = CatchUp(room, since), True
@@ -393,7 +500,10 @@ class Link:
                 _run_handshake(sock, self._lines, handshake, self.take, None, self.password, tls=self.tls is not None)
             except NameRefusedError as exc:
                 sock.close()
-                return exc
+                if not (handshake.name_taken and self.session.may_be_held(time.monotonic() - dropped)):
+                    return exc
+                held = handshake.refusal
+                continue
             except (ConnectError, ConnectionLostError) as exc:
                 sock.close()
                 if self.session.final:

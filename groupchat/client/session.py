@@ -80,8 +80,8 @@ class Handshake:
     'SEND_NAME'
     >>> handshake.feed({"type": "error", "code": "NAME_TAKEN", "message": 'the name "bob" is taken'}).name
     'SHOW'
-    >>> handshake.feed({"type": "prompt", "for": "name"}).name, handshake.refusal
-    ('ASK_ANOTHER_NAME', 'the name "bob" is taken')
+    >>> handshake.feed({"type": "prompt", "for": "name"}).name, handshake.refusal, handshake.name_taken
+    ('ASK_ANOTHER_NAME', 'the name "bob" is taken', True)
     >>> handshake.rename("rob")
     >>> handshake.feed({"type": "welcome", "name": "rob", "room": "lobby", "names": ["bob"], "count": 1}).name
     'JOINED'
@@ -102,6 +102,7 @@ class Handshake:
     def __init__(self, name: str, resume: Optional[str] = None) -> None:
         self.name = name.strip()  # as the server will take it
         self.refusal: Optional[str] = None  # the server's last reason for refusing a name, or you
+        self._refusal_code: Optional[str] = None  # and its code, when it came as an event
         self.resume = resume  # the line to resume with, until the server refuses it
         self.greeted = False  # the server's greeting in text came
         self._switched = False  # the switch to JSON was asked for
@@ -138,6 +139,7 @@ class Handshake:
             return Step.JOINED
         if kind in ("error", "bye"):
             self.refusal = str(heard.get("message", ""))
+            self._refusal_code = heard.get("code")
             if kind == "bye" and heard.get("code") in PASSWORD_BYES:
                 return Step.PASSWORD_REFUSED
         return Step.SHOW
@@ -159,10 +161,15 @@ class Handshake:
         """Whether the switch went before any greeting (see :meth:`probe`)."""
         return self._early
 
+    @property
+    def name_taken(self) -> bool:
+        """Whether the name was refused because someone has it (on this server or another node)."""
+        return self.refusal is not None and self._refusal_code == jsonl.NAME_TAKEN
+
     def rename(self, name: str) -> None:
         """Take the name to offer next, after a refusal."""
         self.name = name.strip()
-        self.refusal = None
+        self.refusal = self._refusal_code = None
 
 
 class Sent(NamedTuple):
@@ -287,8 +294,8 @@ class Session:
 
     ``name`` follows the welcome and your own ``/nick``; ``room`` the welcome and ``/join``;
     ``last_ids`` holds the highest id seen in each room (room events, history, and the ids
-    the server acknowledged your messages with), for resuming from; ``token`` the latest
-    ``session`` event's.  ``bye`` is the server's last word, once it came.
+    the server acknowledged your messages with), for resuming from; ``token`` and ``window``
+    the latest ``session`` event's.  ``bye`` is the server's last word, once it came.
 
     >>> session = Session("alice")
     >>> session.op_line("hi")
@@ -307,6 +314,7 @@ class Session:
         self.last_ids: dict[str, int] = {}
         self.bye: Optional[Event] = None
         self.token: Optional[str] = None
+        self.window = 0.0  # seconds a server holds this session after a drop
         self.labels = Labels()
 
     @property
@@ -335,6 +343,21 @@ class Session:
         '/resume kq3X 41'
         """
         return None if self.token is None else f"/resume {self.token} {last_id}"
+
+    def may_be_held(self, since_drop: float) -> bool:
+        """Whether a server may still hold this session, and so its name, ``since_drop`` seconds
+        after the connection dropped: within the window its ``session`` event gave.  Another
+        node of the chat does not know the session, and refuses the name while the old one
+        holds it (a node that died holds it until its lease runs out).
+
+        >>> session = Session("alice")
+        >>> session.may_be_held(1.0)
+        False
+        >>> session.heard({"type": "session", "token": "kq3X", "window": 120})
+        >>> session.may_be_held(1.0), session.may_be_held(121.0)
+        (True, False)
+        """
+        return self.token is not None and since_drop < self.window
 
     def op_line(self, line: str) -> bytes:
         """The labeled operation for a line typed or piped: ``/command ...`` is a command,
@@ -383,6 +406,8 @@ class Session:
             self.bye = event
         elif kind == "session" and isinstance(event.get("token"), str):
             self.token = event["token"]
+            window = event.get("window")
+            self.window = float(window) if isinstance(window, (int, float)) else 0.0
         if kind == "ack" and self.room is not None:
             room = self.room  # a message's id, acknowledged: it went to your room
         if isinstance(event.get("id"), int) and isinstance(room, str):
@@ -462,6 +487,8 @@ class CatchUp:
             return Caught([(event, answered)], ask + [HISTORY_AFTER.format(self.since)])
         if kind == "error" and event.get("code") == jsonl.RESUME_FAILED:
             return Caught([], [])  # expected after a restart: the name is given instead
+        if kind == "error" and event.get("code") == jsonl.NAME_TAKEN and "label" not in event:
+            return Caught([], [])  # the handshake's: the link's status says so, or its end
         if kind == "history_end":
             return self._page_end(event)
         event_id = event.get("id")

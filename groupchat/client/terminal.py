@@ -32,7 +32,7 @@ import shutil
 import ssl
 import sys
 import threading
-from typing import Callable, Optional, TextIO
+from typing import Callable, Optional, Sequence, TextIO
 
 from prompt_toolkit import PromptSession, prompt
 from prompt_toolkit.application import Application
@@ -173,10 +173,11 @@ class StdinSender(threading.Thread):
 
 # -- the client ------------------------------------------------------------------------------
 
-def run_client(*, host: str, port: int, name: str, password: Optional[str] = None,
+def run_client(*, addresses: Sequence[tuple[str, int]], name: str, password: Optional[str] = None,
                tls: Optional[ssl.SSLContext] = None, bell: bool = True, json_events: bool = False,
                reconnect: bool = True, stdin: Optional[TextIO] = None, stdout: Optional[TextIO] = None) -> int:
-    """Chat at ``host`` ``port`` as ``name`` until the person leaves, or piped input ends; return 0.
+    """Chat as ``name`` at the first of ``addresses`` (host, port: the servers of one chat) that
+    answers, until the person leaves, or piped input ends; return 0.
 
     ``password`` answers a server that asks for one; without it a person at a terminal is asked.
     ``tls`` is the context to connect with TLS (see :func:`groupchat.tls.client_context`).
@@ -203,7 +204,7 @@ def run_client(*, host: str, port: int, name: str, password: Optional[str] = Non
         session, show, Painter(colour=to_terminal and colour_allowed(os.environ), bell=to_terminal and bell,
                                width=_columns if to_terminal else None))
     output = transcript or EventLog(session, stdout)
-    link = Link(host=host, port=port, tls=tls, output=output, password=password,
+    link = Link(addresses=addresses, tls=tls, output=output, password=password,
                 reconnect=reconnect and at_terminal)
     try:
         link.open(Handshake(name), ask=_ask_person if at_terminal else None,

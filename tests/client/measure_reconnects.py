@@ -84,7 +84,7 @@ def main() -> None:
     links, outputs = [], []
     for number in range(args.clients):
         outputs.append(Lines(f"c{number}"))
-        links.append(Link(host="127.0.0.1", port=port, output=outputs[-1], backoff=Backoff(jitter=not args.no_jitter)))
+        links.append(Link(addresses=[("127.0.0.1", port)], output=outputs[-1], backoff=Backoff(jitter=not args.no_jitter)))
         links[-1].open(Handshake(f"c{number}"))
         links[-1].start(lambda end: None)
     say(port, [f"before {n}" for n in range(10)])

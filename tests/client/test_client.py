@@ -40,7 +40,7 @@ from prompt_toolkit.output import DummyOutput
 from groupchat import jsonl
 from groupchat.client import link
 from groupchat.client import terminal as client
-from groupchat.client.link import LineReader, connect, parsed
+from groupchat.client.link import LineReader, connect, parsed, resolve
 from groupchat.client.terminal import outgoing_lines, run_client
 from groupchat.errors import ConnectError, ConnectionLostError
 from groupchat.protocol import NAME_PROMPT, PASSWORD_PROMPT, LineTooLong, clean_text, encode_line, render_refusal
@@ -207,14 +207,14 @@ def tls_peer(port: int, cafile: str) -> Peer:
     return Peer(("127.0.0.1", port), sock=context.wrap_socket(raw, server_hostname="127.0.0.1"))
 
 
-def in_background(stdin: io.TextIOBase, **kwargs) -> tuple[Future, io.StringIO]:
-    """``run_client`` in a thread with piped ``stdin``: its future result, and what it printed."""
+def in_background(stdin: io.TextIOBase, port: int, host: str = "127.0.0.1", **kwargs) -> tuple[Future, io.StringIO]:
+    """``run_client`` at one address in a thread with piped ``stdin``: its future result, and what it printed."""
     printed = io.StringIO()
     future: Future = Future()
 
     def run() -> None:
         try:
-            future.set_result(run_client(stdin=stdin, stdout=printed, **kwargs))
+            future.set_result(run_client(addresses=[(host, port)], stdin=stdin, stdout=printed, **kwargs))
         except BaseException as exc:  # the test looks at it through the future
             future.set_exception(exc)
 
@@ -239,8 +239,9 @@ def open_pipe() -> Iterator[tuple[io.TextIOWrapper, int]]:
     stdin.close()
 
 
-def join_command(port: int, name: str, *options: str, host: str = "127.0.0.1") -> list[str]:
-    return GROUPCHAT + ["join", host, str(port), "--name", name, *options]
+def join_command(port: Optional[int], name: str, *options: str, host: str = "127.0.0.1") -> list[str]:
+    """``groupchat join HOST PORT``, or with no port ``groupchat join HOST`` (which may name several)."""
+    return GROUPCHAT + ["join", host, *([] if port is None else [str(port)]), "--name", name, *options]
 
 
 def client_env(**overrides: str) -> dict[str, str]:
@@ -276,13 +277,14 @@ def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
 class Terminal:
     """``groupchat join`` in a real pseudo-terminal: type keys, wait for text to show on it."""
 
-    def __init__(self, port: int, name: str, *options: str, columns: int = 0, **env: str) -> None:
+    def __init__(self, port: Optional[int], name: str, *options: str, host: str = "127.0.0.1", columns: int = 0,
+                 **env: str) -> None:
         self.fd, child_fd = os.openpty()
         if columns:  # else the size is unknown, and the client takes 80 columns
             fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
         # No cursor-position queries: nothing here would answer them.
         env = client_env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", **env)
-        self.proc = subprocess.Popen(join_command(port, name, *options), stdin=child_fd, stdout=child_fd,
+        self.proc = subprocess.Popen(join_command(port, name, *options, host=host), stdin=child_fd, stdout=child_fd,
                                      stderr=child_fd, cwd=REPO, env=env)
         os.close(child_fd)
         self._shown = b""
@@ -389,13 +391,13 @@ def test_a_lost_connection_ends_the_prompt_whether_it_is_running_or_about_to():
 # -- connecting ----------------------------------------------------------------------------
 
 def test_connect_sets_tcp_nodelay(scripted):
-    with connect("127.0.0.1", scripted.port) as sock:
+    with connect(resolve("127.0.0.1", scripted.port)[0]) as sock:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 def test_connection_refused_says_to_check_for_a_server(closed_port):
     with pytest.raises(ConnectError) as error:
-        connect("127.0.0.1", closed_port)
+        connect(resolve("127.0.0.1", closed_port)[0])
     assert str(error.value) == f"connection refused: is a server running on 127.0.0.1:{closed_port}?"
 
 
@@ -419,7 +421,7 @@ def test_unknown_host_is_one_line_and_exit_1():
 
 def test_a_port_that_never_asks_for_a_name_fails_instead_of_hanging(scripted, monkeypatch):
     monkeypatch.setattr(link, "CONNECT_TIMEOUT_SECONDS", 0.2)
-    future, _ = in_background(piped(b"hi\n"), host="127.0.0.1", port=scripted.port, name="alice")
+    future, _ = in_background(piped(b"hi\n"), port=scripted.port, name="alice")
     scripted.accept()
     with pytest.raises(ConnectError, match="no answer within 0.2 s: is it a groupchat server"):
         future.result(WAIT_SECONDS)
@@ -428,7 +430,7 @@ def test_a_port_that_never_asks_for_a_name_fails_instead_of_hanging(scripted, mo
 def test_a_tls_handshake_with_no_answer_fails_instead_of_hanging(scripted, monkeypatch):
     monkeypatch.setattr(link, "CONNECT_TIMEOUT_SECONDS", 0.2)
     with pytest.raises(ConnectError) as error:
-        connect("127.0.0.1", scripted.port, tls=client_context())
+        connect(resolve("127.0.0.1", scripted.port)[0], tls=client_context())
     assert str(error.value) == (f"TLS with 127.0.0.1:{scripted.port} failed: no answer within 0.2 s: "
                                 "is it serving TLS?")
 
@@ -442,7 +444,7 @@ def test_a_plain_client_at_a_tls_server_is_told_to_use_tls_at_once(tls_server):
 
 
 def test_a_slow_greeting_is_waited_for_after_the_client_spoke_first(scripted):
-    future, printed = in_background(piped(b""), host="127.0.0.1", port=scripted.port, name="alice")
+    future, printed = in_background(piped(b""), port=scripted.port, name="alice")
     scripted.accept()
     assert scripted.next_line() == SWITCH  # before any greeting: a TLS server would hang up now
     scripted.say(NAME_PROMPT, event("mode", mode="json"), event("prompt", **{"for": "name"}))
@@ -472,8 +474,7 @@ def test_ipv6():
 
 def test_piped_lines_go_in_order_are_shown_when_acknowledged_and_the_client_stays_for_the_last_words(
         scripted):
-    future, printed = in_background(piped(b"one\ntwo\n\n  \nthree"), host="127.0.0.1",
-                                    port=scripted.port, name="bot")
+    future, printed = in_background(piped(b"one\ntwo\n\n  \nthree"), port=scripted.port, name="bot")
     scripted.welcome("bot")
     lines = [json.loads(scripted.next_line()) for _ in range(3)]
     assert lines == [{"op": "send", "text": text, "label": f"c{n}"}
@@ -500,8 +501,7 @@ def test_piped_lines_go_in_order_are_shown_when_acknowledged_and_the_client_stay
 
 
 def test_a_piped_line_too_long_is_not_sent_however_long(scripted, capfd):
-    future, _ = in_background(piped(b"x" * 1_000_000 + b"\nok\n"), host="127.0.0.1",
-                              port=scripted.port, name="bot")
+    future, _ = in_background(piped(b"x" * 1_000_000 + b"\nok\n"), port=scripted.port, name="bot")
     scripted.welcome("bot")
     scripted.take((jsonl.OP_SEND, "ok"))
     scripted.goodbye()
@@ -511,7 +511,7 @@ def test_a_piped_line_too_long_is_not_sent_however_long(scripted, capfd):
 
 def test_lines_the_server_never_answers_are_given_up_on_and_exit_1(scripted, monkeypatch):
     monkeypatch.setattr(client, "ANSWER_TIMEOUT_SECONDS", 0.3)
-    future, _ = in_background(piped(b"one\ntwo\n"), host="127.0.0.1", port=scripted.port, name="bot")
+    future, _ = in_background(piped(b"one\ntwo\n"), port=scripted.port, name="bot")
     scripted.welcome("bot")
     scripted.take((jsonl.OP_SEND, "one"))
     assert json.loads(scripted.next_line())["text"] == "two"  # and never acknowledged
@@ -522,7 +522,7 @@ def test_lines_the_server_never_answers_are_given_up_on_and_exit_1(scripted, mon
 
 def test_the_server_leaving_ends_a_piped_client_even_while_its_input_is_quiet(scripted, open_pipe):
     stdin, _ = open_pipe
-    future, _ = in_background(stdin, host="127.0.0.1", port=scripted.port, name="bot")
+    future, _ = in_background(stdin, port=scripted.port, name="bot")
     scripted.welcome("bot")
     scripted.close()
     with pytest.raises(ConnectionLostError, match="^the server closed the connection$"):
@@ -531,7 +531,7 @@ def test_the_server_leaving_ends_a_piped_client_even_while_its_input_is_quiet(sc
 
 def test_quit_ends_a_piped_client_cleanly_even_with_input_left(scripted, open_pipe):
     stdin, writer = open_pipe
-    future, printed = in_background(stdin, host="127.0.0.1", port=scripted.port, name="bot")
+    future, printed = in_background(stdin, port=scripted.port, name="bot")
     scripted.welcome("bot")
     os.write(writer, b"/quit\n")
     assert json.loads(scripted.next_line()) == {"op": "cmd", "line": "/quit", "label": "c1"}
@@ -542,7 +542,7 @@ def test_quit_ends_a_piped_client_cleanly_even_with_input_left(scripted, open_pi
 
 
 def test_a_close_during_the_handshake_says_the_servers_reason(scripted):
-    future, printed = in_background(piped(b""), host="127.0.0.1", port=scripted.port, name="bot")
+    future, printed = in_background(piped(b""), port=scripted.port, name="bot")
     scripted.accept()
     scripted.say(render_refusal("this address is banned"))  # before it reads the switch to JSON
     scripted.close()
@@ -552,7 +552,7 @@ def test_a_close_during_the_handshake_says_the_servers_reason(scripted):
 
 
 def test_a_server_with_no_json_mode_is_one_error(scripted):
-    future, _ = in_background(piped(b""), host="127.0.0.1", port=scripted.port, name="bot")
+    future, _ = in_background(piped(b""), port=scripted.port, name="bot")
     scripted.accept()
     scripted.say(NAME_PROMPT)
     assert scripted.next_line() == SWITCH  # taken for a name, as an older server would
@@ -563,7 +563,7 @@ def test_a_server_with_no_json_mode_is_one_error(scripted):
 
 
 def test_a_bye_during_the_handshake_says_the_servers_reason(scripted):
-    future, printed = in_background(piped(b""), host="127.0.0.1", port=scripted.port, name="bot")
+    future, printed = in_background(piped(b""), port=scripted.port, name="bot")
     scripted.switch()
     assert scripted.next_line() == "bot"
     scripted.say(event("bye", code=jsonl.BYE_BANNED, message='the name "bot" is banned'))
@@ -574,7 +574,7 @@ def test_a_bye_during_the_handshake_says_the_servers_reason(scripted):
 
 
 def test_a_password_is_given_before_the_name(scripted):
-    future, _ = in_background(piped(b""), host="127.0.0.1", port=scripted.port, name="bot",
+    future, _ = in_background(piped(b""), port=scripted.port, name="bot",
                               password="s3cret")
     scripted.switch(asks="password")
     assert scripted.next_line() == "s3cret"
@@ -586,7 +586,7 @@ def test_a_password_is_given_before_the_name(scripted):
 
 
 def test_a_refused_password_ends_the_handshake_at_once(scripted):
-    future, printed = in_background(piped(b""), host="127.0.0.1", port=scripted.port, name="bot",
+    future, printed = in_background(piped(b""), port=scripted.port, name="bot",
                                     password="wrong")
     scripted.switch(asks="password")
     assert scripted.next_line() == "wrong"
@@ -598,7 +598,7 @@ def test_a_refused_password_ends_the_handshake_at_once(scripted):
 
 
 def test_a_password_nobody_can_give_is_one_error(scripted):
-    future, _ = in_background(piped(b"hi\n"), host="127.0.0.1", port=scripted.port, name="bot")
+    future, _ = in_background(piped(b"hi\n"), port=scripted.port, name="bot")
     scripted.switch(asks="password")
     with pytest.raises(ConnectError, match="wants a password, and stdin is not a terminal"):
         future.result(WAIT_SECONDS)
@@ -607,7 +607,7 @@ def test_a_password_nobody_can_give_is_one_error(scripted):
 
 def test_a_server_sending_no_newlines_is_cut_off(scripted, open_pipe):
     stdin, _ = open_pipe
-    future, _ = in_background(stdin, host="127.0.0.1", port=scripted.port, name="bot")
+    future, _ = in_background(stdin, port=scripted.port, name="bot")
     scripted.welcome("bot")
     try:
         scripted.conn.sendall(b"x" * (32 * link.MAX_SERVER_LINE_BYTES))
@@ -809,6 +809,61 @@ def test_a_kick_or_a_shutdown_ends_the_client_with_a_line_saying_which(tmp_path,
             bob.close()
     finally:
         server.kill()
+
+
+@pytest.mark.timeout(60)
+def test_a_client_whose_server_stops_moves_to_the_next_address_and_carries_on(server_process):
+    first, second = (server_process("--rate", "0") for _ in range(2))
+    both = f"127.0.0.1:{first.port},127.0.0.1:{second.port}"
+    bob = Peer(second.address)
+    try:
+        with Terminal(None, "alice", host=both) as term:
+            term.expect(rf"Connected to 127.0.0.1:{first.port}\n.*Welcome, alice!.*{PROMPT}")
+            bob.join("bob")
+            first.proc.terminate()  # "Server is shutting down": the client comes back, to the next
+            assert first.finish()[0] == 0
+            term.expect(rf"Connected to 127.0.0.1:{second.port}\n.*Welcome, alice! Here now: bob\..*Reconnected")
+            term.expect(PROMPT)
+            term.type("hello, second server\r")
+            bob.expect(r"<alice> hello, second server$")
+            term.expect(rf"<alice> hello, second server{PROMPT}")
+            term.type("\x04")
+            assert term.wait() == 0
+    finally:
+        bob.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_node_killed_under_its_client_it_resumes_on_another_and_sees_what_was_said_meanwhile(
+        redis_server, server_process):
+    redis = redis_server()
+    first, second = (server_process("--redis", redis.url, "--rate", "0") for _ in range(2))
+    bob = Peer(second.address)
+    try:
+        with Terminal(None, "alice", host=f"127.0.0.1:{first.port},127.0.0.1:{second.port}") as term:
+            term.expect(rf"Connected to 127.0.0.1:{first.port}\n.*Welcome, alice!.*{PROMPT}")
+            bob.join("bob")
+            bob.say("before the kill")
+            term.expect(r"<bob> before the kill")
+            first.proc.kill()  # kill -9: its lease on the name "alice" runs out in its own time
+            first.proc.wait()
+            term.expect(r"Connection lost")
+            for number in range(3):
+                bob.say(f"meanwhile {number}")
+            # The second node does not know alice's session: she joins it afresh once the dead
+            # node's lease on her name runs out, and asks for what came after the last id she saw.
+            term.expect(rf"Connected to 127.0.0.1:{second.port}\n")
+            term.expect(r"Reconnected: .*meanwhile 2", timeout=60)
+            term.type("back, on the other node\r")
+            bob.expect(r"<alice> back, on the other node$")
+            term.expect(rf"<alice> back, on the other node{PROMPT}")
+            lines = term.text
+            for said in ("before the kill", "meanwhile 0", "meanwhile 1", "meanwhile 2"):
+                assert len(re.findall(rf"<bob> {said}$", lines, re.MULTILINE)) == 1, (said, lines)
+            term.type("\x04")
+            assert term.wait() == 0
+    finally:
+        bob.close()
 
 
 def test_ctrl_c_clears_a_line_being_typed_and_leaves_from_an_empty_one(scripted):
@@ -1116,7 +1171,7 @@ def test_join_with_tls_chats_through_the_real_server(tls_server, certificates):
 def test_a_piped_tls_client_waits_for_its_answers_and_hears_the_servers_last_words(certificates):
     server = ScriptedServer(tls=server_context(certificates["cert"], certificates["key"]))
     try:
-        future, printed = in_background(piped(b"one\ntwo\n"), host="127.0.0.1", port=server.port, name="bot",
+        future, printed = in_background(piped(b"one\ntwo\n"), port=server.port, name="bot",
                                         tls=client_context(certificates["ca"]))
         server.welcome("bot")
         server.take((jsonl.OP_SEND, "one"), (jsonl.OP_SEND, "two"))
@@ -1150,7 +1205,7 @@ def test_tls_carries_lines_both_ways_at_once(start_server, certificates):
     stdin = open(read_fd)
     try:
         with open(write_fd, "wb") as bot_input:
-            future, printed = in_background(stdin, host="127.0.0.1", port=port, name="bot",
+            future, printed = in_background(stdin, port=port, name="bot",
                                             tls=client_context(certificates["ca"]))
             flood.expect("bot joined")
 
@@ -1279,7 +1334,7 @@ def test_the_join_client_shows_what_a_text_connection_shows(server, open_pipe):
     text, sam, dave = Peer(address), Peer(address), Peer(address)
     try:
         text.join("tom")
-        future, printed = in_background(stdin, host="127.0.0.1", port=address[1], name="jay")
+        future, printed = in_background(stdin, port=address[1], name="jay")
         text.expect("jay joined")
         sam.join("sam")
         for line in ["hi all, tom and jay", "/me waves", "/msg jay psst", "/msg tom psst", "/nick samuel",

@@ -131,9 +131,11 @@ def links() -> Iterator[list[Link]]:
         link.close()
 
 
-def open_link(links: list[Link], port: int, name: str, backoff: Backoff = QUICK) -> tuple[Link, Kept]:
+def open_link(links: list[Link], port: int, name: str, backoff: Backoff = QUICK,
+              also: tuple[int, ...] = ()) -> tuple[Link, Kept]:
+    """A client on 127.0.0.1 ``port`` (then the ports ``also``, in turn), through the handshake and reading."""
     kept = Kept(name)
-    link = Link(host="127.0.0.1", port=port, output=kept, backoff=backoff)
+    link = Link(addresses=[("127.0.0.1", each) for each in (port, *also)], output=kept, backoff=backoff)
     links.append(link)
     link.open(Handshake(name))
     link.start(lambda end: None)
@@ -241,6 +243,26 @@ def test_a_name_taken_meanwhile_is_reported_not_retried(start_server, links):
         cutter.close()
 
 
+def test_a_name_taken_on_the_next_server_is_tried_again_while_the_session_may_be_held(start_server, links):
+    first = start_server(**{**UNLIMITED, "resume_window": 60})
+    second = start_server(**UNLIMITED)
+    cutter = Cutter(first.server_address)
+    other = Peer(second.server_address)
+    try:
+        other.join("reader")  # a namesake on a server that does not know the session
+        link, kept = open_link(links, cutter.port, "reader", also=(second.server_address[1],))
+        cutter.cut()
+        # Attempt 1 goes to the second server, which refuses the name; attempt 2 back to the first.
+        wait_for(lambda: link.attempts == 2 and link.live, what="the client back on the first server")
+        assert link.end is None
+        welcomes = [event for event in kept.events if event["type"] == "welcome"]
+        assert [event.get("resumed") for event in welcomes] == [None, True]
+        assert not [event for event in kept.events if event.get("code") == "NAME_TAKEN"]  # the status said it
+    finally:
+        other.close()
+        cutter.close()
+
+
 class Slow(Kept):
     """Stops reading while ``gate`` is shut, as a laptop too busy to read the room would."""
 
@@ -257,7 +279,7 @@ class Slow(Kept):
 def test_lines_a_slow_reader_missed_are_fetched_and_shown_in_their_place(start_server, links):
     server = start_server(**{**UNLIMITED, "resume_window": 60, "max_queued_bytes": 65536})
     slow = Slow("slow")
-    link = Link(host="127.0.0.1", port=server.server_address[1], output=slow, backoff=QUICK)
+    link = Link(addresses=[("127.0.0.1", server.server_address[1])], output=slow, backoff=QUICK)
     links.append(link)
     link.open(Handshake("slow"))
     link.start(lambda end: None)

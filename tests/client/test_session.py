@@ -55,15 +55,16 @@ def test_handshake_asks_for_another_name_only_after_a_refusal():
     assert handshake.feed(error(jsonl.NAME_TAKEN, 'the name "bob" is taken')) is Step.SHOW
     assert handshake.refusal == 'the name "bob" is taken'
     assert handshake.feed(PROMPT_NAME) is Step.ASK_ANOTHER_NAME
+    assert handshake.name_taken
     handshake.rename("rob")
-    assert handshake.refusal is None
+    assert handshake.refusal is None and not handshake.name_taken
     assert handshake.feed(PROMPT_NAME) is Step.SEND_NAME
 
 
 def test_a_refusal_in_text_or_in_a_bye_is_kept_as_the_reason_the_connection_closes():
     handshake = Handshake("bob")
     assert handshake.feed(render_refusal("the server is full")) is Step.SHOW
-    assert handshake.refusal == "the server is full"
+    assert handshake.refusal == "the server is full" and not handshake.name_taken
     assert handshake.feed({"type": "bye", "code": jsonl.BYE_BANNED, "message": "banned"}) is Step.SHOW
     assert handshake.refusal == "banned"
 
@@ -203,6 +204,10 @@ def test_a_catch_up_after_a_restart_shows_each_missed_line_once_in_order_before_
 def test_a_catch_up_shows_what_has_no_id_at_once_and_keeps_a_failed_resume_to_itself():
     catch_up = CatchUp("dev", since=10)
     assert catch_up.feed({"type": "error", "code": "RESUME_FAILED", "message": "no session"}, None) == Caught([], [])
+    # The handshake's refusal of a name held elsewhere is the link's to tell; a /nick's is shown.
+    assert catch_up.feed(error(jsonl.NAME_TAKEN, 'the name "bob" is taken'), None) == Caught([], [])
+    refused_nick = {**error(jsonl.NAME_TAKEN, 'the name "rob" is taken'), "label": "c7"}
+    assert catch_up.feed(refused_nick, None) == Caught([(refused_nick, None)], [])
     notice = {"type": "notice", "text": "hello"}
     assert catch_up.feed(notice, None) == Caught([(notice, None)], [])
 
