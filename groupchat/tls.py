@@ -74,6 +74,7 @@ class TLSConnection:
         self._lock = threading.Lock()  # held for every call into OpenSSL, and only for that
         self._sending = threading.Lock()  # keeps records in order on the wire; taken before _lock
         self._plain = bytearray()  # decrypted, not yet asked for (only the reading thread uses it)
+        self._unsent = bytearray()  # records send_nowait made, not yet taken by the kernel
         self._ended = False  # the server closed: close_notify, or the socket's end
         self._handshake()
 
@@ -95,8 +96,36 @@ class TLSConnection:
         with self._sending:
             with self._lock:
                 self._tls.write(data)
-                records = self._outgoing.read()
+                records = self._records()
             self._sock.sendall(records)
+
+    def send_nowait(self, data: bytes) -> int:
+        """Encrypt ``data`` and hand the kernel what it takes without blocking; the rest of the
+        records wait in :attr:`unsent` for the next call.  Takes all of ``data``, or none of it
+        (0) while earlier records still wait or another thread is sending."""
+        if not self._sending.acquire(blocking=False):
+            return 0
+        try:
+            with self._lock:
+                if data and not self._unsent:
+                    self._tls.write(data)
+                    self._unsent += self._outgoing.read()
+                    taken = len(data)
+                else:
+                    taken = 0
+            try:
+                sent = self._sock.send(self._unsent, socket.MSG_DONTWAIT) if self._unsent else 0
+            except BlockingIOError:
+                sent = 0
+            del self._unsent[:sent]
+            return taken
+        finally:
+            self._sending.release()
+
+    @property
+    def unsent(self) -> int:
+        """Bytes of records :meth:`send_nowait` made that the kernel has not taken yet."""
+        return len(self._unsent)
 
     def shutdown(self, how: int) -> None:
         """Shut down the socket; closing the sending side sends close_notify first."""
@@ -107,9 +136,12 @@ class TLSConnection:
                         self._tls.unwrap()
                     except ssl.SSLWantReadError:
                         pass  # close_notify is out; the server's own is not awaited
-                    records = self._outgoing.read()
+                    records = self._records()
                 self._sock.sendall(records)
         self._sock.shutdown(how)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
 
     def settimeout(self, seconds: Optional[float]) -> None:
         self._sock.settimeout(seconds)
@@ -172,6 +204,12 @@ class TLSConnection:
         """Send whatever records OpenSSL has made."""
         with self._sending:
             with self._lock:
-                records = self._outgoing.read()
+                records = self._records()
             if records:
                 self._sock.sendall(records)
+
+    def _records(self) -> bytes:
+        """Records to send now, holding both locks: those still unsent go first."""
+        records = bytes(self._unsent) + self._outgoing.read()
+        self._unsent.clear()
+        return records

@@ -1,32 +1,66 @@
-"""A connection's outgoing bytes: written at once when the socket takes them, else queued.
+"""A connection's outgoing bytes: written at once when the socket takes them, else queued
+for the server's one :class:`Pump`.
 
 This is what keeps one slow reader from slowing anyone else: a sender never blocks on a
 peer's socket.  While a peer keeps up, :meth:`Outbox.put` writes straight to its socket
-without blocking, so no thread is woken per line; when the socket would block, the rest
-waits in a bounded queue that a writer thread, started on demand, drains with one
-``sendall`` per batch.
+without blocking, so no other thread is involved; when the socket would block, the rest
+waits in a bounded queue that the pump writes out as the socket drains.
+
+One pump thread for all the backlogs, rather than a writer thread each, is what lets a
+server cut off two thousand readers that stall at the same instant without making anyone
+else wait: only the pump notices (by the clock, not by two thousand send timeouts firing),
+and it cuts them off a few at a time (see :data:`CUTOFFS_PER_TICK`), so the handler threads
+that clean up after them wake a few at a time too.
 
 When the queue passes its limit, the oldest room messages in it are dropped (they are in
 the history) and the peer is told how many it missed; only if what cannot be dropped
-(notices, private messages) passes the limit is the peer cut off.  A peer that takes
-nothing at all for the stall timeout is cut off by the socket's send timeout.
+(notices, private messages) passes the limit is the peer cut off.  A peer whose socket takes
+nothing for the stall timeout is cut off by the pump.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import selectors
 import socket
 import threading
+import time
 from typing import Callable, Optional, Union
 
 from groupchat.tls import TLSConnection
 
 log = logging.getLogger(__name__)
 
-# A writer thread idle this long exits; the next backlog starts a new one.
-WRITER_IDLE_SECONDS = 2.0
-# MSG_DONTWAIT makes one send() non-blocking while the handler's recv() stays blocking.
-_DONTWAIT: Optional[int] = getattr(socket, "MSG_DONTWAIT", None)
+# The pump hands the kernel at most this much of one backlog per turn: more than a socket's
+# send buffer takes, so a turn is rarely short, without copying a whole queue every time.
+PUMP_TURN_BYTES = 256 * 1024
+# A mass stall is cut off this many connections per tick, so the threads that clean up after
+# them never crowd out the chat's own; 2,000 take about half a second.
+CUTOFFS_PER_TICK = 100
+CUTOFF_TICK_SECONDS = 0.025
+
+Transport = Union[socket.socket, TLSConnection]
+
+
+def send_nowait(sock: Transport, data: bytes) -> int:
+    """Hand ``data`` to the kernel without blocking; how much of it was taken.
+
+    Over TLS all of it is taken once earlier records are out (see
+    :meth:`~groupchat.tls.TLSConnection.send_nowait`), and :func:`unsent` says what waits.
+    """
+    if isinstance(sock, TLSConnection):
+        return sock.send_nowait(data)
+    try:
+        return sock.send(data, socket.MSG_DONTWAIT) if data else 0
+    except BlockingIOError:
+        return 0
+
+
+def unsent(sock: Transport) -> int:
+    """Bytes a transport took but has not yet handed to the kernel (only TLS holds any)."""
+    return sock.unsent if isinstance(sock, TLSConnection) else 0
 
 
 class Outbox:
@@ -39,29 +73,29 @@ class Outbox:
     :attr:`overflowed`.
     """
 
-    def __init__(self, sock: Union[socket.socket, TLSConnection], limit: int, name: str = "peer",
+    def __init__(self, sock: Transport, limit: int, pump: Pump, name: str = "peer",
                  missed: Optional[Callable[[int], bytes]] = None) -> None:
         self.limit = limit
         self.overflowed = False  # cut off: what could not be dropped passed the limit
-        self.stalled = False  # cut off: took nothing for the socket's send timeout
+        self.stalled = False  # cut off: took nothing for the stall timeout
         self.closed = False
         self.missed_total = 0
+        self.name = name
         self._sock = sock
-        self._name = name
+        self._fd = sock.fileno()
+        self._pump = pump
         self._missed_line = missed
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._queue: list[tuple[bytes, bool]] = []  # (data, droppable), oldest first
         self._queued = 0
         self._missed = 0  # lines shed since the last batch went out
-        self._writer: Optional[threading.Thread] = None
-        self._sending = False
+        self._pumping = False  # the pump is writing this backlog
+        self._progress = 0.0  # when the socket last took something, while pumping
         self._ending = False
         self._held = False  # queue everything until release(): see hold()
         self._partial_head = False  # the queue starts with the rest of a half-sent line
         self._held_at = 0
-        # A TLS connection takes no flags: everything goes through the writer there.
-        self._direct = _DONTWAIT is not None and type(sock) is socket.socket
 
     def put(self, data: bytes, droppable: bool = False) -> None:
         """Send ``data`` after everything put before it, without ever blocking on the peer."""
@@ -88,38 +122,36 @@ class Outbox:
                 return
             self._held = False
             at = min(self._held_at, len(self._queue))
-            data = b"".join(data for data, _ in self._queue[:at]) + first + b"".join(
-                data for data, _ in self._queue[at:])
-            self._queue.clear()
-            self._queued = 0
-            self._send_locked(data, droppable=False)
+            self._queue.insert(at, (first, False))
+            self._queued += len(first)
+            if not self._pumping:
+                self._start_pumping()
         if self.overflowed:
             self._shutdown_socket()
 
     def _send_locked(self, data: bytes, droppable: bool) -> None:
         """Write at once if nothing waits and the socket takes it; queue what it does not."""
-        if self._direct and self._writer is None and not self._queue:
+        if not (self._pumping or self._queue):
             try:
-                sent = self._sock.send(data, _DONTWAIT)
-            except BlockingIOError:
-                sent = 0
+                sent = send_nowait(self._sock, data)
             except OSError:
                 self._close_locked()
                 return
-            if sent == len(data):
+            if sent == len(data) and not unsent(self._sock):
                 return
+            data = data[sent:]
             if sent:  # the rest of a line already half on the wire must follow it
-                data, droppable = data[sent:], False
+                droppable = False
                 self._partial_head = True  # (the queue was empty: this is its head)
-        self._queue_locked(data, droppable)
-        if self.closed or self._held:
-            return
-        if self._writer is None:
-            self._writer = threading.Thread(
-                target=self._drain, name=f"writer-{self._name}", daemon=True)
-            self._writer.start()
-        else:
-            self._changed.notify()
+        if data:
+            self._queue_locked(data, droppable)
+        if not (self.closed or self._pumping):
+            self._start_pumping()
+
+    def _start_pumping(self) -> None:
+        self._pumping = True
+        self._progress = time.monotonic()
+        self._pump.want(self, self._fd)
 
     def _queue_locked(self, data: bytes, droppable: bool) -> None:
         self._queue.append((data, droppable))
@@ -149,8 +181,7 @@ class Outbox:
     def flush(self, timeout: float) -> bool:
         """Wait until everything put so far has been handed to the kernel; False on timeout."""
         with self._lock:
-            return self._changed.wait_for(
-                lambda: self.closed or not (self._queue or self._sending), timeout)
+            return self._changed.wait_for(lambda: self.closed or not self._pumping, timeout)
 
     def end(self, last: bytes = b"") -> None:
         """Send ``last`` after what was put before, then take no more bytes and make the
@@ -170,7 +201,7 @@ class Outbox:
         self._shutdown_socket(socket.SHUT_RDWR if self.overflowed else socket.SHUT_RD)
 
     def close(self) -> None:
-        """Drop what is queued and stop the writer; later puts are ignored."""
+        """Drop what is queued and leave the pump; later puts are ignored."""
         with self._lock:
             self._close_locked()
 
@@ -181,13 +212,19 @@ class Outbox:
 
     @property
     def queued(self) -> int:
-        """Bytes waiting for the writer."""
+        """Bytes waiting for the pump."""
         return self._queued
 
     def _close_locked(self) -> None:
         self.closed = True
         self._queue.clear()
         self._queued = 0
+        self._stop_pumping()
+
+    def _stop_pumping(self) -> None:
+        if self._pumping:
+            self._pumping = False
+            self._pump.forget(self._fd)
         self._changed.notify_all()
 
     def _shutdown_socket(self, how: int = socket.SHUT_RDWR) -> None:
@@ -196,31 +233,159 @@ class Outbox:
         except OSError:
             pass
 
-    def _drain(self) -> None:
-        """The writer thread: send the whole backlog in one sendall, until idle or closed."""
-        while True:
-            with self._lock:
-                if self.closed or not self._changed.wait_for(
-                        lambda: (self._queue and not self._held) or self.closed, WRITER_IDLE_SECONDS):
-                    self._writer = None
-                    self._changed.notify_all()
-                    return
-                chunks = [data for data, _ in self._queue]
-                if self._missed:  # in place of what was shed, but never inside a line
-                    chunks.insert(1 if self._partial_head else 0, self._missed_line(self._missed))
-                    self._missed = 0
-                self._partial_head = False
-                data = b"".join(chunks)
-                self._queue.clear()
-                self._queued = 0
-                self._sending = True
+    def pump(self) -> None:
+        """The pump's turn (the socket can take more): send what it takes, oldest first."""
+        with self._lock:
+            if not self._pumping:
+                return
+            if self._held:  # nothing goes until release(), which starts pumping again
+                self._stop_pumping()
+                return
+            if self._missed:  # in place of what was shed, but never inside a line
+                line = self._missed_line(self._missed)
+                self._queue.insert(1 if self._partial_head else 0, (line, False))
+                self._queued += len(line)
+                self._missed = 0
+            pending = unsent(self._sock)
             try:
-                self._sock.sendall(data)
-            except OSError as exc:  # gone, or no progress for the send timeout
-                log.debug("writer for %s stopped: %s", self._name, exc)
-                self.stalled = isinstance(exc, (BlockingIOError, socket.timeout))
-                self.disconnect()
-            finally:
-                with self._lock:
-                    self._sending = False
-                    self._changed.notify_all()
+                sent = send_nowait(self._sock, self._turn())
+            except OSError as exc:  # gone
+                log.debug("sending to %s failed: %s", self.name, exc)
+                self._close_locked()
+                return
+            if sent or unsent(self._sock) < pending:
+                self._progress = time.monotonic()
+            self._consume(sent)
+            if not (self._queue or unsent(self._sock)):
+                self._stop_pumping()
+
+    def _turn(self) -> bytes:
+        """The front of the queue, as much as one send may take."""
+        turn, size = [], 0
+        for data, _ in self._queue:
+            if size >= PUMP_TURN_BYTES:
+                break
+            turn.append(data)
+            size += len(data)
+        return b"".join(turn)
+
+    def _consume(self, sent: int) -> None:
+        """Take ``sent`` bytes off the front of the queue; a line cut in two keeps its rest first."""
+        self._queued -= sent
+        whole = 0
+        for data, _ in self._queue:
+            if sent < len(data):
+                break
+            sent -= len(data)
+            whole += 1
+        del self._queue[:whole]
+        if whole:
+            self._partial_head = False
+        if sent:
+            self._queue[0] = (self._queue[0][0][sent:], False)
+            self._partial_head = True
+
+    def stalled_since(self) -> Optional[float]:
+        """When the socket last took something, if the pump is still waiting for it to; else None."""
+        with self._lock:
+            return self._progress if self._pumping else None
+
+    def cut_off(self) -> None:
+        """The socket took nothing for the stall timeout: end the connection."""
+        log.debug("%s took nothing for the stall timeout", self.name)
+        self.stalled = True
+        self.disconnect()
+
+
+class Pump:
+    """The one thread that writes every backlog out as its socket drains, and cuts off the
+    connections whose socket takes nothing for ``stall_timeout`` seconds.
+
+    An outbox with a backlog is registered by :meth:`want` (the socket is watched for room
+    to write) and leaves by :meth:`forget` when its queue is empty or it closes; both may be
+    called from any thread, holding that outbox's lock, and take only the pump's own lock.
+    """
+
+    def __init__(self, stall_timeout: float) -> None:
+        self.stall_timeout = stall_timeout
+        self._selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._deadlines: list[tuple[float, int, Outbox]] = []  # the earliest a backlog may stall
+        self._watched: set[Outbox] = set()  # outboxes with an entry in _deadlines
+        self._order = itertools.count()  # ties in the heap never compare outboxes
+        self._waker, self._wake = socket.socketpair()
+        self._selector.register(self._waker, selectors.EVENT_READ)
+        self._stopping = False
+        self._next_tick = 0.0  # no cut-offs before this: see CUTOFFS_PER_TICK
+        self._thread = threading.Thread(target=self._run, name="outbox-pump", daemon=True)
+        self._thread.start()
+
+    def want(self, outbox: Outbox, fd: int) -> None:
+        """Write ``outbox``'s backlog as the socket ``fd`` takes it."""
+        with self._lock:
+            try:
+                self._selector.register(fd, selectors.EVENT_WRITE, outbox)
+            except KeyError:  # a socket of that number left without forget(): it is closed
+                self._selector.modify(fd, selectors.EVENT_WRITE, outbox)
+            if outbox in self._watched:
+                return
+            self._watched.add(outbox)
+            wake = not self._deadlines  # the pump may be sleeping with no deadline at all
+            heapq.heappush(self._deadlines, (time.monotonic() + self.stall_timeout, next(self._order), outbox))
+        if wake:
+            self._wake.send(b"x")
+
+    def forget(self, fd: int) -> None:
+        """Stop watching the socket ``fd`` (its outbox is empty or closed)."""
+        with self._lock:
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+
+    def stop(self) -> None:
+        if self._stopping:  # stopped already (a server may be stopped twice)
+            return
+        self._stopping = True
+        self._wake.send(b"x")
+        self._thread.join(5)
+        self._selector.close()
+        self._waker.close()
+        self._wake.close()
+
+    def _run(self) -> None:
+        timeout: Optional[float] = None
+        while not self._stopping:
+            for key, _ in self._selector.select(timeout):
+                if key.data is None:
+                    self._waker.recv(4096)
+                else:
+                    key.data.pump()
+            timeout = self._cut_off_stalled()
+
+    def _cut_off_stalled(self) -> Optional[float]:
+        """Cut off (a few at a time) the backlogs that took nothing for the stall timeout;
+        how long until the next one may be due."""
+        now = time.monotonic()
+        if now < self._next_tick:  # the last tick cut off all it may
+            return self._next_tick - now
+        due: list[Outbox] = []
+        with self._lock:
+            while self._deadlines and self._deadlines[0][0] <= now and len(due) < CUTOFFS_PER_TICK:
+                due.append(heapq.heappop(self._deadlines)[2])
+        for outbox in due:
+            since = outbox.stalled_since()
+            if since is not None and now - since >= self.stall_timeout:
+                outbox.cut_off()
+                since = None
+            with self._lock:
+                if since is None:
+                    self._watched.discard(outbox)
+                else:
+                    heapq.heappush(self._deadlines, (since + self.stall_timeout, next(self._order), outbox))
+        if len(due) == CUTOFFS_PER_TICK:
+            self._next_tick = now + CUTOFF_TICK_SECONDS
+        with self._lock:
+            if not self._deadlines:
+                return None
+            return max(self._deadlines[0][0], self._next_tick) - now

@@ -31,7 +31,7 @@ from groupchat.server.console import Console
 from groupchat.server.deadlines import Deadlines
 from groupchat.server.flood import BucketTable, FloodControl, TokenBucket, cut_after_lines, paced
 from groupchat.server.history import HistoryStore
-from groupchat.server.outbox import Outbox
+from groupchat.server.outbox import Outbox, Pump
 from groupchat.server.registry import Member, Registry, Stage
 from groupchat.server.settings import ServerSettings
 from groupchat.server.telnet import TelnetFilter
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 RECV_BYTES = 16 * 1024  # a blocked recv holds this much per connection
 TLS_HANDSHAKE_RECORD = b"\x16\x03"  # how a TLS client's first bytes start: not a name
-# Handler and writer threads need little stack; small stacks let thousands of them fit.
+# Handler threads need little stack; small stacks let thousands of them fit.
 THREAD_STACK_BYTES = 256 * 1024
 SEND_BUFFER_BYTES = 256 * 1024  # plenty for a LAN's bandwidth times its delay
 # What a peer can have sent that the server has not read: flood control leaves the rest with
@@ -57,7 +57,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
 
     Reads are bounded in time by SO_RCVTIMEO (the handshake, then the idle timeout) rather
     than by Python's socket timeout, which would make the outbox's non-blocking sends wait.
-    Over TLS the reader and the outbox's writer share one :class:`TLSConnection`.
+    Over TLS the reader and the outbox's sends (any thread's, or the pump's) share one :class:`TLSConnection`.
     """
 
     server: "ChatServer"
@@ -78,7 +78,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         if self.server.tls is not None and not self._start_tls():
             return
         address = format_address(self.client_address)
-        self.outbox = Outbox(self.sock, settings.max_queued_bytes, name=address,
+        self.outbox = Outbox(self.sock, settings.max_queued_bytes, self.server.pump, name=address,
                              missed=lambda count: self.server.chat.missed_notice(count, self.member.json))
         self.member = Member(address, self.outbox)
         self.server.registry.connect(self.member)
@@ -246,6 +246,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
         if settings.redis:
             self._link_cluster(settings.redis)
         self.deadlines = Deadlines()
+        self.pump = Pump(settings.stall_timeout)  # every connection's backlog: see outbox.py
         self.address_budget = BucketTable(settings.address_rate, settings.address_burst)  # flood.py
         self._stopping = threading.Event()
         self._notices = threading.Thread(target=self._tell_notices, name="notices", daemon=True)
@@ -334,6 +335,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
             outbox.flush(max(0.0, deadline - time.monotonic()))
         for outbox in outboxes:
             outbox.disconnect()
+        self.pump.stop()
         self.server_close()
         if not self.history.close():
             log.error("history: %d messages could not be saved", self.history.dropped)
@@ -372,7 +374,7 @@ def warn_if_file_limit_low(limit: int, max_clients: int) -> None:
 
 def tune_socket(sock: socket.socket, stall_timeout: float) -> None:
     """No Nagle delay on chat lines; keep-alive probes that find a dead peer in about two
-    minutes; a send that makes no progress for ``stall_timeout`` fails (the writer's sendall);
+    minutes; a blocking send (TLS's handshake) that makes no progress for ``stall_timeout`` fails;
     fixed kernel buffers, so a peer that stops reading is noticed by its outbox rather than
     hidden in megabytes of autotuned kernel memory, and one that floods is held back there."""
     options = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
