@@ -679,7 +679,7 @@ class Chat:
         if self.cluster is not None:  # delivered when Redis hands it back, to every node alike
             sender.published = None
             if room is not None:
-                sender.published = self.cluster.first_id(self.cluster.publish(room, event))
+                sender.published = self.cluster.first_id(self.cluster.publish(room.name, event))
             return sender.published
         sender.published = self._post(event, sender.name, None if event.echo else sender,
                                       lambda post: self.registry.post(sender, post))
@@ -767,7 +767,7 @@ class Chat:
     def _tell_room(self, room: Room, comings: Optional[Comings]) -> None:
         """Tell a room its comings and goings: not those who arrived, each of whom had a welcome."""
         if comings is not None and self.cluster is not None:
-            self.cluster.publish(room, RoomEvent.comings(comings), comings.newcomers())  # unsent: logged
+            self.cluster.publish(room.name, RoomEvent.comings(comings), comings.newcomers())  # unsent: logged
         elif comings is not None:
             self._post(RoomEvent.comings(comings), "", None,
                        lambda post: room if self.registry.post_to(room, post) else None, comings.newcomers())

@@ -8,10 +8,11 @@ import pty
 import re
 import socket
 import subprocess
+import time
 
 import pytest
 
-from conftest import GROUPCHAT, REPO, Peer
+from conftest import GROUPCHAT, REPO, Peer, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,6 +62,7 @@ def test_a_redis_that_cannot_be_used_is_one_line_and_exit_1(url, said):
     assert "s3cret" not in done.stderr + done.stdout
 
 
+@pytest.mark.timeout(120)
 def test_a_node_killed_under_load_leaves_the_others_serving_with_nothing_lost(redis_server, server_process):
     redis = redis_server()
     nodes = [server_process("--redis", redis.url, "--rate", "0") for _ in range(3)]
@@ -84,6 +86,27 @@ def test_a_node_killed_under_load_leaves_the_others_serving_with_nothing_lost(re
             again.next_line()
             again.say("cy")
             again.expect(r'Sorry, the name "cy" is taken')
+        # Within a few heartbeats one node finds cy's gone and says so, once for all nodes.
+        gone = r"^\[\d\d:\d\d\] \*\*\* cy left \(their server stopped responding\)$"
+        ann.expect(gone, timeout=40)
+        bob.expect(gone, timeout=10)
+        ann.say("and now")
+        assert re.search(r"<ann> and now$", bob.next_line())  # not a second notice
+        bob.say("/who")
+        bob.expect(r"^\[\d\d:\d\d\] \*\*\* In lobby \(2\): ann, bob")
+
+        def takes_cy() -> bool:
+            with contextlib.closing(Peer(nodes[1].address)) as again:
+                again.next_line()
+                again.say("cy")
+                line = again.next_line()
+                if "taken" not in line:
+                    assert "as cy with what you missed" in line, line  # the session, then the welcome
+                    return True
+            time.sleep(1)  # (a connection a second at most)
+            return False
+
+        wait_for(takes_cy, timeout=15, what="cy's name free")  # and the name comes free
     finally:
         for peer in (ann, bob, cy):
             peer.close()

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 ANSWER_SECONDS = HOLD_SECONDS + 5  # the publisher answers every event within its hold; a bound besides
 SERVER_STOPPED = "their server stopped"
+SERVER_GONE = "their server stopped responding"
 _PLACE_FIELDS = ("v", "id", "room", "ts")  # set again by whichever node delivers the event
 
 
@@ -95,7 +96,7 @@ class Bridge:
 
     def __init__(self, chat: Chat, url: str) -> None:
         self.chat = chat
-        self.node = self.node_class(url, self.deliver, on_name_lost=self.name_lost)
+        self.node = self.node_class(url, self.deliver, on_name_lost=self.name_lost, on_node_gone=self.node_gone)
         # Rooms with deliveries queued.  Their own thread sends them, so that events read one
         # after another go out together, merged into one send per member (see fanout.py),
         # rather than one send per member per event from the reader's thread.
@@ -119,12 +120,8 @@ class Bridge:
 
     def close(self) -> None:
         """Tell the other nodes that this server's people left (it is stopping), then unlink."""
-        leaving: dict[Room, list[str]] = {}
-        for member in self.chat.registry.named():
-            if member.room is not None:
-                leaving.setdefault(member.room, []).append(member.name)
-        for room, names in leaving.items():
-            self.publish(room, RoomEvent.comings(Comings([], names, reason=SERVER_STOPPED)), frozenset(names))
+        self._say_left([(member.room.name, member.name) for member in self.chat.registry.named()
+                        if member.room is not None], SERVER_STOPPED)
         self.node.close()  # publishes what is queued first
         with self._ready:
             self._stopping = True
@@ -134,10 +131,18 @@ class Bridge:
 
     # -- what the chat calls -------------------------------------------------------------------
 
-    def publish(self, room: Room, event: RoomEvent, hide: frozenset[str] = frozenset()) -> Future:
+    def publish(self, room: str, event: RoomEvent, hide: frozenset[str] = frozenset()) -> Future:
         """Publish a room event; the Future gives its first id, or raises NotSentError."""
-        wire = to_wire(event, room.name, self.chat.clock.now(), self.node.id, hide)
-        return self.node.publish(name_key(room.name), wire, count=event.ids)
+        wire = to_wire(event, room, self.chat.clock.now(), self.node.id, hide)
+        return self.node.publish(name_key(room), wire, count=event.ids)
+
+    def _say_left(self, places: list[tuple[str, str]], reason: str) -> None:
+        """Tell each room that these (room, name) left, for ``reason`` (not sent: logged)."""
+        leaving: dict[str, list[str]] = {}
+        for room, name in places:
+            leaving.setdefault(room, []).append(name)
+        for room, names in leaving.items():
+            self.publish(room, RoomEvent.comings(Comings([], names, reason=reason)), frozenset(names))
 
     @staticmethod
     def first_id(future: Future) -> int:
@@ -293,6 +298,20 @@ class Bridge:
             self.chat.tell_private(target, {key: wire[key] for key in ("id", "ts", "from", "to", "text")})
         else:  # gone between the sending and now: the sender was told it went
             log.info("a private message to %s came after they left", wire["to"])
+
+    def node_gone(self, node: str, people: list[dict[str, Any]]) -> None:
+        """Another node stopped without a word (killed, cut off): its rooms hear its people left,
+        told by this node alone (see Node); not those who have resumed on another node since."""
+        places = []
+        for person in people:
+            try:
+                if self.node.names.holder(name_key(person["name"])) not in (None, node):
+                    continue  # resumed on another node
+                self.node.presence.leave(name_key(person["room"]), person["name"])
+            except ClusterError as exc:
+                log.warning("%s of the gone node %s: %s", person["name"], node, exc)
+            places.append((person["room"], person["name"]))
+        self._say_left(places, SERVER_GONE)
 
     def name_lost(self, name: str) -> None:
         """Another node took a name this one held (it was cut off from Redis for too long)."""

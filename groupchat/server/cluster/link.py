@@ -73,6 +73,7 @@ class Keys:
         self.sequence = prefix + "sequence"  # the one id sequence of the whole cluster
         self.control = prefix + "control"  # kicks, bans: every node reads it
         self.rooms = prefix + "rooms"  # sorted set: room -> deadline of its latest member's lease
+        self.nodes = prefix + "nodes"  # set: the nodes not yet known to be gone
         self.probe = prefix + "probe"
 
     def room(self, room: str) -> str:
@@ -98,6 +99,10 @@ class Keys:
     def published(self, node: str) -> str:
         """Hash: what one node last published, so that a retried publish is not published twice."""
         return f"{self.prefix}published:{node}"
+
+    def alive(self, node: str) -> str:
+        """A node's liveness: a lease its heartbeat renews."""
+        return f"{self.prefix}alive:{node}"
 
     def people(self, node: str) -> str:
         """Hash: what /whois says of each person on one node, by name key (JSON)."""

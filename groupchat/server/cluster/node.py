@@ -4,14 +4,17 @@ A :class:`Node` puts the pieces together: a :class:`~.publisher.Publisher` for w
 people say, a :class:`~.reader.Reader` that hands every event of its rooms (its own included,
 so that every node delivers in the same order), its private messages and the control stream
 to ``on_event``, :class:`~.names.Names` and :class:`~.presence.Presence`; and a heartbeat
-thread that renews the leases of the names and places it holds.
+thread that renews the leases of the names and places it holds and the node's own liveness, and
+finds the nodes whose liveness ran out.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
@@ -25,6 +28,7 @@ from groupchat.server.cluster.reader import Reader
 log = logging.getLogger(__name__)
 
 BEATS_PER_LEASE = 4  # a lease survives three missed heartbeats
+ALIVE_BEATS = 3  # a node that missed two heartbeats running is gone: its people are said to have left
 
 
 class Node:
@@ -34,7 +38,9 @@ class Node:
     room events (``event["room"]``) of the rooms watched, private messages for names this node
     holds (``event["to"]``) and control events (kicks, bans: ``event["control"]``).
     ``on_name_lost(name)`` is called on the heartbeat's thread for a name whose lease another
-    node took (this node was cut off from Redis for longer than a lease).
+    node took (this node was cut off from Redis for longer than a lease).  ``on_node_gone(node,
+    people)`` is called on the heartbeat's thread, on one node of the cluster only, for a node
+    that stopped without saying so (killed, or cut off), with what /whois said of its people.
     Use: ``node = Node(url, on_event); node.start(); ...; node.close()``.
     """
 
@@ -43,14 +49,18 @@ class Node:
 
     def __init__(self, url: str, on_event: Callable[[dict[str, Any]], None],
                  on_name_lost: Callable[[str], None] = lambda name: None, prefix: str = KEY_PREFIX,
-                 node_id: Optional[str] = None) -> None:
+                 node_id: Optional[str] = None,
+                 on_node_gone: Callable[[str, list[dict[str, Any]]], None] = lambda node, people: None) -> None:
         self.id = node_id or secrets.token_hex(6)
         self.link = Link(url, prefix, who=f"node {self.id}")
         self._on_name_lost = on_name_lost
+        self._on_node_gone = on_node_gone
         self.reader = Reader(self.link, self.id, on_event)
         self.publisher = Publisher(self.link, self.id, lambda: self.reader.highest, self.max_stream_length)
         self.names = Names(self.link, self.id, self.lease_seconds)
         self.presence = Presence(self.link, self.names.lease_ms)
+        self._beat_seconds = self.lease_seconds / BEATS_PER_LEASE
+        self._alive_ms = int(self._beat_seconds * ALIVE_BEATS * 1000)
         self._lock = threading.Lock()
         self._held: set[str] = set()
         self._places: set[tuple[str, str]] = set()
@@ -61,6 +71,7 @@ class Node:
         """Check Redis (ClusterError, one line, if it is unreachable, refuses the password or is
         full), then start reading, publishing and the heartbeat."""
         self.link.check()
+        self.presence.beat(self.id, self._alive_ms, judge=False)
         self.reader.watch(self.link.keys.node(self.id), after=0)
         self.reader.watch(self.link.keys.control)
         for part in (self.reader, self.publisher, self._heartbeat):
@@ -80,7 +91,7 @@ class Node:
                 self.presence.leave(room, name)
             for name in held:
                 self.names.release(name)
-            self.link.call(lambda: self.link.redis.delete(self.link.keys.people(self.id)))
+            self.presence.depart(self.id)
         except ClusterError as exc:
             log.warning("node %s: names not freed (their leases will run out): %s", self.id, exc)
         self.reader.close()
@@ -154,17 +165,27 @@ class Node:
 
     def _beat(self) -> None:
         backoff = Backoff(self.link)
-        pause = self.lease_seconds / BEATS_PER_LEASE
-        while not self._stop.wait(pause if not backoff.lost else 0):
+        linked_since = time.monotonic()
+        while not self._stop.wait(self._beat_seconds if not backoff.lost else 0):
             with self._lock:
                 held, places = sorted(self._held), sorted(self._places)
+            # Back from losing Redis, the other nodes get a liveness of time to renew theirs
+            # (they lost it too) before any is taken for gone.
+            judge = time.monotonic() - linked_since >= self._alive_ms / 1000
             try:
                 lost = self.names.renew(held)
                 self.presence.enter(places)
+                gone = self.presence.beat(self.id, self._alive_ms, judge)
             except ClusterError as exc:
                 backoff.failed(exc, self._stop)
+                linked_since = math.inf
                 continue
             backoff.succeeded()
+            linked_since = min(linked_since, time.monotonic())
+            for node, people in gone.items():
+                log.warning("node %s: node %s stopped renewing its liveness: it is gone, with %d people",
+                            self.id, node, len(people))
+                self._on_node_gone(node, people)
             for name in lost:
                 with self._lock:
                     self._held.discard(name)

@@ -59,6 +59,26 @@ if not node then return false end
 return redis.call('HGET', ARGV[1] .. node, ARGV[2])
 """
 
+# KEYS: the set of nodes.  ARGV: this node, its liveness in ms, the liveness keys' prefix, the
+# people hashes' prefix, whether to look for dead nodes ('1') or not.  Renews this node's
+# liveness; takes each node whose liveness ran out off the set (so that exactly one node takes
+# it) and answers it with what /whois said of its people: node, {key, details, ...}, node, ...
+BEAT = """
+redis.call('SET', ARGV[3] .. ARGV[1], '1', 'PX', ARGV[2])
+redis.call('SADD', KEYS[1], ARGV[1])
+local dead = {}
+if ARGV[5] ~= '1' then return dead end
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[3] .. node) == 0 then
+    redis.call('SREM', KEYS[1], node)
+    dead[#dead + 1] = node
+    dead[#dead + 1] = redis.call('HGETALL', ARGV[4] .. node)
+    redis.call('DEL', ARGV[4] .. node)
+  end
+end
+return dead
+"""
+
 
 class Presence:
     """Rooms and their people across the cluster, topics and bans.  Each call is one round trip;
@@ -71,6 +91,7 @@ class Presence:
         self._who = link.redis.register_script(WHO)
         self._rooms = link.redis.register_script(ROOMS)
         self._person = link.redis.register_script(PERSON)
+        self._beat = link.redis.register_script(BEAT)
 
     def enter(self, places: list[tuple[str, str]]) -> None:
         """Put each (room, name) in its room until a lease from now; the heartbeat calls it again."""
@@ -106,6 +127,20 @@ class Presence:
         keys = self._link.keys
         found = self._link.call(lambda: self._person(keys=[keys.name(name)], args=[keys.people(""), name]))
         return json.loads(found) if found else None
+
+    def beat(self, node: str, alive_ms: int, judge: bool) -> dict[str, list[dict[str, Any]]]:
+        """Say ``node`` is alive for ``alive_ms``; with ``judge``, take the nodes whose liveness
+        ran out (each is taken by one node only) and answer what /whois said of their people."""
+        keys = self._link.keys
+        flat = self._link.call(lambda: self._beat(keys=[keys.nodes], args=[
+            node, alive_ms, keys.alive(""), keys.people(""), "1" if judge else "0"]))
+        return {flat[i]: [json.loads(details) for details in flat[i + 1][1::2]] for i in range(0, len(flat), 2)}
+
+    def depart(self, node: str) -> None:
+        """``node`` stops: it is gone, and no other node need say so."""
+        keys = self._link.keys
+        self._link.call(lambda: self._link.redis.pipeline().srem(keys.nodes, node).delete(
+            keys.alive(node), keys.people(node)).execute())
 
     def set_topic(self, room: str, topic: Optional[str]) -> None:
         """Keep a room's topic for every node; None clears it."""
