@@ -20,7 +20,8 @@ Every line a person causes starts, after the time, with "<", "* " or "(private",
 starts with a letter or digit: so no one can make a line that looks like a notice or like
 someone else's.  Names are compared by :func:`name_key`, and :func:`check_name` refuses a name
 made to look like another (invisible characters, mixed scripts), so no one can pass for
-someone else either.
+someone else either; a name in one script that still looks like a present one ("аре" for
+"ape", "rn" for "m") shares its skeleton (:mod:`groupchat.lookalikes`), and the server refuses it.
 """
 
 from __future__ import annotations

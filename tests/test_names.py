@@ -1,5 +1,6 @@
-"""Names and room names that look like another are refused or fold to its key; runs of blanks
-in text collapse (issue 11: no one can pass for someone else). Pure, no sockets."""
+"""Names and room names that look like another are refused, fold to its key, or share its
+skeleton; runs of blanks in text collapse (issue 11: no one can pass for someone else). Pure,
+no sockets."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from groupchat.errors import CommandError, InvalidNameError
+from groupchat.lookalikes import PROTOTYPES, name_skeleton
 from groupchat.protocol import (
     MAX_BLANK_RUN,
     MAX_MARKS_PER_LETTER,
@@ -121,6 +123,45 @@ def test_any_accepted_name_is_one_script_of_letters_digits_marks_and_joiners(tex
     assert unicodedata.category(folded[0])[0] in "LN" and folded[-1] not in NAME_JOINERS
     assert all(unicodedata.category(ch)[0] in "LNM" or ch in NAME_JOINERS for ch in folded)
     assert len({script_of(ch) for ch in folded} - {""}) <= 1
+
+
+# -- skeletons: names in one script that look like another ---------------------------------
+
+@pytest.mark.parametrize("name, lookalike", [
+    ("ape", "\u0430\u0440\u0435"), ("cop", "\u0421\u041e\u0420"), ("ABO", "\u0391\u0392\u039f"),  # Cyrillic, Greek
+    ("NOAH", "\u039d\u039f\u0391\u0397"), ("xena", "\u0445\u0435\u043f\u0430"), ("kyle", "\u03ba\u03c5\u0399\u03b5"),
+    ("mike", "rnike"), ("will", "vvill"), ("dan", "clan"), ("lan", "Ian"), ("lan", "1an"), ("l0l", "IOI"),
+    ("oscar", "0scar"), ("all", "alI"), ("m", "\u0433\u043f"),  # Cyrillic "гп" passes for "rn", so for "m"
+])
+def test_names_that_look_alike_share_a_skeleton(name, lookalike):
+    assert check_name(lookalike) == lookalike, "the naming rules let it through"
+    assert name_key(name) != name_key(lookalike)
+    assert name_skeleton(name) == name_skeleton(lookalike)
+
+
+@pytest.mark.parametrize("name, other", [("alice", "bob"), ("Zoë", "Zoe"), ("боб", "bob"), ("anna", "arma"),
+                                         ("ivan", "iwan"), ("r2-d2", "r2_d2"), ("Ελένη", "eneh")])
+def test_names_that_do_not_look_alike_keep_their_skeletons_apart(name, other):
+    assert name_skeleton(name) != name_skeleton(other)
+
+
+def test_every_prototype_is_a_small_latin_letter_and_no_letter_has_two():
+    sources = "".join(PROTOTYPES.values())
+    assert len(sources) == len(set(sources))
+    assert all(len(letter) == 1 and "a" <= letter <= "z" and letter not in sources for letter in PROTOTYPES)
+    assert all(name_key(source) == source for source in sources), "the table holds folded forms only"
+
+
+@given(st.text(max_size=20))
+def test_a_skeleton_is_the_same_for_a_name_its_key_and_any_case_of_it(text):
+    """The cluster leases a name's skeleton from its key, and a person may show their name in
+    any case: so the three must agree."""
+    try:
+        name = check_name(text)
+    except InvalidNameError:
+        return
+    assert name_skeleton(name) == name_skeleton(name_key(name)) == name_skeleton(name.upper()) \
+        == name_skeleton(name.swapcase())
 
 
 # -- blank runs in text -------------------------------------------------------------------

@@ -423,7 +423,11 @@ class Chat:
         if self.cluster is not None:
             self.cluster.watch(room_name)  # before entering: what the room says from here is read
         member.hold()
-        room_before, room, live_from = self.registry.enter(member, room_name, self._next_id)
+        try:
+            room_before, room, live_from = self.registry.enter(member, room_name, self._next_id)
+        except CommandError:  # a room that looks like one in use: nothing changed
+            member.release(b"")
+            raise
         if self.cluster is not None:
             if room_before is not None:
                 self.cluster.leave(room_before.name, member.name)

@@ -13,7 +13,8 @@ import threading
 import time
 from typing import Callable, NamedTuple, Optional, Protocol
 
-from groupchat.errors import NameTakenError
+from groupchat.errors import CommandError, NameTakenError
+from groupchat.lookalikes import name_skeleton, render_lookalike
 from groupchat.protocol import MAX_NAME_CHARS, name_key
 from groupchat.server.events import Out
 from groupchat.server.fanout import Fanout
@@ -133,14 +134,17 @@ class Registry:
     A connection is added on connect and removed on every way out.  Naming is two steps so
     that the welcome line reaches a newcomer before any chat line does: :meth:`claim`
     reserves the name atomically, :meth:`enter` puts the member in a room, where it receives.
-    A room exists while someone is in it.
+    A room exists while someone is in it.  No two names present, and no two rooms, look alike
+    (one :func:`~groupchat.lookalikes.name_skeleton`).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._connections: set[Member] = set()
-        self._names: dict[str, Member] = {}
-        self._rooms: dict[str, Room] = {}
+        self._names: dict[str, Member] = {}  # by name_key
+        self._looks: dict[str, Member] = {}  # the same members, by name_skeleton
+        self._rooms: dict[str, Room] = {}  # by name_key
+        self._room_looks: dict[str, Room] = {}  # the same rooms, by name_skeleton
 
     def connect(self, member: Member) -> None:
         """Track a new connection (unnamed until :meth:`claim`)."""
@@ -148,25 +152,37 @@ class Registry:
             self._connections.add(member)
 
     def claim(self, member: Member, name: str) -> Optional[str]:
-        """Give ``member`` the name (first or new), or raise :class:`NameTakenError`; return the old name."""
-        key = name_key(name)
+        """Give ``member`` the name (first or new), or raise :class:`NameTakenError` if someone
+        else has it or one that looks like it; return the old name."""
+        key, look = name_key(name), name_skeleton(name)
         with self._lock:
             holder = self._names.get(key)
             if holder is not None and holder is not member:
                 raise NameTakenError(f'the name "{name}" is taken' + self._free_like(name))
+            holder = self._looks.get(look)
+            if holder is not None and holder is not member:
+                raise NameTakenError(render_lookalike(name, holder.name) + self._free_like(name))
             old = member.name
             if old is not None:
-                del self._names[name_key(old)]
-            self._names[key] = member
+                self._forget_name(member)
+            self._names[key], self._looks[look] = member, member
             member.name = name
             return old
 
+    def _forget_name(self, member: Member) -> None:
+        """Free ``member``'s name and its skeleton, where they are still its own (under the lock)."""
+        for table, key in ((self._names, name_key(member.name)), (self._looks, name_skeleton(member.name))):
+            if table.get(key) is member:
+                del table[key]
+
     def _free_like(self, name: str) -> str:
-        """``; "alice2" is free``: the first free name made by adding a number (under the lock)."""
+        """``; "alice2" is free``: the first free name made by adding a number, like no one's
+        present (under the lock)."""
         stem = name[:MAX_NAME_CHARS - 2]
         for number in range(2, 100):
-            if name_key(f"{stem}{number}") not in self._names:
-                return f'; "{stem}{number}" is free'
+            free = f"{stem}{number}"
+            if name_key(free) not in self._names and name_skeleton(free) not in self._looks:
+                return f'; "{free}" is free'
         return ""
 
     def enter(self, member: Member, room_name: str, mark: Callable[[], int] = lambda: 0,
@@ -175,16 +191,21 @@ class Registry:
 
         Return the room it left (if any), the room it is in, and ``mark()`` taken at the
         moment of entering: with :meth:`post` this tells what the member
-        gets live from what was said before it came.
+        gets live from what was said before it came.  A new room that looks like one in use
+        is :class:`CommandError`, with nothing changed.
         """
-        key = name_key(room_name)
+        key, look = name_key(room_name), name_skeleton(room_name)
         with self._lock:
+            alike = self._room_looks.get(look)
+            if alike is not None and key not in self._rooms:
+                raise CommandError(render_lookalike(room_name, alike.name,
+                                                    f"a room in use: /join {alike.name} goes there"))
             left = self._remove_from_room(member)
             if member not in self._connections:  # gone meanwhile: a room of its own, shared by none
                 return left, Room(room_name), mark()
             room = self._rooms.get(key)
             if room is None:
-                room = self._rooms[key] = Room(room_name)
+                room = self._rooms[key] = self._room_looks[look] = Room(room_name)
             room.add(member)
             member.room = room
             return left, room, mark()
@@ -202,9 +223,9 @@ class Registry:
         """Put ``member``, a new connection, in ``held``'s place: its name, room and operator
         status; return the room and ``mark()`` taken at that instant (see :meth:`enter`)."""
         with self._lock:
-            key = name_key(held.name)
-            if self._names.get(key) is held:
-                self._names[key] = member
+            for table, key in ((self._names, name_key(held.name)), (self._looks, name_skeleton(held.name))):
+                if table.get(key) is held:
+                    table[key] = member
             member.name, member.is_op, member.away = held.name, held.is_op, held.away
             member.ignoring, member.last_private_from = held.ignoring, held.last_private_from
             room, held.room = held.room, None
@@ -219,8 +240,8 @@ class Registry:
         """Forget a connection; return the room it was in, if any (so that room hears it left)."""
         with self._lock:
             self._connections.discard(member)
-            if member.name is not None and self._names.get(name_key(member.name)) is member:
-                del self._names[name_key(member.name)]
+            if member.name is not None:
+                self._forget_name(member)
             return self._remove_from_room(member)
 
     def _remove_from_room(self, member: Member) -> Optional[Room]:
@@ -230,6 +251,8 @@ class Registry:
         room.discard(member)
         if not room:
             del self._rooms[name_key(room.name)]
+            if self._room_looks.get(name_skeleton(room.name)) is room:
+                del self._room_looks[name_skeleton(room.name)]
         member.room = None
         return room
 

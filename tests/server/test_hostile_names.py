@@ -5,6 +5,7 @@ keep chatting throughout."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 
@@ -74,20 +75,29 @@ def check_honest_chat(alice: Peer, bob: RawWatcher, said: str) -> None:
     assert re.fullmatch(f"{STAMP}<alice> {said}", bob.line_with(f"<alice> {said}".encode()))
 
 
+def refusals_at_the_door(address: tuple, names: list[str], between=lambda tried: None) -> list[str]:
+    """Offer each name as a newcomer, a few to a connection (fewer than the server allows one),
+    each refused: the refusal lines.  ``between(tried)`` runs after each connection's names."""
+    refusals = []
+    for start in range(0, len(names), TRIES_PER_CONNECTION):
+        with contextlib.closing(Peer(address)) as impostor:
+            assert impostor.next_line() == NAME_PROMPT
+            for name in names[start:start + TRIES_PER_CONNECTION]:
+                impostor.say(name)
+                refusals.append(impostor.next_line())
+                assert is_refusal(refusals[-1]), (name, refusals[-1])
+                assert impostor.next_line() == NAME_PROMPT
+        between(start)
+    return refusals
+
+
 def test_lookalikes_of_a_present_name_are_refused_at_the_door_and_by_nick(honest):
     server, alice, bob = honest
-    for start in range(0, len(LOOKALIKES), TRIES_PER_CONNECTION):
-        impostor = Peer(server.server_address)
-        assert impostor.next_line() == NAME_PROMPT
-        for lookalike in LOOKALIKES[start:start + TRIES_PER_CONNECTION]:
-            impostor.say(lookalike)
-            refusal = impostor.next_line()
-            assert is_refusal(refusal), (lookalike, refusal)
-            assert impostor.next_line() == NAME_PROMPT
-        check_honest_chat(alice, bob, f"at the door {start}")
-        if start + TRIES_PER_CONNECTION < len(LOOKALIKES):
-            impostor.close()
-    impostor.say("mallory")  # the last connection, its prompt already read
+    refusals_at_the_door(server.server_address, LOOKALIKES,
+                         lambda tried: check_honest_chat(alice, bob, f"at the door {tried}"))
+    impostor = Peer(server.server_address)
+    assert impostor.next_line() == NAME_PROMPT
+    impostor.say("mallory")
     impostor.expect(re.escape("*** Welcome, mallory!"))
     alice.expect("mallory joined")
     for n, lookalike in enumerate(LOOKALIKES):
@@ -101,15 +111,24 @@ def test_lookalikes_of_a_present_name_are_refused_at_the_door_and_by_nick(honest
 
 def test_lookalike_room_names_are_refused_or_are_the_same_room(honest):
     server, alice, bob = honest
-    alice.say("/join dev")
-    alice.expect("You are now in dev")
+    alice.say("/join cop")
+    alice.expect("You are now in cop")
     impostor = Peer(server.server_address)
     impostor.join("mallory")
-    impostor.say("/join d\u0435v")  # a Cyrillic "е"
+    impostor.say("/join c\u043ep")  # a Cyrillic "о"
     impostor.expect(re.escape("*** a room name cannot mix Cyrillic and Latin letters"))
-    impostor.say("/join \uff24\uff25\uff36")  # fullwidth: the same room as "dev"
-    impostor.expect(re.escape("You are now in dev. Here now: alice."))
-    alice.say("/join lobby")
+    for room in ("\u0441\u043e\u0440", "c0p", "C0P"):  # all Cyrillic; a zero for the "o"
+        impostor.say(f"/join {room}")
+        impostor.expect(re.escape(f'*** "{room}" looks too much like "cop", a room in use: /join cop goes there'))
+    impostor.say("still in the lobby")  # a refused /join leaves its asker where it was, chatting
+    assert bob.line_with(b"<mallory> still in the lobby")
+    impostor.say("/join \uff43\uff4f\uff50")  # fullwidth: the same room as "cop"
+    impostor.expect(re.escape("You are now in cop. Here now: alice."))
+    for peer in (impostor, alice):
+        peer.say("/join lobby")
+        peer.expect("You are now in lobby")
+    impostor.say("/join \u0441\u043e\u0440")  # "cop" is empty and gone: a room like it may be made
+    impostor.expect(re.escape("You are now in \u0441\u043e\u0440"))
     check_honest_chat(alice, bob, "back in the lobby")
     impostor.close()
 
@@ -135,3 +154,34 @@ def test_padding_cannot_push_text_onto_a_row_of_its_own(honest, line, shown, pad
     assert all(not re.match(STAMP, row) for row in rows_of(got)[1:])
     check_honest_chat(alice, bob, "still here")
     impostor.close()
+
+
+# A present name, and one written to look like it in a single script (so the naming rules let
+# it through): Cyrillic, Greek, and letters or digits that pass for others in Latin.
+SAME_SCRIPT_LOOKALIKES = [("ape", "\u0430\u0440\u0435"), ("cop", "\u0421\u041e\u0420"), ("ABO", "\u0391\u0392\u039f"),
+                          ("mike", "rnike"), ("will", "VVill"), ("lan", "Ian"), ("oscar", "0scar"), ("dan", "c1an")]
+
+
+def test_a_name_in_one_script_that_looks_like_a_present_one_is_refused_saying_which(start_server):
+    server = start_server()
+    present = [Peer(server.server_address) for _ in SAME_SCRIPT_LOOKALIKES]
+    for peer, (name, _) in zip(present, SAME_SCRIPT_LOOKALIKES):
+        peer.join(name)
+    try:
+        refusals = refusals_at_the_door(server.server_address, [pair[1] for pair in SAME_SCRIPT_LOOKALIKES])
+        assert refusals == [f'*** Sorry, "{lookalike}" looks too much like "{name}", who is here; '
+                            f'"{lookalike}2" is free.' for name, lookalike in SAME_SCRIPT_LOOKALIKES]
+        impostor = Peer(server.server_address)
+        present.append(impostor)
+        impostor.join("mallory")
+        for name, lookalike in SAME_SCRIPT_LOOKALIKES:
+            impostor.say(f"/nick {lookalike}")
+            impostor.expect(re.escape(f'*** Sorry, "{lookalike}" looks too much like "{name}", who is here'))
+        present[0].say("/who")
+        assert present[0].expect(r"In lobby \((\d+)\)").group(1) == str(len(SAME_SCRIPT_LOOKALIKES) + 1)
+        present[0].say("/quit")  # "ape" goes: a name like it is free again
+        impostor.say("/nick \u0430\u0440\u0435")
+        impostor.expect(re.escape("*** mallory is now known as \u0430\u0440\u0435"))
+    finally:
+        for peer in present:
+            peer.close()

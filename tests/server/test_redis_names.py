@@ -1,14 +1,20 @@
 """Names and presence across nodes against a real redis-server: one holder per name even when
-nodes claim at the same instant, leases that run out when a node dies, and /who and /rooms."""
+nodes claim at the same instant, no two names that look alike on any nodes, leases that run out
+when a node dies, and /who and /rooms."""
 
 from __future__ import annotations
 
+import contextlib
+import re
 import threading
 import time
 
 import pytest
 
-from conftest import wait_for
+from groupchat.errors import NameTakenError
+from groupchat.protocol import NAME_PROMPT, name_key
+
+from conftest import Peer, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,7 +69,7 @@ def test_a_node_cut_off_past_its_lease_is_told_which_names_it_lost(redis_server,
     lost: list[str] = []
     (slow, _), (other, _) = cluster_node(redis.url, lost.append, lease_seconds=1.0), cluster_node(redis.url)
     assert slow.claim("alice") and slow.claim("bob")
-    other.link.redis.delete(other.link.keys.name("alice"))  # as if its lease ran out unrenewed
+    other.link.redis.delete(*other.names.leases("alice"))  # as if its leases ran out unrenewed
     assert other.claim("alice")
     wait_for(lambda: lost == ["alice"], timeout=5, what="the heartbeat to notice")
     assert other.names.holder("bob") == slow.id
@@ -109,3 +115,84 @@ def test_a_name_claimed_just_after_redis_restarted_is_claimed_at_the_first_try(r
     assert node.names.holder("bob") == node.id
     wait_for(lambda: node.names.holder("alice") == node.id, timeout=10,
              what="the heartbeat to take back a name Redis lost")
+
+
+# Each a name and one written to look like it: Cyrillic, Greek, and letters that pass for others.
+LOOKALIKE_PAIRS = [("ape", "\u0430\u0440\u0435"), ("cop", "\u0441\u043e\u0440"), ("ABO", "\u0391\u0392\u039f"),
+                   ("mike", "rnike"), ("will", "vvill"), ("lan", "Ian"), ("oscar", "0scar"), ("dan", "clan")]
+
+
+def test_nodes_claiming_lookalikes_at_the_same_instant_admit_exactly_one_of_each(redis_server, cluster_node):
+    redis = redis_server()
+    nodes = [cluster_node(redis.url)[0] for _ in range(2)]
+    won: dict[str, list[str]] = {pair[0]: [] for pair in LOOKALIKE_PAIRS}
+    refusals: list[str] = []
+    go = threading.Barrier(len(nodes))
+
+    def claim_all(side: int) -> None:
+        go.wait()
+        for pair in LOOKALIKE_PAIRS:
+            try:
+                if nodes[side].claim(pair[side]):
+                    won[pair[0]].append(pair[side])
+            except NameTakenError as exc:
+                refusals.append(str(exc))
+
+    threads = [threading.Thread(target=claim_all, args=(side,)) for side in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(len(winners) == 1 for winners in won.values()), won
+    assert sorted(refusals) == sorted(
+        f'"{b if winners == [a] else a}" looks too much like "{name_key(winners[0])}", who is here'
+        for (a, b), winners in zip(LOOKALIKE_PAIRS, won.values()))
+
+
+def test_a_lookalike_comes_free_with_the_name_and_a_change_of_case_keeps_it(redis_server, cluster_node):
+    redis = redis_server()
+    (a, _), (b, _) = cluster_node(redis.url), cluster_node(redis.url)
+    assert a.claim("ape") and a.claim("APE"), "the same name in another case"
+    with pytest.raises(NameTakenError, match='"\u0430\u0440\u0435" looks too much like "ape", who is here'):
+        b.claim("\u0430\u0440\u0435")
+    with pytest.raises(NameTakenError):
+        a.claim("\u0430\u0440\u0435")  # on its own node too: the node's registry never sees it
+    a.release("ape")
+    assert b.claim("\u0430\u0440\u0435")
+    assert not a.names.release("\u0430\u0440\u0435") and a.names.holder("\u0430\u0440\u0435") == b.id
+
+
+def test_a_lookalike_lease_is_renewed_by_the_heartbeat_and_runs_out_with_a_dead_node(redis_server, cluster_node):
+    redis = redis_server()
+    (dying, _), (other, _) = cluster_node(redis.url, lease_seconds=1.0), cluster_node(redis.url)
+    assert dying.claim("rnike")
+    time.sleep(1.5)  # heartbeats keep both leases past their first second
+    with pytest.raises(NameTakenError, match='"mike" looks too much like "rnike"'):
+        other.claim("mike")
+    dying.stop_heartbeat()
+
+    def claimed() -> bool:
+        try:
+            return other.claim("mike")
+        except NameTakenError:
+            return False
+
+    wait_for(claimed, timeout=5, what="the dead node's leases to run out")
+
+
+def test_two_serve_processes_refuse_a_lookalike_of_a_name_on_the_other(redis_server, server_process):
+    redis = redis_server()
+    first, second = server_process("--redis", redis.url), server_process("--redis", redis.url)
+    with contextlib.closing(Peer(first.address)) as ape, contextlib.closing(Peer(second.address)) as impostor:
+        ape.join("ape")
+        assert impostor.next_line() == NAME_PROMPT
+        impostor.say("\u0410\u0440\u0435")  # Cyrillic, capital first
+        assert impostor.next_line() == '*** Sorry, "\u0430\u0440\u0435" looks too much like "ape", who is here.'
+        assert impostor.next_line() == NAME_PROMPT
+        impostor.say("mallory")
+        impostor.expect(r"Welcome, mallory!")
+        impostor.say("/nick \u0430\u0440\u0435")
+        impostor.expect(re.escape('*** Sorry, "\u0430\u0440\u0435" looks too much like "ape", who is here'))
+        ape.expect("mallory joined")
+        ape.say("/who")
+        assert ape.expect(r"In lobby \(2\): (.*)\. ").group(1) == "ape, mallory"
