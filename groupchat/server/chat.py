@@ -382,7 +382,7 @@ class Chat:
             return
         after = int(last) if last else session.held_from - 1
         log.info("%s resumed from %s", member.name, member.address)
-        names, count = self.registry.glimpse(room, member, MAX_LISTED_NAMES)
+        names, count = self._glimpse(room, member)
         self._tell_room(room, self.notices.add(room, BACK, member.name, self._audience(count)))
         entries, missed = self.missed_since(room.name, after, before=live_from)
         greeting = self._session(member, token) + Out.line(
@@ -436,7 +436,7 @@ class Chat:
             topic = self.cluster.topic(room.name)  # set where no one here saw it
             if topic and topic != room.topic:
                 self.registry.set_topic(room, topic)
-        names, count = self.registry.glimpse(room, member, MAX_LISTED_NAMES)
+        names, count = self._glimpse(room, member)
         # The rooms hear of it before the member hears its welcome, so anything that follows
         # the welcome (its first line, the next person to come) comes after the notice too.
         if room_before is not None:
@@ -459,6 +459,18 @@ class Chat:
         if played:
             greeting += self.played(room.name, played, replay=True)
         member.release(greeting.json if member.json else greeting.text)
+
+    def _glimpse(self, room: Room, member: Member) -> tuple[list[str], int]:
+        """The first names of the others in a room and how many they are, for a welcome: in a
+        cluster, on every node (on this one alone while Redis is away)."""
+        if self.cluster is not None:
+            try:
+                others = [name for name in self.cluster.who(room.name) if name_key(name) != name_key(member.name)]
+            except ClusterError as exc:
+                log.warning("the names in %s on other servers: %s", room.name, exc)
+            else:
+                return others[:MAX_LISTED_NAMES], len(others)
+        return self.registry.glimpse(room, member, MAX_LISTED_NAMES)
 
     def recent(self, room: str, count: int, before: Optional[int] = None) -> list[Entry]:
         """A room's last ``count`` stored lines; none if history cannot be read."""

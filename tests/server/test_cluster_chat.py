@@ -299,3 +299,15 @@ def test_a_topic_set_where_no_one_else_is_is_told_to_a_newcomer_on_another_node(
     cy.say("/join dev")
     cy.expect_event("enter", room="dev")
     assert cy.expect_event("topic")["text"] == "release friday"
+
+
+def test_the_welcome_names_everyone_in_the_room_on_every_node(nodes, peers, connect):
+    ann, bob, cy = peers
+    dee = connect(target=nodes[1])
+    welcome = dee.join_json("dee")
+    assert (welcome["names"], welcome["count"]) == (["ann", "bob", "cy"], 3)
+    ann.say("/join dev")
+    ann.expect_event("enter", room="dev")
+    cy.say("/join dev")
+    entered = cy.expect_event("enter", room="dev")
+    assert (entered["names"], entered["count"]) == (["ann"], 1)
