@@ -1,8 +1,9 @@
 """Small network helpers every wing uses: how an address is written, which family a host needs,
-and how many sockets a process may open."""
+which addresses are one party's, and how many sockets a process may open."""
 
 from __future__ import annotations
 
+import ipaddress
 import resource
 import socket
 from typing import Optional
@@ -74,6 +75,34 @@ def split_targets(targets: str, port: Optional[int], default_port: int) -> list[
             raise ValueError(f"two ports given: {own} in HOST, and {port}")
         addresses.append((host, own or port or default_port))
     return addresses
+
+
+# The block an IPv6 subscriber gets at the least: a /64 is one customer, one LAN (RFC 6177).
+IPV6_GROUP_PREFIX = 64
+
+
+def address_group(host: str) -> str:
+    """The key a limit per address counts ``host`` (a peer's address as the socket gives it)
+    under: an IPv4 address is its own, an IPv4-mapped IPv6 address is its IPv4 address, and an
+    IPv6 address counts with its whole /64, which any one customer has, so changing the last
+    64 bits makes no fresh guesser.  Anything else (a Unix socket's path) is its own.
+
+    >>> address_group("192.0.2.7"), address_group("::ffff:192.0.2.7")
+    ('192.0.2.7', '192.0.2.7')
+    >>> address_group("2001:db8:1:2::7") == address_group("2001:db8:1:2:ffff:1:2:3") == "2001:db8:1:2::/64"
+    True
+    >>> address_group("2001:db8:1:3::7"), address_group("::1"), address_group("fe80::1%eth0")
+    ('2001:db8:1:3::/64', '::/64', 'fe80::/64')
+    """
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, IPV6_GROUP_PREFIX), strict=False))
 
 
 def address_family(host: str) -> socket.AddressFamily:

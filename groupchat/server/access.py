@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Callable, Iterable, NamedTuple, Optional, Union
 
 from groupchat.errors import InvalidAddressError
+from groupchat.net import address_group
 from groupchat.protocol import name_key
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -123,7 +124,8 @@ class Admission:
 
     :meth:`admit` is called from the accept thread only, and counts what it admits, so the
     caps hold exactly even under a burst of connects; :meth:`release` (any thread) uncounts.
-    A cap of 0 means no cap.
+    A cap of 0 means no cap.  The cap per address counts an IPv6 address with its whole /64
+    (:func:`~groupchat.net.address_group`); allow and deny lists and bans take addresses as they are.
     """
 
     def __init__(self, bans: BanList, allow: Iterable[str] = (), deny: Iterable[str] = (),
@@ -151,19 +153,22 @@ class Admission:
             return "this address is not allowed here"
         if self.bans.is_banned(host):
             return "this address is banned"
+        group = address_group(host)
         with self._lock:
             if self.max_clients and self._total >= self.max_clients and not over_cap:
                 return f"the server is full ({self.max_clients} connections); try again later"
-            if self.max_per_address and self._per_address[host] >= self.max_per_address:
-                return f"too many connections from your address (at most {self.max_per_address})"
+            if self.max_per_address and self._per_address[group] >= self.max_per_address:
+                where = f"your network ({group})" if "/" in group else "your address"
+                return f"too many connections from {where} (at most {self.max_per_address})"
             self._total += 1
-            self._per_address[host] += 1
+            self._per_address[group] += 1
         return None
 
     def release(self, host: str) -> None:
         """Uncount a connection that :meth:`admit` let in."""
+        group = address_group(host)
         with self._lock:
             self._total -= 1
-            self._per_address[host] -= 1
-            if not self._per_address[host]:
-                del self._per_address[host]
+            self._per_address[group] -= 1
+            if not self._per_address[group]:
+                del self._per_address[group]

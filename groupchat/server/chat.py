@@ -26,6 +26,7 @@ from groupchat.errors import (
     UsageError,
 )
 from groupchat.jsonl import iso_time, render_event
+from groupchat.net import address_group
 from groupchat.protocol import (
     EVENT_ID,
     LINE_NOTICE,
@@ -583,14 +584,14 @@ class Chat:
 
     def private(self, sender: Member, name: str, text: str) -> None:
         """A /msg to ``name``: they see it, and the sender sees it as sent; in a cluster, someone
-        of that name on another node gets it there.  One address's messages to one person are
-        paced (flood.PRIVATE_RATE): one too many is refused, not queued."""
+        of that name on another node gets it there.  One address's (an IPv6 /64's) messages to one
+        person are paced (flood.PRIVATE_RATE): one too many is refused, not queued."""
         target = self.registry.find(name)
         here = target is not None and target.room is not None
         if not here and self.cluster is None:
             target = self.find(name)  # says there is no one of that name
         to = target.name if here else name
-        if self.private_budget.take((sender.host, name_key(to)), only_if_free=True):
+        if self.private_budget.take((address_group(sender.host), name_key(to)), only_if_free=True):
             raise CommandError(f"not sent: at most {PRIVATE_RATE:g} private message a second to one "
                                f"person, after {PRIVATE_BURST} at once; wait a moment", code=jsonl.RATE_LIMITED)
         fields = {"ts": iso_time(self.clock.now()), "from": sender.name, "to": to, "text": text}

@@ -3,7 +3,8 @@
 The handler sleeps that long before it reads on, so a flooder's own TCP window fills and it
 slows down; nothing it sent is dropped while it is connected, and nobody else waits.  Each
 connection has its own bucket, and every connection from one address shares another
-(:class:`BucketTable`), which outlives them, so reconnecting buys no fresh budget.
+(:class:`BucketTable`), which outlives them, so reconnecting buys no fresh budget; an IPv6
+address shares its /64's (:func:`~groupchat.net.address_group`), so new addresses buy none either.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import collections
 import threading
 import time
 from typing import Callable, Hashable, Iterable, Iterator, Optional, TypeVar, Union
+
+from groupchat.net import address_group
 
 Line = TypeVar("Line")
 
@@ -99,7 +102,7 @@ class BucketTable:
 
 
 class FloodControl:
-    """One connection's budget: its own bucket and its address's, which outlives it.
+    """One connection's budget: its own bucket and its address's (its /64's, for IPv6), which outlives it.
 
     A rate of 0 for the connection turns flood control off altogether.
     """
@@ -109,7 +112,7 @@ class FloodControl:
         self.burst = min(own.burst, by_address.burst) if by_address.rate else own.burst
         self._own = own
         self._by_address = by_address
-        self._address = address
+        self._address = address_group(address)
 
     def take(self) -> float:
         if not self.rate:

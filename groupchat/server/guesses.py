@@ -3,7 +3,8 @@
 A connection costs a guesser one round trip, so without this a password falls to a script
 that reconnects (about 1,300 guesses a second on loopback).  A :class:`PasswordGate` puts one
 :class:`GuessLimiter` in front of each password (the server's, the operators'), so a success
-on one never forgives misses on the other.
+on one never forgives misses on the other.  The gate counts an IPv6 guesser's misses with its
+whole /64's (:func:`~groupchat.net.address_group`): a new address from that block guesses no faster.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
+
+from groupchat.net import address_group
 
 log = logging.getLogger(__name__)
 
@@ -155,29 +158,31 @@ class PasswordGate:
         self.sleep = sleep
 
     def lockout(self, host: str) -> Optional[str]:
-        """The line for ``host`` if it is locked out of this password, else None."""
-        seconds = self.limiter.locked_for(host)
+        """The line for ``host`` if it (or its /64) is locked out of this password, else None."""
+        seconds = self.limiter.locked_for(address_group(host))
         return lockout_notice(self.what, seconds) if seconds else None
 
     def check(self, host: str, who: str, given: str) -> Optional[str]:
         """None if ``given`` is the password, else why not in one line, after the miss's delay.
 
         A locked-out address is answered at once, and what it gave is not even compared.
-        ``who`` names the guesser in the log.
+        ``who`` names the guesser in the log, where ``host`` shows with its /64 if IPv6.
         """
         locked = self.lockout(host)
         if locked is not None:
             return locked
+        group = address_group(host)
         if hmac.compare_digest(given.encode(), self.password.encode()):
-            self.limiter.forgive(host)
+            self.limiter.forgive(group)
             return None
-        miss = self.limiter.miss(host)
+        miss = self.limiter.miss(group)
+        shown = host if group == host else f"{host} ({group})"
         if miss.locked:
-            log.warning("%s locked out of the %s for %g minutes after %d wrong guesses", host,
+            log.warning("%s locked out of the %s for %g minutes after %d wrong guesses", shown,
                         self.what, self.limiter.lockout_seconds / 60, miss.count)
             return lockout_notice(self.what, self.limiter.lockout_seconds)
         if miss.worth_logging:
             log.warning("wrong %s from %s (miss %d from %s; only misses 1, 2, 4, 8... are logged)",
-                        self.what, who, miss.count, host)
+                        self.what, who, miss.count, shown)
         self.sleep(miss.delay)
         return f"wrong {self.what}"

@@ -1,13 +1,25 @@
-"""Password guessing, with no sockets: the per-address limiter, the gate, and the chat's use of them."""
+"""Password guessing, with no sockets: the per-address limiter, the gate, and the chat's use of
+them; and every limit per address counting an IPv6 address with its whole /64, with no sockets
+and then over real ones on ::1 (the kernel's loopback has one IPv6 address, so the sharing of a
+/64 by several is tested without sockets)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 
+import pytest
+
+from groupchat.protocol import NAME_PROMPT
+from groupchat.server.access import Admission, BanList
+from groupchat.server.flood import PRIVATE_BURST, PRIVATE_RATE, BucketTable, FloodControl, TokenBucket
 from groupchat.server.guesses import GuessLimiter, PasswordGate
 from groupchat.server.registry import Member
+from groupchat.server.settings import ServerSettings
+from groupchat.server.tcp import ChatServer
 
-from conftest import RecordingOutbox, make_chat, named, newcomer
+from conftest import WAIT_SECONDS, Peer, RecordingOutbox, make_chat, named, newcomer, serve_in_thread, wait_for
 
 GUESSER = "10.0.0.9"
 LOCKOUT_LINE = "too many wrong passwords from your address; try again in 1 minute"
@@ -143,3 +155,134 @@ def test_op_misses_wait_then_lock_out_and_a_locked_out_op_is_not_even_compared()
     lockout = LOCKOUT_LINE.replace("passwords", "operator passwords")
     assert notices == ["wrong operator password"] * 6 + [lockout] * 3
     assert waits == [0.5] * 5 + [1.0] and not alice.is_op and not alice.link.ended
+
+
+# -- IPv6 guessers count with their /64 (issue 11): any customer has 2**64 addresses -----------
+
+SAME_64 = ["2001:db8:1:2::7", "2001:db8:1:2:ffff:1:2:3", "2001:db8:1:2:abcd::1"]
+OTHER_64 = "2001:db8:1:3::7"
+
+
+def test_misses_from_one_ipv6_64_count_together_and_lock_out_all_of_it(caplog):
+    gate = PasswordGate("sesame", "password", limiter(FakeTime()), lambda seconds: None)
+    with caplog.at_level(logging.WARNING, logger="groupchat.server.guesses"):
+        answers = [gate.check(SAME_64[n % 3], f"[{SAME_64[n % 3]}]:{n}", "guess") for n in range(10)]
+    assert answers == ["wrong password"] * 9 + [LOCKOUT_LINE]
+    assert gate.check("2001:db8:1:2::99", "a new address of the block", "sesame") == LOCKOUT_LINE
+    assert gate.check(OTHER_64, "the next block", "sesame") is None
+    assert gate.check("::ffff:10.0.0.9", "IPv4, mapped", "sesame") is None
+    logged = [record.getMessage() for record in caplog.records]
+    assert logged[-1] == (f"{SAME_64[0]} (2001:db8:1:2::/64) locked out of the password for 1 minutes "
+                          "after 10 wrong guesses"), "the real address, with its block"
+
+
+def test_an_ipv4_mapped_guesser_is_its_ipv4_address():
+    gate = PasswordGate("sesame", "password", limiter(FakeTime(), lockout_after=2), lambda seconds: None)
+    gate.check("::ffff:10.0.0.9", "mapped", "guess")
+    gate.check(GUESSER, "plain", "guess")
+    assert gate.check(GUESSER, "plain", "sesame") == LOCKOUT_LINE
+
+
+def test_connections_per_address_count_an_ipv6_64_as_one_address():
+    admission = Admission(BanList(), max_per_address=2)
+    assert admission.admit(SAME_64[0]) is None and admission.admit(SAME_64[1]) is None
+    assert admission.admit(SAME_64[2]) == "too many connections from your network (2001:db8:1:2::/64) (at most 2)"
+    assert admission.admit(OTHER_64) is None
+    admission.release(SAME_64[0])
+    assert admission.admit(SAME_64[2]) is None
+    assert admission.admit("10.0.0.9") is None and admission.admit("::ffff:10.0.0.9") is None
+    assert admission.admit("10.0.0.9") == "too many connections from your address (at most 2)"
+
+
+def test_flood_control_shares_one_budget_across_an_ipv6_64():
+    by_address = BucketTable(rate=1, burst=2, now=lambda: 0.0)
+    waits = [FloodControl(TokenBucket(100, 100), by_address, address).take() for address in SAME_64]
+    assert waits == [0.0, 0.0, 1.0], "the third address of the block waits as a third line would"
+    assert FloodControl(TokenBucket(100, 100), by_address, OTHER_64).take() == 0.0
+
+
+def test_private_messages_from_one_ipv6_64_to_one_person_are_paced_together():
+    chat = make_chat()
+    chat.private_budget = BucketTable(PRIVATE_RATE, PRIVATE_BURST, now=lambda: 0.0)  # no token comes back
+    bob = named(chat, "bob")
+    senders = [newcomer(chat, f"[2001:db8:1:2::{n}]:4000") for n in range(1, 8)]
+    for n, sender in enumerate(senders):
+        chat.receive(sender, [f"sender{n}", "/msg bob hi"])
+    got = [line for line in bob.link.lines if "(private)" in line]
+    refused = [sender for sender in senders if any("not sent: at most" in line for line in sender.link.lines)]
+    assert len(got) == PRIVATE_BURST and len(refused) == len(senders) - PRIVATE_BURST
+
+
+# -- the same over real sockets: a server on ::1, and one on an IPv4-mapped address -------------
+
+@pytest.fixture
+def v6_server():
+    """Start real servers on an IPv6 address, port 0 (skipped, saying why, where the kernel has no
+    IPv6 loopback); stopped after the test."""
+    started = []
+
+    def start(host: str = "::1", **settings) -> ChatServer:
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind((host, 0))
+        except OSError as exc:
+            pytest.skip(f"cannot listen on {host}: {exc.strerror or exc} (no IPv6 here)")
+        server = ChatServer((host, 0), ServerSettings(**{"notice_interval": 0, **settings}))
+        started.append((server, serve_in_thread(server)))
+        return server
+
+    yield start
+    for server, thread in started:
+        server.stop()
+        thread.join(WAIT_SECONDS)
+
+
+@pytest.mark.timeout(30)
+def test_connections_over_ipv6_are_capped_by_their_64_and_uncounted_when_they_close(v6_server):
+    server = v6_server(max_per_address=2)
+    first, second = Peer(server.server_address), Peer(server.server_address)
+    try:
+        assert first.next_line() == second.next_line() == NAME_PROMPT
+        with contextlib.closing(Peer(server.server_address)) as third:
+            assert third.expect_eof() == ["*** Sorry, too many connections from your network (::/64) (at most 2)."]
+        first.close()
+        wait_for(lambda: len(server.registry) == 1, what="the closed connection to be gone")
+        with contextlib.closing(Peer(server.server_address)) as again:
+            again.join("again")  # its slot came back: admitting and uncounting agree on the key
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.timeout(30)
+def test_password_guesses_over_ipv6_lock_out_the_64_and_the_log_shows_the_address(v6_server, caplog):
+    server = v6_server(password="sesame", wrong_password_delay=0.01, password_lockout_after=2,
+                       password_lockout_minutes=1)
+    with caplog.at_level(logging.WARNING, logger="groupchat.server.guesses"):
+        for guess in ("guess1", "guess2", "sesame"):
+            with contextlib.closing(Peer(server.server_address)) as guesser:
+                first = guesser.next_line()
+                if first == "*** Password?":
+                    guesser.say(guess)
+                    first = guesser.next_line()
+                answers = [first, *guesser.expect_eof()]
+            if guess == "guess1":
+                assert answers == ["*** Sorry, wrong password; goodbye."]
+    assert answers == [f"*** Sorry, {LOCKOUT_LINE}; goodbye."], "locked out, the right password too"
+    assert any(record.getMessage().startswith("::1 (::/64) locked out of the password")
+               for record in caplog.records)
+
+
+@pytest.mark.timeout(30)
+def test_ipv4_peers_of_a_dual_stack_server_are_capped_by_their_own_ipv4_address(v6_server):
+    server = v6_server("::ffff:127.0.0.1", max_per_address=1)
+    address = ("127.0.0.1", server.server_address[1])  # IPv4 peers: the server sees ::ffff:127.0.0.x
+    peers = [Peer(address), Peer(address, source="127.0.0.2")]
+    try:
+        assert [peer.next_line() for peer in peers] == [NAME_PROMPT] * 2, "two addresses, two groups"
+        assert {member.host for member in server.registry.connections()} == {"::ffff:127.0.0.1", "::ffff:127.0.0.2"}
+        with contextlib.closing(Peer(address)) as another:
+            assert another.expect_eof() == ["*** Sorry, too many connections from your address (at most 1)."]
+    finally:
+        for peer in peers:
+            peer.close()
