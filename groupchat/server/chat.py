@@ -314,7 +314,7 @@ class Chat:
         if self._hold(member, reason):
             return
         if self.sessions is not None:
-            self.sessions.close(member)
+            self._end_session(self.sessions.close(member))
         room = self.registry.disconnect(member)
         self._forget(member, room)
         if room is None:
@@ -349,6 +349,7 @@ class Chat:
         """End the held sessions whose window has passed: their rooms hear they left."""
         for session in self.sessions.expired() if self.sessions is not None else ():
             held = session.holder
+            self._end_session(session.digest)
             room = self.registry.disconnect(held)
             self._forget(held, room)
             if room is not None:
@@ -363,6 +364,11 @@ class Chat:
         token, _, last = rest.partition(" ")
         last = last.strip()
         found = self.sessions.resume(token) if self.sessions is not None and token else None
+        # In a cluster a token works once on any node: what Redis keeps of it goes either way.
+        elsewhere = self.cluster.take_session(token) if self.cluster is not None and self.sessions and token else None
+        if found is None and elsewhere is not None and (not last or EVENT_ID.fullmatch(last)):
+            self._resume_from(member, elsewhere, int(last) if last else None, label)
+            return
         if found is None or (last and not EVENT_ID.fullmatch(last)):
             why = ("usage: /resume TOKEN [LAST_ID]" if found is not None else
                    "no session to resume with that token (unknown, used or expired); give your name")
@@ -394,8 +400,49 @@ class Chat:
         greeting += self.played(room.name, entries, replay=True, missed=missed)
         member.release(greeting.json if member.json else greeting.text)
 
+    def _resume_from(self, member: Member, session: dict[str, Any], last: Optional[int],
+                     label: Optional[str]) -> None:
+        """A resume of a session another node held (it died, say): its name, room and operator
+        status here, then the room's lines after ``last`` that this node has (the last few,
+        without it), then live lines; the node that held it lets it go, if it is alive."""
+        name = session["name"]
+        try:
+            self.cluster.claim(name, replacing=session["node"])
+            self.registry.claim(member, name)
+        except (NameTakenError, ClusterError) as exc:
+            why = f"your session's name was taken meanwhile: {exc}; give a name"
+            member.say(self._error(CommandError(why, code=jsonl.RESUME_FAILED), label, text=render_refusal(why))
+                       + _PROMPT)
+            return
+        self.cluster.moved(name, session["node"])
+        member.is_op = session["op"]
+        member.stage = Stage.CHATTING
+        log.info("%s resumed from %s the session it had on node %s", name, member.address, session["node"])
+        self.enter(member, session["room"], welcome=True, resumed=True, after=last)
+
+    def moved_away(self, name: str) -> None:
+        """``name`` resumed its session on another node: it ends here without a word to the room
+        (the other node tells it the person is back)."""
+        member = self.registry.find(name)
+        if member is None:
+            return
+        still_open = member in self.registry.connections()
+        if self.sessions is not None:
+            self._end_session(self.sessions.close(member))
+        self.registry.disconnect(member)
+        if still_open:
+            self.tell(member, "Your session was resumed on another server.", last=jsonl.BYE_REFUSED)
+
+    def _end_session(self, digest: Optional[bytes]) -> None:
+        """In a cluster, a session that ended is no longer kept in Redis."""
+        if digest is not None and self.cluster is not None:
+            self.cluster.end_session(digest)
+
     def _session(self, member: Member, token: str) -> Out:
-        """The line before the welcome that gives a connection its resume token."""
+        """The line before the welcome that gives a connection its resume token (in a cluster,
+        its session is kept in Redis too, for another node to resume)."""
+        if self.cluster is not None:
+            self.cluster.keep_session(member)
         return Out.line(render_session(token, self.sessions.window, member.name), "session", token=token,
                         window=self.sessions.window)
 
@@ -415,14 +462,16 @@ class Chat:
 
     # -- rooms -----------------------------------------------------------------------------
 
-    def enter(self, member: Member, room_name: str, welcome: bool = False) -> None:
+    def enter(self, member: Member, room_name: str, welcome: bool = False, resumed: bool = False,
+              after: Optional[int] = None) -> None:
         """Move a member into a room: its greeting and the room's recent history first, then live chat.
 
         The member holds live lines while the greeting is made, and history stops exactly
-        where live delivery starts, so nothing is shown twice or missed.
+        where live delivery starts, so nothing is shown twice or missed.  ``resumed``: it is
+        back (a session another node held), and is played the lines after id ``after`` if given.
         """
-        if self.cluster is not None:
-            self.cluster.watch(room_name)  # before entering: what the room says from here is read
+        if self.cluster is not None:  # before entering: what the room says from here is read
+            self.cluster.watch(room_name, after)  # (from after ``after``, if this node did not read it)
         member.hold()
         try:
             room_before, room, live_from = self.registry.enter(member, room_name, self._next_id)
@@ -442,11 +491,11 @@ class Chat:
         # the welcome (its first line, the next person to come) comes after the notice too.
         if room_before is not None:
             self._tell_room(room_before, Comings([], [member.name], to=room.name))
-        self._tell_room(room, self.notices.add(room, JOINED, member.name, self._audience(count)))
+        self._tell_room(room, self.notices.add(room, BACK if resumed else JOINED, member.name, self._audience(count)))
         others = list_names(names, MAX_LISTED_NAMES, total=count)
         if welcome:
             greeting = Out.line(render_welcome(member.name, others), "welcome", name=member.name,
-                                room=room.name, names=names, count=count)
+                                room=room.name, names=names, count=count, resumed=resumed or None)
             if self.sessions is not None:
                 greeting = self._session(member, self.sessions.open(member)) + greeting
         else:
@@ -454,10 +503,12 @@ class Chat:
                                 room=room.name, names=names, count=count)
         if room.topic:
             greeting += self.topic(room.name, room.topic)
+        if after is not None:
+            entries, missed = self.missed_since(room.name, after, before=live_from)
+            greeting += self.played(room.name, entries, replay=True, missed=missed)
         # A topic set earlier is no news to someone arriving: they were just told the one that holds.
-        played = [entry for entry in self.recent(room.name, self.settings.replay, before=live_from)
-                  if entry.kind != LINE_NOTICE]
-        if played:
+        elif played := [entry for entry in self.recent(room.name, self.settings.replay, before=live_from)
+                        if entry.kind != LINE_NOTICE]:
             greeting += self.played(room.name, played, replay=True)
         member.release(greeting.json if member.json else greeting.text)
 

@@ -7,6 +7,10 @@ then the session ends as an ordinary leave.  Each resume gives a new token, so a
 once.  Tokens are kept only as their SHA-256 and looked up by it, so how long a comparison
 takes says nothing of any token (as a constant-time comparison would ensure); they are never
 logged.
+
+In a cluster (``serve --redis``) each session is also kept in Redis under its token's digest
+(see :mod:`groupchat.server.cluster.presence`), so that a person whose node died resumes on
+another one.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class SessionTable(Generic[Holder]):
     def open(self, holder: Holder) -> str:
         """A new session for ``holder``; return its token."""
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        session = Session(holder, _digest(token))
+        session = Session(holder, digest(token))
         with self._lock:
             self._by_digest[session.digest] = session
             self._by_holder[holder] = session
@@ -75,27 +79,35 @@ class SessionTable(Generic[Holder]):
             session.reason = reason
             return True
 
-    def close(self, holder: Holder) -> None:
-        """End ``holder``'s session (a /quit, a kick, a ban): its token works no more."""
+    def close(self, holder: Holder) -> Optional[bytes]:
+        """End ``holder``'s session (a /quit, a kick, a ban): its token works no more.  Return
+        its digest (None if it had none)."""
         with self._lock:
             session = self._by_holder.pop(holder, None)
-            if session is not None:
-                del self._by_digest[session.digest]
+            if session is None:
+                return None
+            del self._by_digest[session.digest]
+            return session.digest
+
+    def digest_of(self, holder: Holder) -> Optional[bytes]:
+        """The digest of ``holder``'s token now (None if it has no session)."""
+        with self._lock:
+            session = self._by_holder.get(holder)
+            return session.digest if session is not None else None
 
     def resume(self, token: str) -> Optional[tuple[Session[Holder], str]]:
         """The session ``token`` opens and a new token for it (the old one is spent), or None
         if there is no such session or its window has passed.  The caller moves the session
         to its new holder with :meth:`move`."""
-        digest = _digest(token)
         with self._lock:
-            session = self._by_digest.get(digest)
+            session = self._by_digest.get(digest(token))
             if session is None:
                 return None
             if session.expires is not None and session.expires <= self._now():
                 return None
             token = secrets.token_urlsafe(TOKEN_BYTES)
             del self._by_digest[session.digest]
-            session.digest = _digest(token)
+            session.digest = digest(token)
             self._by_digest[session.digest] = session
             return session, token
 
@@ -118,5 +130,6 @@ class SessionTable(Generic[Holder]):
         return gone
 
 
-def _digest(token: str) -> bytes:
+def digest(token: str) -> bytes:
+    """What a token is kept as: its SHA-256."""
     return hashlib.sha256(token.encode("utf-8", "replace")).digest()

@@ -145,3 +145,81 @@ def test_one_nodes_console_speaks_kicks_and_bans_on_every_node(redis_server, ser
         bob.close()
         os.close(controller)
         os.close(terminal)
+
+
+def test_a_session_resumes_on_another_node_when_its_own_is_killed(redis_server, server_process, tmp_path):
+    redis = redis_server()
+    first, second = (server_process("--redis", redis.url, "--rate", "0", "--history", str(tmp_path / f"{n}.db"))
+                     for n in range(2))
+    ann, bob, again = Peer(first.address), Peer(second.address), None
+    try:
+        ann.join_json("ann")
+        bob.join_json("bob")
+        ann.expect_event("join", names=["bob"])
+        bob.say("before")
+        last = ann.expect_event("msg", text="before")["id"]
+        first.kill()  # kill -9 ann's server
+        for i in range(5):  # said while ann is away
+            bob.say(f"missed {i}")
+
+        def stored() -> bool:  # in the other node's history, that is
+            bob.say("/history 1")
+            texts = []
+            while (event := bob.event())["type"] != "history_end":
+                texts.append(event.get("text"))
+            return texts == ["missed 4"]
+
+        wait_for(stored, what="bob's lines stored by his node")
+        again = Peer(second.address)  # ann's client, on the other node, with its token
+        again.next_line()
+        again.say("/mode json")
+        again.expect_event("prompt")
+        again.say(f"/resume {ann.token} {last}")
+        assert again.expect_event("session")["token"] != ann.token
+        welcome = again.event()
+        assert (welcome["type"], welcome["name"], welcome["resumed"], welcome["names"]) == ("welcome", "ann", True,
+                                                                                            ["bob"])
+        replayed = [again.event() for _ in range(6)]  # what bob said meanwhile, from the node's history
+        assert [(e["type"], e.get("text")) for e in replayed] == [("history", f"missed {i}") for i in range(5)] + [
+            ("history_end", None)]
+        assert replayed[-1]["missed"] == 5 and last < replayed[0]["id"]
+        bob.expect_event("back", names=["ann"])
+        again.say("hello again")
+        assert bob.expect_event("msg", text="hello again")["from"] == "ann"
+        bob.say("/who")
+        assert bob.expect_event("who")["names"] == ["ann", "bob"]
+        again.say("/quit")
+        again.expect_event("bye")
+        stale = Peer(second.address)  # a token works once, on any node
+        stale.next_line()
+        stale.say(f"/resume {ann.token} {last}")
+        stale.expect(r"no session to resume with that token")
+        stale.close()
+    finally:
+        for peer in (ann, bob, again):
+            if peer is not None:
+                peer.close()
+
+
+def test_a_session_held_by_a_live_node_resumes_on_another_which_it_lets_go(redis_server, server_process):
+    redis = redis_server()
+    first, second = (server_process("--redis", redis.url, "--rate", "0") for _ in range(2))
+    ann, bob, again = Peer(first.address), Peer(second.address), Peer(second.address)
+    try:
+        ann.join_json("ann")
+        bob.join_json("bob")
+        ann.expect_event("join", names=["bob"])
+        ann.close()  # dropped: its node holds the session
+        bob.expect_event("reconnecting", names=["ann"])
+        again.next_line()
+        again.say(f"/resume {ann.token}")
+        again.expect(r"Welcome, ann!")
+        bob.expect_event("back", names=["ann"])
+        again.say("/quit")
+        again.expect_eof()
+        assert bob.expect_event("leave", names=["ann"])["reason"] == "quit"
+        with contextlib.closing(Peer(first.address)) as anew:  # the first node let the name go
+            anew.join("ann")
+    finally:
+        for peer in (ann, bob, again):
+            peer.close()

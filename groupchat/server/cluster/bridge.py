@@ -27,12 +27,14 @@ from groupchat.server.events import RoomEvent
 from groupchat.server.moderation import BAN, SAY, UNBAN
 from groupchat.server.notices import Comings
 from groupchat.server.registry import LOBBY, Member, Room
+from groupchat.server.sessions import digest
 
 log = logging.getLogger(__name__)
 
 ANSWER_SECONDS = HOLD_SECONDS + 5  # the publisher answers every event within its hold; a bound besides
 SERVER_STOPPED = "their server stopped"
 SERVER_GONE = "their server stopped responding"
+MOVED = "moved"  # a session resumed on another node than its own
 _PLACE_FIELDS = ("v", "id", "room", "ts")  # set again by whichever node delivers the event
 
 
@@ -111,6 +113,8 @@ class Bridge:
         history = self.chat.history
         if history is not None:
             self.node.ids_above(history.next_id - 1)
+        if self.chat.sessions is not None:
+            self.node.session_ms = int(self.chat.sessions.window * 1000)
         self.watch(LOBBY)
         for key, fields in self.node.presence.bans().items():
             if fields["until"] is not None and fields["until"] <= self.chat.clock.now():
@@ -182,6 +186,39 @@ class Bridge:
             self.node.presence.describe(self.node.id, name_key(member.name), profile(member))
         except ClusterError as exc:
             log.warning("/whois of %s on other servers: %s", member.name, exc)
+        self.keep_session(member)
+
+    # Sessions: kept in Redis by their token's digest, so that another node can resume them.
+    def keep_session(self, member: Member) -> None:
+        """Keep (again) what resuming ``member``'s session on another node needs."""
+        digest = self.chat.sessions.digest_of(member) if self.chat.sessions is not None else None
+        if digest is None or member.room is None:
+            return
+        try:
+            self.node.keep_session(digest.hex(), {"name": member.name, "room": member.room.name, "op": member.is_op})
+        except ClusterError as exc:
+            log.warning("the session of %s, for other servers: %s", member.name, exc)
+
+    def end_session(self, digest: bytes) -> None:
+        try:
+            self.node.end_session(digest.hex())
+        except ClusterError as exc:  # it runs out after a resume window
+            log.warning("a session kept in Redis: %s", exc)
+
+    def take_session(self, token: str) -> Optional[dict[str, Any]]:
+        """The session ``token`` opens on any node (which no longer has it), or None."""
+        try:
+            return self.node.take_session(digest(token).hex())
+        except ClusterError as exc:
+            log.warning("a session asked of Redis: %s", exc)
+            return None
+
+    def moved(self, name: str, node: str) -> None:
+        """``name``, held by ``node``, resumed its session here: that node lets it go."""
+        try:
+            self.tell_others(MOVED, {"name": name, "from": node})
+        except ClusterError as exc:  # (NotSentError too) that node, if alive, finds the name lost
+            log.warning("%s resumed here; its node %s not told: %s", name, node, exc)
 
     def keep_topic(self, room: str, topic: str) -> None:
         self.node.presence.set_topic(name_key(room), topic)
@@ -202,13 +239,15 @@ class Bridge:
         """Each room someone is in on any node (by its key), with how many."""
         return self.node.rooms()
 
-    def watch(self, room: str) -> None:
-        """Read ``room``'s events from now on (once: a room is read until the server stops)."""
-        self.node.watch(name_key(room))  # a room read already is not read twice (see Reader.watch)
+    def watch(self, room: str, after: Optional[int] = None) -> None:
+        """Read ``room``'s events from now on, or from after id ``after`` (once: a room is read
+        until the server stops)."""
+        self.node.watch(name_key(room), after)  # a room read already is not read twice (see Reader.watch)
 
-    def claim(self, name: str) -> None:
-        """Take ``name`` across the cluster, or raise NameTakenError (ClusterError: Redis is away)."""
-        if not self.node.claim(name_key(name)):  # held by its key: a change of case keeps it
+    def claim(self, name: str, replacing: Optional[str] = None) -> None:
+        """Take ``name`` across the cluster (from the node ``replacing`` too: a session resumed
+        here was there), or raise NameTakenError (ClusterError: Redis is away)."""
+        if not self.node.claim(name_key(name), replacing):  # held by its key: a change of case keeps it
             raise NameTakenError(f'the name "{name}" is taken (on another server of this chat)')
 
     def release(self, name: str) -> None:
@@ -289,6 +328,10 @@ class Bridge:
             return  # done here already
         if wire["control"] == SAY:
             self.chat.announce(wire["text"])
+        elif wire["control"] == MOVED:
+            if wire["from"] == self.node.id:
+                self.node.let_go(name_key(wire["name"]))
+                self.chat.moved_away(wire["name"])
         else:
             self.chat.moderation.apply(wire["control"], wire)
 

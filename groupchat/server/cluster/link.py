@@ -104,6 +104,11 @@ class Keys:
         """A node's liveness: a lease its heartbeat renews."""
         return f"{self.prefix}alive:{node}"
 
+    def session(self, digest: str) -> str:
+        """A resume token's session (JSON), under the token's SHA-256 in hex: it expires a resume
+        window after its node last renewed it."""
+        return f"{self.prefix}session:{digest}"
+
     def people(self, node: str) -> str:
         """Hash: what /whois says of each person on one node, by name key (JSON)."""
         return f"{self.prefix}people:{node}"

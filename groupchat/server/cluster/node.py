@@ -64,6 +64,8 @@ class Node:
         self._lock = threading.Lock()
         self._held: set[str] = set()
         self._places: set[tuple[str, str]] = set()
+        self._sessions: set[str] = set()  # digests of the tokens of this node's sessions
+        self.session_ms = 0  # how long a session is kept after the heartbeat last renewed it
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, name=f"heartbeat {self.id}", daemon=True)
 
@@ -153,6 +155,28 @@ class Node:
             self._places.discard((room, name))
         self.presence.leave(room, name)
 
+    def let_go(self, name: str) -> None:
+        """``name`` resumed its session on another node: this one no longer renews its lease or place."""
+        with self._lock:
+            self._held.discard(name)
+            self._places = {place for place in self._places if place[1] != name}
+
+    # Sessions, by the digest of their token (see presence.Presence.keep_session).
+    def keep_session(self, digest: str, details: dict[str, Any]) -> None:
+        with self._lock:
+            self._sessions.add(digest)
+        self.presence.keep_session(digest, {**details, "node": self.id}, self.session_ms)
+
+    def end_session(self, digest: str) -> None:
+        with self._lock:
+            self._sessions.discard(digest)
+        self.presence.end_session(digest)
+
+    def take_session(self, digest: str) -> Optional[dict[str, Any]]:
+        with self._lock:
+            self._sessions.discard(digest)
+        return self.presence.take_session(digest)
+
     def who(self, room: str) -> list[str]:
         return self.presence.who(room)[room]
 
@@ -168,13 +192,14 @@ class Node:
         linked_since = time.monotonic()
         while not self._stop.wait(self._beat_seconds if not backoff.lost else 0):
             with self._lock:
-                held, places = sorted(self._held), sorted(self._places)
+                held, places, sessions = sorted(self._held), sorted(self._places), sorted(self._sessions)
             # Back from losing Redis, the other nodes get a liveness of time to renew theirs
             # (they lost it too) before any is taken for gone.
             judge = time.monotonic() - linked_since >= self._alive_ms / 1000
             try:
                 lost = self.names.renew(held)
                 self.presence.enter(places)
+                self.presence.renew_sessions(sessions, self.session_ms)
                 gone = self.presence.beat(self.id, self._alive_ms, judge)
             except ClusterError as exc:
                 backoff.failed(exc, self._stop)

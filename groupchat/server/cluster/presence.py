@@ -142,6 +142,28 @@ class Presence:
         self._link.call(lambda: self._link.redis.pipeline().srem(keys.nodes, node).delete(
             keys.alive(node), keys.people(node)).execute())
 
+    def keep_session(self, digest: str, details: dict[str, Any], window_ms: int) -> None:
+        """Keep a session (``details``: its name, room and node) for ``window_ms`` from now."""
+        payload = json.dumps(details, separators=(",", ":"))
+        self._link.call(lambda: self._link.redis.set(self._link.keys.session(digest), payload, px=window_ms))
+
+    def renew_sessions(self, digests: list[str], window_ms: int) -> None:
+        if digests:
+            pipe = self._link.redis.pipeline(transaction=False)
+            for digest in digests:
+                pipe.pexpire(self._link.keys.session(digest), window_ms)
+            self._link.call(pipe.execute)
+
+    def end_session(self, digest: str) -> None:
+        self._link.call(lambda: self._link.redis.delete(self._link.keys.session(digest)))
+
+    def take_session(self, digest: str) -> Optional[dict[str, Any]]:
+        """The session kept under ``digest``, which is kept no longer (a token works once); None
+        if there is none (never given, used, or its window passed)."""
+        key = self._link.keys.session(digest)
+        found, _ = self._link.call(lambda: self._link.redis.pipeline().get(key).delete(key).execute())
+        return json.loads(found) if found else None
+
     def set_topic(self, room: str, topic: Optional[str]) -> None:
         """Keep a room's topic for every node; None clears it."""
         key = self._link.keys.topics()

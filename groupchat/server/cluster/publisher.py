@@ -11,6 +11,7 @@ could not be published in time: an event is never dropped in silence.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import logging
 import threading
@@ -96,7 +97,8 @@ class Publisher:
         self._node = node
         self._floor = floor
         self._max_length = max_stream_length
-        self._script = link.redis.register_script(PUBLISH)
+        self._sha = hashlib.sha1(PUBLISH.encode()).hexdigest()  # the script's name in Redis
+        self._loaded = False  # whether this node has given Redis the script since it last failed
         self._queue: collections.deque[_Pending] = collections.deque()
         self._ready = threading.Condition()
         self._count = 0
@@ -163,16 +165,39 @@ class Publisher:
 
     def _send(self, batch: list[_Pending]) -> list[int]:
         """Run the script for each pending event in one round trip.  A batch that fails half-way
-        is sent again whole: the events Redis already took are recognised by their ``n``."""
+        is sent again whole: the events Redis already took are recognised by their ``n``.
+
+        The script goes by its SHA alone: redis-py would ask Redis whether it knows it before
+        every batch, a second round trip.  It is loaded first instead, at the start and after
+        any failure (a Redis restarted has forgotten it), and again if a batch finds it gone."""
+        from redis.exceptions import NoScriptError
+
+        try:
+            if not self._loaded:
+                self._link.redis.script_load(PUBLISH)
+                self._loaded = True
+            replies = self._evaluate(batch)
+            if all(isinstance(reply, NoScriptError) for reply in replies):  # flushed: none ran
+                self._link.redis.script_load(PUBLISH)
+                replies = self._evaluate(batch)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        except Exception:
+            self._loaded = False
+            raise
+        return [int(first) for first in replies]
+
+    def _evaluate(self, batch: list[_Pending]) -> list[Any]:
         pipe = self._link.redis.pipeline(transaction=False)
         keys = self._link.keys
         floor = str(self._floor())
         prefix = keys.node("")
         for p in batch:
-            self._script(keys=[keys.sequence, p.stream, keys.published(self._node), p.route or p.stream],
-                         args=[p.n, p.payload, p.count, floor, self._max_length, prefix if p.route else "",
-                               self._node, REMEMBERED, RESTORE_GAP], client=pipe)
-        return [int(first) for first in pipe.execute()]
+            pipe.evalsha(self._sha, 4, keys.sequence, p.stream, keys.published(self._node), p.route or p.stream,
+                         p.n, p.payload, p.count, floor, self._max_length, prefix if p.route else "",
+                         self._node, REMEMBERED, RESTORE_GAP)
+        return pipe.execute(raise_on_error=False)
 
     def _take(self, count: int) -> list[_Pending]:
         with self._ready:
