@@ -850,8 +850,9 @@ def test_a_node_killed_under_its_client_it_resumes_on_another_and_sees_what_was_
             term.expect(r"Connection lost")
             for number in range(3):
                 bob.say(f"meanwhile {number}")
-            # The second node does not know alice's session: she joins it afresh once the dead
-            # node's lease on her name runs out, and asks for what came after the last id she saw.
+            # On the second node she resumes her session if it knows it; if not, she joins afresh
+            # (once the dead node's lease on her name runs out) and asks for what came after the
+            # last id she saw.  Either way she sees what was said meanwhile, each line once.
             term.expect(rf"Connected to 127.0.0.1:{second.port}\n")
             term.expect(r"Reconnected: .*meanwhile 2", timeout=60)
             term.type("back, on the other node\r")
