@@ -137,3 +137,17 @@ def test_past_the_bound_of_waiting_events_a_new_one_is_refused_at_once(redis_ser
     with pytest.raises(NotSentError, match="3 events are waiting for Redis"):
         waiting[3].result(0)
     assert not any(f.done() for f in waiting[:3])
+
+
+def test_a_batch_takes_one_round_trip_and_a_redis_that_forgot_the_script_is_given_it_again(
+        redis_server, cluster_node):
+    redis = redis_server()
+    (node, _), (reader, received) = cluster_node(redis.url), cluster_node(redis.url)
+    reader.watch("lobby")
+    first = [future.result(10) for future in say(node, "lobby", "alice", 3)]
+    node.link.redis.script_flush()  # as a Redis restarted forgets it
+    again = [future.result(10) for future in say(node, "lobby", "bob", 3)]
+    assert first + again == list(range(first[0], first[0] + 6))
+    wait_for(lambda: len(received.texts(room="lobby")) == 6, what="all six events")
+    # never asked whether Redis knows the script (redis-py's way for a script in a pipeline)
+    assert "cmdstat_script|exists" not in node.link.redis.info("commandstats")
