@@ -311,3 +311,30 @@ def test_the_welcome_names_everyone_in_the_room_on_every_node(nodes, peers, conn
     cy.say("/join dev")
     entered = cy.expect_event("enter", room="dev")
     assert (entered["names"], entered["count"]) == (["ann"], 1)
+
+
+@pytest.fixture
+def quick_unwatch(monkeypatch):
+    """Nodes stop reading a room no one on them is in after 0.3 s (asked before they start)."""
+    from groupchat.server.cluster.bridge import Bridge
+
+    monkeypatch.setattr(Bridge, "unwatch_seconds", 0.3)
+
+
+def test_a_room_no_one_here_is_in_any_more_is_read_no_longer_and_again_on_coming_back(quick_unwatch, nodes, peers):
+    ann, bob, cy = peers
+    node = nodes[0].chat.cluster.node
+    ann.say("/join dev")
+    ann.expect_event("enter", room="dev")
+    bob.say("/join dev")
+    bob.expect_event("enter", room="dev")
+    assert "dev" in node.rooms_read()
+    ann.say("/part")
+    ann.expect_event("enter", room="lobby")
+    wait_for(lambda: "dev" not in node.rooms_read(), what="dev no longer read by ann's node")
+    assert node.rooms_read() == ["lobby"]  # the lobby always is
+    bob.say("while ann was out")  # nodes[0] does not read it
+    ann.say("/join dev")
+    ann.expect_event("enter", room="dev")
+    bob.say("welcome back")
+    assert [text for _, _, text in messages(ann, 1)] == ["welcome back"]

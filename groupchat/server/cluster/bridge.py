@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Optional
@@ -35,6 +36,7 @@ ANSWER_SECONDS = HOLD_SECONDS + 5  # the publisher answers every event within it
 SERVER_STOPPED = "their server stopped"
 SERVER_GONE = "their server stopped responding"
 MOVED = "moved"  # a session resumed on another node than its own
+UNWATCH_SECONDS = 60.0
 _PLACE_FIELDS = ("v", "id", "room", "ts")  # set again by whichever node delivers the event
 
 
@@ -92,9 +94,11 @@ class Bridge:
     """The chat's side of a node: :meth:`publish` room events, :meth:`claim` and :meth:`release`
     names, :meth:`enter` and :meth:`leave` rooms; what the node reads is delivered to this
     server's members by :meth:`deliver`.  ``start`` raises ClusterError (one line) when Redis
-    cannot be used."""
+    cannot be used.  A room no one on this server has been in for ``unwatch_seconds`` is no
+    longer read (the lobby always is)."""
 
     node_class = Node
+    unwatch_seconds = UNWATCH_SECONDS
 
     def __init__(self, chat: Chat, url: str) -> None:
         self.chat = chat
@@ -105,6 +109,8 @@ class Bridge:
         self._due: set[Room] = set()
         self._ready = threading.Condition()
         self._stopping = False
+        self._idle_since: dict[str, float] = {}  # rooms read, by key: since when no one here is in them
+        self._next_check = 0.0
         self._sender = threading.Thread(target=self._send_due, name="cluster fan-out", daemon=True)
 
     def start(self) -> None:
@@ -241,8 +247,11 @@ class Bridge:
 
     def watch(self, room: str, after: Optional[int] = None) -> None:
         """Read ``room``'s events from now on, or from after id ``after`` (once: a room is read
-        until the server stops)."""
-        self.node.watch(name_key(room), after)  # a room read already is not read twice (see Reader.watch)
+        until no one here has been in it for a while)."""
+        key = name_key(room)
+        with self._ready:
+            self._idle_since[key] = time.monotonic()  # not idle: someone is on the way in
+        self.node.watch(key, after)  # a room read already is not read twice (see Reader.watch)
 
     def claim(self, name: str, replacing: Optional[str] = None) -> None:
         """Take ``name`` across the cluster (from the node ``replacing`` too: a session resumed
@@ -314,13 +323,30 @@ class Bridge:
         """Send what is queued in the rooms delivered to, until closed (and then what is left)."""
         while True:
             with self._ready:
-                self._ready.wait_for(lambda: self._due or self._stopping)
+                self._ready.wait_for(lambda: self._due or self._stopping, self.unwatch_seconds / 4)
+                self._unwatch_idle()
                 rooms, self._due = self._due, set()
                 stopping = self._stopping
             for room in rooms:
                 room.fanout.flush()
             if stopping and not rooms:
                 return
+
+    def _unwatch_idle(self) -> None:
+        """Stop reading the rooms no one here has been in for ``unwatch_seconds`` (under _ready;
+        a few times per ``unwatch_seconds``)."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + self.unwatch_seconds / 4
+        occupied = {name_key(info.name) for info in self.chat.registry.rooms() if info.count} | {name_key(LOBBY)}
+        for room in self.node.rooms_read():
+            if room in occupied:
+                self._idle_since.pop(room, None)
+            elif now - self._idle_since.setdefault(room, now) >= self.unwatch_seconds:
+                del self._idle_since[room]
+                self.node.unwatch(room)
+                log.info("node %s: no one here is in %s: no longer read", self.node.id, room)
 
     def _control(self, wire: dict[str, Any]) -> None:
         """What another node's operator or console did, done to this node's people."""

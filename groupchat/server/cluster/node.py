@@ -127,6 +127,11 @@ class Node:
     def unwatch(self, room: str) -> None:
         self.reader.unwatch(self.link.keys.room(room))
 
+    def rooms_read(self) -> list[str]:
+        """The rooms watched now."""
+        prefix = self.link.keys.room("")
+        return [stream[len(prefix):] for stream in self.reader.streams() if stream.startswith(prefix)]
+
     # Names and presence: one round trip each; ClusterError when Redis is away.
     def claim(self, name: str, replacing: Optional[str] = None) -> bool:
         """Take ``name`` for one of this node's people; False if another node holds it.  The chat

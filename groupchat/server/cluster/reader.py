@@ -90,6 +90,11 @@ class Reader:
                 self._catching.add(stream)
         self._wake()
 
+    def streams(self) -> list[str]:
+        """The streams read now."""
+        with self._lock:
+            return list(self._last)
+
     def unwatch(self, stream: str) -> None:
         with self._lock:
             self._last.pop(stream, None)
