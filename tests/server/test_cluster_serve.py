@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pty
 import re
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -223,3 +225,65 @@ def test_a_session_held_by_a_live_node_resumes_on_another_which_it_lets_go(redis
     finally:
         for peer in (ann, bob, again):
             peer.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kill", [False, True], ids=["stopped", "killed"])
+def test_redis_restarted_under_two_serve_processes_while_people_talk(redis_server, server_process, kill):
+    """Every line is either delivered to the other node's person, once and in order, or its
+    sender is told NOT_SENT; a line Redis acknowledged is never lost (Redis keeps what it
+    acknowledges: appendfsync always)."""
+    redis = redis_server("--appendonly", "yes", "--appendfsync", "always")
+    nodes = [server_process("--redis", redis.url, "--rate", "0") for _ in range(2)]
+    ann, bob = Peer(nodes[0].address), Peer(nodes[1].address)
+    count = 150
+    events: dict[str, list] = {"ann": [], "bob": []}
+    other_of = {"ann": "bob", "bob": "ann"}
+
+    def read(peer: Peer) -> None:  # until its own last line's answer and the other's last line
+        def done(wanted: dict) -> bool:
+            return any(all(e.get(key) == value for key, value in wanted.items()) for e in events[peer.name])
+
+        while not (done({"label": "end"}) and done({"type": "msg", "text": f"{other_of[peer.name]} end"})):
+            events[peer.name].append(peer.event(timeout=60))
+
+    def talk(peer: Peer) -> None:
+        for i in range(count):
+            peer.say(json.dumps({"op": "send", "text": f"{peer.name} {i}", "label": str(i)}))
+            time.sleep(0.01)
+
+    try:
+        ann.join_json("ann")
+        bob.join_json("bob")
+        ann.expect_event("join", names=["bob"])
+        readers = [threading.Thread(target=read, args=(peer,)) for peer in (ann, bob)]
+        talkers = [threading.Thread(target=talk, args=(peer,)) for peer in (ann, bob)]
+        for thread in readers + talkers:
+            thread.start()
+        time.sleep(0.5)
+        redis.stop(kill=kill)
+        time.sleep(1.0)  # lines said now wait for Redis
+        redis.start()
+        for thread in talkers:
+            thread.join(60)
+        for peer in (ann, bob):
+            peer.say(json.dumps({"op": "send", "text": f"{peer.name} end", "label": "end"}))
+        for thread in readers:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in readers + talkers)
+        for me, other in other_of.items():
+            answers = {e["label"]: e for e in events[me] if e["type"] in ("ack", "error") and e.get("label")}
+            assert sorted(answers) == sorted([str(i) for i in range(count)] + ["end"])  # each answered once
+            refused = {label for label, e in answers.items() if e["type"] == "error"}
+            assert all(answers[label]["code"] == "NOT_SENT" for label in refused)
+            heard = [e for e in events[other] if e["type"] == "msg" and e["from"] == me]
+            texts = [e["text"] for e in heard]
+            assert len(texts) == len(set(texts))  # none twice
+            assert [e["id"] for e in heard] == sorted(e["id"] for e in heard)  # in order
+            assert texts == sorted(texts[:-1], key=lambda text: int(text.split()[1])) + [f"{me} end"]
+            acked = {f"{me} {label}" for label, e in answers.items() if e["type"] == "ack" and label != "end"}
+            assert acked <= set(texts)  # nothing acknowledged is lost
+            assert not any(e["type"] == "leave" for e in events[other])  # no node was taken for gone
+    finally:
+        ann.close()
+        bob.close()
