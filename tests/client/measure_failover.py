@@ -5,8 +5,9 @@ takes to be back on the second after the first is stopped (SIGTERM) or killed (S
 
 Starts a throwaway redis-server (Debian package redis-server) on a free loopback port and, for
 each run, two ``groupchat serve --redis`` nodes; prints, per run, the seconds from the signal to
-the client's "Reconnected" and the attempts it made.  After SIGKILL the dead node holds the
-client's name until its lease runs out (20 s), which sets the pace.  Not collected by pytest.
+the client's "Reconnected" and the attempts it made.  The other node resumes the session (the
+nodes keep sessions in Redis); were it to refuse the session, the client would join afresh,
+after SIGKILL once the dead node's lease on its name ran out (20 s).  Not collected by pytest.
 """
 
 from __future__ import annotations
