@@ -254,11 +254,12 @@ def private_data_home(tmp_path_factory) -> Iterator[None]:
 
 @pytest.fixture
 def start_server() -> Iterator[Callable[..., ChatServer]]:
-    """Start real servers on 127.0.0.1 port 0 (settings as keyword arguments); stop them after."""
+    """Start real servers on 127.0.0.1 (or ``host``) port 0 (settings as keyword arguments);
+    stop them after."""
     servers: list[tuple[ChatServer, threading.Thread]] = []
 
-    def start(**settings) -> ChatServer:
-        server = ChatServer(("127.0.0.1", 0), ServerSettings(**settings))
+    def start(host: str = "127.0.0.1", **settings) -> ChatServer:
+        server = ChatServer((host, 0), ServerSettings(**settings))
         servers.append((server, serve_in_thread(server)))
         return server
 

@@ -16,10 +16,9 @@ from groupchat.server.access import Admission, BanList
 from groupchat.server.flood import PRIVATE_BURST, PRIVATE_RATE, BucketTable, FloodControl, TokenBucket
 from groupchat.server.guesses import GuessLimiter, PasswordGate
 from groupchat.server.registry import Member
-from groupchat.server.settings import ServerSettings
 from groupchat.server.tcp import ChatServer
 
-from conftest import WAIT_SECONDS, Peer, RecordingOutbox, make_chat, named, newcomer, serve_in_thread, wait_for
+from conftest import Peer, RecordingOutbox, make_chat, named, newcomer, wait_for
 
 GUESSER = "10.0.0.9"
 LOCKOUT_LINE = "too many wrong passwords from your address; try again in 1 minute"
@@ -216,25 +215,18 @@ def test_private_messages_from_one_ipv6_64_to_one_person_are_paced_together():
 # -- the same over real sockets: a server on ::1, and one on an IPv4-mapped address -------------
 
 @pytest.fixture
-def v6_server():
+def v6_server(start_server):
     """Start real servers on an IPv6 address, port 0 (skipped, saying why, where the kernel has no
-    IPv6 loopback); stopped after the test."""
-    started = []
-
+    IPv6 loopback)."""
     def start(host: str = "::1", **settings) -> ChatServer:
         try:
             with socket.socket(socket.AF_INET6) as probe:
                 probe.bind((host, 0))
         except OSError as exc:
             pytest.skip(f"cannot listen on {host}: {exc.strerror or exc} (no IPv6 here)")
-        server = ChatServer((host, 0), ServerSettings(**{"notice_interval": 0, **settings}))
-        started.append((server, serve_in_thread(server)))
-        return server
+        return start_server(host, notice_interval=0, **settings)
 
-    yield start
-    for server, thread in started:
-        server.stop()
-        thread.join(WAIT_SECONDS)
+    return start
 
 
 @pytest.mark.timeout(30)

@@ -180,6 +180,7 @@ def test_a_name_in_one_script_that_looks_like_a_present_one_is_refused_saying_wh
         present[0].say("/who")
         assert present[0].expect(r"In lobby \((\d+)\)").group(1) == str(len(SAME_SCRIPT_LOOKALIKES) + 1)
         present[0].say("/quit")  # "ape" goes: a name like it is free again
+        present[1].expect(r"\bape left")
         impostor.say("/nick \u0430\u0440\u0435")
         impostor.expect(re.escape("*** mallory is now known as \u0430\u0440\u0435"))
     finally:
