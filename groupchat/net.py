@@ -94,15 +94,16 @@ def address_group(host: str) -> str:
     >>> address_group("2001:db8:1:3::7"), address_group("::1"), address_group("fe80::1%eth0")
     ('2001:db8:1:3::/64', '::/64', 'fe80::/64')
     """
+    if ":" not in host:  # IPv4, as the socket writes it: the common case costs nothing
+        return host
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        address = ipaddress.IPv6Address(host.strip("[]"))
     except ValueError:
         return host
-    if isinstance(address, ipaddress.IPv4Address):
-        return str(address)
     if address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
-    return str(ipaddress.IPv6Network((address, IPV6_GROUP_PREFIX), strict=False))
+    low_bits = 128 - IPV6_GROUP_PREFIX
+    return f"{ipaddress.IPv6Address(int(address) >> low_bits << low_bits)}/{IPV6_GROUP_PREFIX}"
 
 
 def address_family(host: str) -> socket.AddressFamily:
