@@ -365,7 +365,8 @@ class Chat:
         last = last.strip()
         found = self.sessions.resume(token) if self.sessions is not None and token else None
         # In a cluster a token works once on any node: what Redis keeps of it goes either way.
-        elsewhere = self.cluster.take_session(token) if self.cluster is not None and self.sessions and token else None
+        elsewhere = (self.cluster.take_session(token)
+                     if self.cluster is not None and self.sessions is not None and token else None)
         if found is None and elsewhere is not None and (not last or EVENT_ID.fullmatch(last)):
             self._resume_from(member, elsewhere, int(last) if last else None, label)
             return
@@ -408,7 +409,11 @@ class Chat:
         name = session["name"]
         try:
             self.cluster.claim(name, replacing=session["node"])
-            self.registry.claim(member, name)
+            try:
+                self.registry.claim(member, name)
+            except NameTakenError:
+                self.cluster.release(name)
+                raise
         except (NameTakenError, ClusterError) as exc:
             why = f"your session's name was taken meanwhile: {exc}; give a name"
             member.say(self._error(CommandError(why, code=jsonl.RESUME_FAILED), label, text=render_refusal(why))

@@ -287,3 +287,40 @@ def test_redis_restarted_under_two_serve_processes_while_people_talk(redis_serve
     finally:
         ann.close()
         bob.close()
+
+
+def test_a_session_resumes_into_a_room_the_new_node_never_read_with_nothing_missed(redis_server, server_process,
+                                                                                   tmp_path):
+    redis = redis_server()
+    first, second, third = (server_process("--redis", redis.url, "--rate", "0", "--history", str(tmp_path / f"{n}.db"))
+                            for n in range(3))
+    ann, bob, again = Peer(first.address), Peer(second.address), Peer(third.address)
+    try:
+        ann.join_json("ann")
+        bob.join_json("bob")
+        for peer in (ann, bob):
+            peer.say("/join dev")
+            peer.expect_event("enter", room="dev")
+        ann.expect_event("join", names=["bob"])
+        bob.say("before")
+        last = ann.expect_event("msg", text="before")["id"]
+        first.kill()
+        for i in range(5):  # each in Redis (acknowledged) before ann comes back
+            bob.say(json.dumps({"op": "send", "text": f"missed {i}", "label": f"m{i}"}))
+            bob.expect_event("ack", label=f"m{i}")
+        again.next_line()
+        again.say("/mode json")
+        again.expect_event("prompt")
+        again.say(f"/resume {ann.token} {last}")  # the third node has never read dev: it catches up first
+        again.expect_event("session")
+        welcome = again.event()
+        assert (welcome["type"], welcome["room"], welcome["names"]) == ("welcome", "dev", ["bob"])
+        replayed = [again.event() for _ in range(6)]
+        assert [(e["type"], e.get("text")) for e in replayed] == [("history", f"missed {i}") for i in range(5)] + [
+            ("history_end", None)]
+        bob.expect_event("back", names=["ann"])
+        bob.say("after")
+        assert again.expect_event("msg")["text"] == "after"  # live, once
+    finally:
+        for peer in (ann, bob, again):
+            peer.close()

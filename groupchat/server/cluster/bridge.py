@@ -37,6 +37,7 @@ SERVER_STOPPED = "their server stopped"
 SERVER_GONE = "their server stopped responding"
 MOVED = "moved"  # a session resumed on another node than its own
 UNWATCH_SECONDS = 60.0
+CATCH_UP_SECONDS = 2.0  # a resume into a room this node did not read waits this long for its past
 _PLACE_FIELDS = ("v", "id", "room", "ts")  # set again by whichever node delivers the event
 
 
@@ -246,12 +247,20 @@ class Bridge:
         return self.node.rooms()
 
     def watch(self, room: str, after: Optional[int] = None) -> None:
-        """Read ``room``'s events from now on, or from after id ``after`` (once: a room is read
-        until no one here has been in it for a while)."""
+        """Read ``room``'s events from now on (once: a room is read until no one here has been
+        in it for a while).  ``after``: a room this node does not read yet is first read from
+        after that id up to now, into history, before this returns (at most CATCH_UP_SECONDS)."""
         key = name_key(room)
         with self._ready:
             self._idle_since[key] = time.monotonic()  # not idle: someone is on the way in
         self.node.watch(key, after)  # a room read already is not read twice (see Reader.watch)
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while not self.node.caught_up(key):
+            if time.monotonic() > deadline:
+                log.warning("node %s: %s not read up to now within %g s; the rest comes live",
+                            self.node.id, room, CATCH_UP_SECONDS)
+                break
+            time.sleep(0.01)
 
     def claim(self, name: str, replacing: Optional[str] = None) -> None:
         """Take ``name`` across the cluster (from the node ``replacing`` too: a session resumed
@@ -356,7 +365,10 @@ class Bridge:
             self.chat.announce(wire["text"])
         elif wire["control"] == MOVED:
             if wire["from"] == self.node.id:
-                self.node.let_go(name_key(wire["name"]))
+                try:
+                    self.node.let_go(name_key(wire["name"]))
+                except ClusterError as exc:  # its stale /whois goes when this node stops
+                    log.warning("%s, resumed on another node: %s", wire["name"], exc)
                 self.chat.moved_away(wire["name"])
         else:
             self.chat.moderation.apply(wire["control"], wire)

@@ -124,6 +124,10 @@ class Node:
         history has), or from now."""
         self.reader.watch(self.link.keys.room(room), after)
 
+    def caught_up(self, room: str) -> bool:
+        """Whether a room watched from after an id has been read up to where it was then."""
+        return self.reader.caught_up(self.link.keys.room(room))
+
     def unwatch(self, room: str) -> None:
         self.reader.unwatch(self.link.keys.room(room))
 
@@ -161,10 +165,12 @@ class Node:
         self.presence.leave(room, name)
 
     def let_go(self, name: str) -> None:
-        """``name`` resumed its session on another node: this one no longer renews its lease or place."""
+        """``name`` resumed its session on another node: this one no longer renews its lease or
+        place, nor says what /whois should of it (ClusterError if Redis is away)."""
         with self._lock:
             self._held.discard(name)
             self._places = {place for place in self._places if place[1] != name}
+        self.presence.forget(self.id, name)
 
     # Sessions, by the digest of their token (see presence.Presence.keep_session).
     def keep_session(self, digest: str, details: dict[str, Any]) -> None:

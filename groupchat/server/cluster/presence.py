@@ -164,11 +164,9 @@ class Presence:
         found, _ = self._link.call(lambda: self._link.redis.pipeline().get(key).delete(key).execute())
         return json.loads(found) if found else None
 
-    def set_topic(self, room: str, topic: Optional[str]) -> None:
-        """Keep a room's topic for every node; None clears it."""
-        key = self._link.keys.topics()
-        self._link.call(lambda: self._link.redis.hset(key, room, topic) if topic is not None
-                        else self._link.redis.hdel(key, room))
+    def set_topic(self, room: str, topic: str) -> None:
+        """Keep a room's topic for every node."""
+        self._link.call(lambda: self._link.redis.hset(self._link.keys.topics(), room, topic))
 
     def topic(self, room: str) -> Optional[str]:
         return self._link.call(lambda: self._link.redis.hget(self._link.keys.topics(), room))

@@ -34,6 +34,15 @@ def newest(client: Any, stream: str) -> tuple[str, int]:
     return (top[0][0], int(top[0][1]["i"])) if top else ("0-0", 0)
 
 
+def _order(stream_id: str) -> tuple[int, ...]:
+    """A stream id as something that sorts as Redis does.
+
+    >>> _order("1700000000000-12") > _order("1700000000000-2")
+    True
+    """
+    return tuple(int(part) for part in stream_id.split("-"))
+
+
 class Reader:
     """Reads the streams it is given and hands each event, with its ``id``, to ``on_event`` in
     id order, on the reader's thread.  ``on_event`` must not block for long: the reader waits."""
@@ -46,6 +55,8 @@ class Reader:
         self._last: dict[str, int] = {}  # stream -> the last id delivered from it
         self._position: dict[str, str] = {}  # stream -> the stream id of the last entry read
         self._catching: set[str] = set()  # streams read from their start, not yet past what the node had
+        self._targets: dict[str, str] = {}  # stream -> its newest entry when it was given to catch up
+        self._handed: dict[str, str] = {}  # stream -> the stream id of the last entry handed on
         self._seen: dict[tuple[str, str], int] = {}  # (stream, publisher) -> its last n delivered
         self._highest = 0
         self._wake_key = link.keys.wake(node)
@@ -78,12 +89,17 @@ class Reader:
             if stream in self._last:
                 return
         position = "0-0"  # to catch up, read it all, passing over what this node has
-        if after is None:
-            try:
+        target = None
+        try:
+            if after is None:
                 position, after = newest(self._link.redis, stream)
-            except Exception:  # noqa: BLE001 - Redis away: read it all, from past what this node saw
-                after = self._highest
+            else:
+                target = newest(self._link.redis, stream)[0]
+        except Exception:  # noqa: BLE001 - Redis away: read it all, from past what this node saw
+            after = self._highest if after is None else after
         with self._lock:
+            if target is not None:
+                self._targets[stream] = target
             self._last.setdefault(stream, after)
             self._position.setdefault(stream, position)
             if position == "0-0":
@@ -95,11 +111,23 @@ class Reader:
         with self._lock:
             return list(self._last)
 
+    def caught_up(self, stream: str) -> bool:
+        """Whether every entry ``stream`` had when it was given to catch up with (see
+        :meth:`watch`) has been handed on."""
+        with self._lock:
+            target = self._targets.get(stream)
+            if target is not None and _order(self._handed.get(stream, "0-0")) < _order(target):
+                return False
+            self._targets.pop(stream, None)
+            return True
+
     def unwatch(self, stream: str) -> None:
         with self._lock:
             self._last.pop(stream, None)
             self._position.pop(stream, None)
             self._catching.discard(stream)
+            self._targets.pop(stream, None)
+            self._handed.pop(stream, None)
             for key in [key for key in self._seen if key[0] == stream]:
                 del self._seen[key]
 
@@ -137,6 +165,8 @@ class Reader:
                 entries.extend((int(fields["i"]), stream, fields) for _, fields in items)
             for item_id, stream, fields in sorted(entries, key=lambda entry: entry[0]):
                 self._take(stream, item_id, fields)
+            with self._lock:
+                self._handed.update((stream, items[-1][0]) for stream, items in reply or [] if stream in self._last)
         client.close()
 
     def _check_streams(self, client: Any) -> None:
