@@ -91,6 +91,18 @@ def ban_key(fields: dict[str, Any]) -> str:
     return f"address:{parse_network(target)}" if fields["address"] else f"name:{name_key(target)}"
 
 
+def _by_room(places: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """(room, name) pairs as each room's names.
+
+    >>> _by_room([("lobby", "ann"), ("dev", "bob"), ("lobby", "cy")])
+    {'lobby': ['ann', 'cy'], 'dev': ['bob']}
+    """
+    rooms: dict[str, list[str]] = {}
+    for room, name in places:
+        rooms.setdefault(room, []).append(name)
+    return rooms
+
+
 class Bridge:
     """The chat's side of a node: :meth:`publish` room events, :meth:`claim` and :meth:`release`
     names, :meth:`enter` and :meth:`leave` rooms; what the node reads is delivered to this
@@ -103,7 +115,7 @@ class Bridge:
 
     def __init__(self, chat: Chat, url: str) -> None:
         self.chat = chat
-        self.node = self.node_class(url, self.deliver, on_name_lost=self.name_lost, on_node_gone=self.node_gone)
+        self.node = self.node_class(url, self.deliver, on_name_lost=self.name_lost, on_people_gone=self.people_gone)
         # Rooms with deliveries queued.  Their own thread sends them, so that events read one
         # after another go out together, merged into one send per member (see fanout.py),
         # rather than one send per member per event from the reader's thread.
@@ -149,10 +161,7 @@ class Bridge:
 
     def _say_left(self, places: list[tuple[str, str]], reason: str) -> None:
         """Tell each room that these (room, name) left, for ``reason`` (not sent: logged)."""
-        leaving: dict[str, list[str]] = {}
-        for room, name in places:
-            leaving.setdefault(room, []).append(name)
-        for room, names in leaving.items():
+        for room, names in _by_room(places).items():
             self.publish(room, RoomEvent.comings(Comings([], names, reason=reason)), frozenset(names))
 
     @staticmethod
@@ -380,19 +389,25 @@ class Bridge:
         else:  # gone between the sending and now: the sender was told it went
             log.info("a private message to %s came after they left", wire["to"])
 
-    def node_gone(self, node: str, people: list[dict[str, Any]]) -> None:
-        """Another node stopped without a word (killed, cut off): its rooms hear its people left,
-        told by this node alone (see Node); not those who have resumed on another node since."""
+    def people_gone(self, node: str, people: list[dict[str, Any]], left: bool) -> None:
+        """Another node stopped without a word (killed, cut off): its rooms hear its people are
+        reconnecting, then (``left``) that they left, told by this node alone (see Node); not
+        those who have resumed on another node since."""
         places = []
         for person in people:
             try:
                 if self.node.names.holder(name_key(person["name"])) not in (None, node):
-                    continue  # resumed on another node
-                self.node.presence.leave(name_key(person["room"]), person["name"])
+                    continue  # resumed on another node (or, once free, the name went to someone else)
+                if left:
+                    self.node.presence.leave(name_key(person["room"]), person["name"])
             except ClusterError as exc:
                 log.warning("%s of the gone node %s: %s", person["name"], node, exc)
             places.append((person["room"], person["name"]))
-        self._say_left(places, SERVER_GONE)
+        if left:
+            self._say_left(places, SERVER_GONE)
+            return
+        for room, names in _by_room(places).items():
+            self.publish(room, RoomEvent.comings(Comings([], [], held=names)))
 
     def name_lost(self, name: str) -> None:
         """Another node took a name this one held (it was cut off from Redis for too long)."""

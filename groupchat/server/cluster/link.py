@@ -74,6 +74,7 @@ class Keys:
         self.control = prefix + "control"  # kicks, bans: every node reads it
         self.rooms = prefix + "rooms"  # sorted set: room -> deadline of its latest member's lease
         self.nodes = prefix + "nodes"  # set: the nodes not yet known to be gone
+        self.departing = prefix + "departing"  # sorted set: people of gone nodes, by when they are said to leave
         self.probe = prefix + "probe"
 
     def room(self, room: str) -> str:

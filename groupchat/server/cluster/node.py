@@ -28,7 +28,8 @@ from groupchat.server.cluster.reader import Reader
 log = logging.getLogger(__name__)
 
 BEATS_PER_LEASE = 4  # a lease survives three missed heartbeats
-ALIVE_BEATS = 3  # a node that missed two heartbeats running is gone: its people are said to have left
+ALIVE_BEATS = 2  # a node that missed two heartbeats running is gone: its people are reconnecting, ...
+# ... and leave when their names come free, a lease after their node's last heartbeat.
 
 
 class Node:
@@ -38,9 +39,11 @@ class Node:
     room events (``event["room"]``) of the rooms watched, private messages for names this node
     holds (``event["to"]``) and control events (kicks, bans: ``event["control"]``).
     ``on_name_lost(name)`` is called on the heartbeat's thread for a name whose lease another
-    node took (this node was cut off from Redis for longer than a lease).  ``on_node_gone(node,
-    people)`` is called on the heartbeat's thread, on one node of the cluster only, for a node
-    that stopped without saying so (killed, or cut off), with what /whois said of its people.
+    node took (this node was cut off from Redis for longer than a lease).  ``on_people_gone(node,
+    people, left)`` is called on the heartbeat's thread, on one node of the cluster only, for a
+    node that stopped without saying so (killed, or cut off), with what /whois said of its
+    people: once when its liveness runs out (``left`` False: they are reconnecting), and again
+    (``left`` True) when their names have come free.
     Use: ``node = Node(url, on_event); node.start(); ...; node.close()``.
     """
 
@@ -50,11 +53,11 @@ class Node:
     def __init__(self, url: str, on_event: Callable[[dict[str, Any]], None],
                  on_name_lost: Callable[[str], None] = lambda name: None, prefix: str = KEY_PREFIX,
                  node_id: Optional[str] = None,
-                 on_node_gone: Callable[[str, list[dict[str, Any]]], None] = lambda node, people: None) -> None:
+                 on_people_gone: Callable[[str, list[dict[str, Any]], bool], None] = lambda *gone: None) -> None:
         self.id = node_id or secrets.token_hex(6)
         self.link = Link(url, prefix, who=f"node {self.id}")
         self._on_name_lost = on_name_lost
-        self._on_node_gone = on_node_gone
+        self._on_people_gone = on_people_gone
         self.reader = Reader(self.link, self.id, on_event)
         self.publisher = Publisher(self.link, self.id, lambda: self.reader.highest, self.max_stream_length)
         self.names = Names(self.link, self.id, self.lease_seconds)
@@ -221,7 +224,19 @@ class Node:
             for node, people in gone.items():
                 log.warning("node %s: node %s stopped renewing its liveness: it is gone, with %d people",
                             self.id, node, len(people))
-                self._on_node_gone(node, people)
+                self._on_people_gone(node, people, False)
+            try:
+                for node, people in gone.items():
+                    self.presence.depart_later(node, people, self.names.lease_ms - self._alive_ms)
+                departed = self.presence.departed() if judge else []
+            except ClusterError as exc:
+                log.warning("node %s: the people of gone nodes: %s", self.id, exc)
+                continue
+            leaving: dict[str, list[dict[str, Any]]] = {}
+            for node, details in departed:
+                leaving.setdefault(node, []).append(details)
+            for node, people in leaving.items():
+                self._on_people_gone(node, people, True)
             for name in lost:
                 with self._lock:
                     self._held.discard(name)

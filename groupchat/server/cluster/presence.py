@@ -79,6 +79,21 @@ end
 return dead
 """
 
+# KEYS: the people of gone nodes.  ARGV: how long from now they leave (ms), then node, details ...
+DEPART = _NOW + """
+for i = 2, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), cjson.encode({ARGV[i], ARGV[i + 1]}))
+end
+return #ARGV
+"""
+
+# KEYS: the people of gone nodes.  Takes those whose time to leave has come (each by one node).
+DEPARTED = _NOW + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, entry in ipairs(due) do redis.call('ZREM', KEYS[1], entry) end
+return due
+"""
+
 
 class Presence:
     """Rooms and their people across the cluster, topics and bans.  Each call is one round trip;
@@ -92,6 +107,8 @@ class Presence:
         self._rooms = link.redis.register_script(ROOMS)
         self._person = link.redis.register_script(PERSON)
         self._beat = link.redis.register_script(BEAT)
+        self._depart = link.redis.register_script(DEPART)
+        self._departed = link.redis.register_script(DEPARTED)
 
     def enter(self, places: list[tuple[str, str]]) -> None:
         """Put each (room, name) in its room until a lease from now; the heartbeat calls it again."""
@@ -135,6 +152,20 @@ class Presence:
         flat = self._link.call(lambda: self._beat(keys=[keys.nodes], args=[
             node, alive_ms, keys.alive(""), keys.people(""), "1" if judge else "0"]))
         return {flat[i]: [json.loads(details) for details in flat[i + 1][1::2]] for i in range(0, len(flat), 2)}
+
+    def depart_later(self, node: str, people: list[dict[str, Any]], delay_ms: int) -> None:
+        """Have ``node``'s ``people`` (gone with it) leave ``delay_ms`` from now: see :meth:`departed`."""
+        if people:
+            args: list[Any] = [delay_ms]
+            for details in people:
+                args += [node, json.dumps(details, separators=(",", ":"))]
+            self._link.call(lambda: self._depart(keys=[self._link.keys.departing], args=args))
+
+    def departed(self) -> list[tuple[str, dict[str, Any]]]:
+        """The people of gone nodes whose time to leave has come, each given to one node only:
+        (their node, what /whois said of them)."""
+        due = self._link.call(lambda: self._departed(keys=[self._link.keys.departing]))
+        return [(node, json.loads(details)) for node, details in map(json.loads, due)]
 
     def depart(self, node: str) -> None:
         """``node`` stops: it is gone, and no other node need say so."""
