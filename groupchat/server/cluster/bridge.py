@@ -17,7 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Optional
 
 from groupchat import jsonl
-from groupchat.errors import ClusterError, CommandError, NameTakenError, NotSentError
+from groupchat.errors import ClusterError, NameTakenError, NotSentError
 from groupchat.jsonl import render_event
 from groupchat.protocol import name_key
 from groupchat.server.access import parse_network
@@ -25,7 +25,7 @@ from groupchat.server.chat import Chat, profile
 from groupchat.server.cluster.node import Node
 from groupchat.server.cluster.publisher import HOLD_SECONDS
 from groupchat.server.events import RoomEvent
-from groupchat.server.moderation import BAN, SAY, UNBAN
+from groupchat.server.moderation import BAN, SAY, UNBAN, no_such_name
 from groupchat.server.notices import Comings
 from groupchat.server.registry import LOBBY, Member, Room
 from groupchat.server.sessions import digest
@@ -127,13 +127,13 @@ class Bridge:
         self._sender = threading.Thread(target=self._send_due, name="cluster fan-out", daemon=True)
 
     def start(self) -> None:
+        if self.chat.sessions is not None:
+            self.node.session_ms = int(self.chat.sessions.window * 1000)
         self.node.start()
         self._sender.start()
         history = self.chat.history
         if history is not None:
             self.node.ids_above(history.next_id - 1)
-        if self.chat.sessions is not None:
-            self.node.session_ms = int(self.chat.sessions.window * 1000)
         self.watch(LOBBY)
         for key, fields in self.node.presence.bans().items():
             if fields["until"] is not None and fields["until"] <= self.chat.clock.now():
@@ -179,7 +179,7 @@ class Bridge:
             return self.first_id(self.node.send_private(name_key(name), fields))
         except NotSentError as exc:
             if exc.code == jsonl.NO_SUCH_NAME:
-                raise CommandError(f'no one called "{name}" is here', code=jsonl.NO_SUCH_NAME) from None
+                raise no_such_name(name) from None
             raise
 
     def tell_others(self, kind: str, fields: dict[str, Any]) -> None:
