@@ -96,13 +96,27 @@ class Outbox:
         self._held = False  # queue everything until release(): see hold()
         self._partial_head = False  # the queue starts with the rest of a half-sent line
         self._held_at = 0
+        self._plain = type(sock) is socket.socket  # (a TLS connection encrypts first)
+        # Whether put() may send at once: a plain socket, nothing pumped or held, not ending.
+        self._direct = self._plain
 
     def put(self, data: bytes, droppable: bool = False) -> None:
         """Send ``data`` after everything put before it, without ever blocking on the peer."""
         with self._lock:
-            if self.closed or self._ending:
+            if self._direct:  # the usual case, kept to one send: it is paid per line per member
+                try:
+                    sent = self._sock.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self._close_locked()
+                    return
+                if sent == len(data):
+                    return
+                self._backlog_locked(data, sent, droppable)
+            elif self.closed or self._ending:
                 return
-            if self._held:
+            elif self._held:
                 self._queue_locked(data, droppable)
             else:
                 self._send_locked(data, droppable)
@@ -113,6 +127,7 @@ class Outbox:
         """Queue what is put from now on, until :meth:`release` sends something ahead of it."""
         with self._lock:
             self._held = True
+            self._direct = False
             self._held_at = len(self._queue)  # what was queued before still goes first
 
     def release(self, first: bytes) -> None:
@@ -131,7 +146,8 @@ class Outbox:
 
     def _send_locked(self, data: bytes, droppable: bool) -> None:
         """Write at once if nothing waits and the socket takes it; queue what it does not."""
-        if not (self._pumping or self._queue):
+        sent = 0
+        if not self._pumping:  # (nor is anything queued: that is pumped, or held)
             try:
                 sent = send_nowait(self._sock, data)
             except OSError:
@@ -139,17 +155,21 @@ class Outbox:
                 return
             if sent == len(data) and not unsent(self._sock):
                 return
-            data = data[sent:]
-            if sent:  # the rest of a line already half on the wire must follow it
-                droppable = False
-                self._partial_head = True  # (the queue was empty: this is its head)
-        if data:
-            self._queue_locked(data, droppable)
+        self._backlog_locked(data, sent, droppable)
+
+    def _backlog_locked(self, data: bytes, sent: int, droppable: bool) -> None:
+        """Queue what the socket did not take of ``data`` (all but ``sent`` bytes) for the pump."""
+        if sent:  # the rest of a line already half on the wire must follow it
+            droppable = False
+            self._partial_head = True  # (nothing was queued, or it would not have been sent: the head)
+        if sent < len(data):
+            self._queue_locked(data[sent:], droppable)
         if not (self.closed or self._pumping):
             self._start_pumping()
 
     def _start_pumping(self) -> None:
         self._pumping = True
+        self._direct = False
         self._progress = time.monotonic()
         self._pump.want(self, self._fd)
 
@@ -198,6 +218,7 @@ class Outbox:
                 else:
                     self._send_locked(last, False)
             self._ending = True
+            self._direct = False
         self._shutdown_socket(socket.SHUT_RDWR if self.overflowed else socket.SHUT_RD)
 
     def close(self) -> None:
@@ -225,6 +246,7 @@ class Outbox:
         if self._pumping:
             self._pumping = False
             self._pump.forget(self._fd)
+        self._direct = self._plain and not (self.closed or self._ending or self._held)
         self._changed.notify_all()
 
     def _shutdown_socket(self, how: int = socket.SHUT_RDWR) -> None:
