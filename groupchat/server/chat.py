@@ -522,11 +522,9 @@ class Chat:
         cluster, on every node (on this one alone while Redis is away)."""
         if self.cluster is not None:
             try:
-                others = [name for name in self.cluster.who(room.name) if name_key(name) != name_key(member.name)]
+                return self.cluster.glimpse(room.name, member.name, MAX_LISTED_NAMES)
             except ClusterError as exc:
                 log.warning("the names in %s on other servers: %s", room.name, exc)
-            else:
-                return others[:MAX_LISTED_NAMES], len(others)
         return self.registry.glimpse(room, member, MAX_LISTED_NAMES)
 
     def recent(self, room: str, count: int, before: Optional[int] = None) -> list[Entry]:

@@ -251,6 +251,10 @@ class Bridge:
         """The names in ``room`` on every node."""
         return self.node.who(name_key(room))
 
+    def glimpse(self, room: str, besides: str, count: int) -> tuple[list[str], int]:
+        """The first ``count`` names in ``room`` on every node but ``besides``, and how many."""
+        return self.node.presence.glimpse(name_key(room), besides, count)
+
     def rooms(self) -> dict[str, int]:
         """Each room someone is in on any node (by its key), with how many."""
         return self.node.rooms()

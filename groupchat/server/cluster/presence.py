@@ -35,6 +35,19 @@ end
 return rooms
 """
 
+# KEYS: a room's members.  ARGV: how many names, a name not to count.  Answers how many others
+# are in the room and the first of their names, dropping the expired.
+GLIMPSE = _NOW + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local total = redis.call('ZCARD', KEYS[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then total = total - 1 end
+local names = {}
+for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]))) do
+  if name ~= ARGV[2] and #names < tonumber(ARGV[1]) then names[#names + 1] = name end
+end
+return {total, names}
+"""
+
 # KEYS: the set of rooms.  ARGV: members' key prefix.  Answers room, count, room, count ...
 ROOMS = _NOW + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -104,6 +117,7 @@ class Presence:
         self._lease_ms = lease_ms
         self._enter = link.redis.register_script(ENTER)
         self._who = link.redis.register_script(WHO)
+        self._glimpse = link.redis.register_script(GLIMPSE)
         self._rooms = link.redis.register_script(ROOMS)
         self._person = link.redis.register_script(PERSON)
         self._beat = link.redis.register_script(BEAT)
@@ -125,6 +139,13 @@ class Presence:
         keys = [self._link.keys.members(room) for room in rooms]
         found = self._link.call(lambda: self._who(keys=keys)) if keys else []
         return {room: sorted(names, key=str.casefold) for room, names in zip(rooms, found)}
+
+    def glimpse(self, room: str, besides: str, count: int) -> tuple[list[str], int]:
+        """The first ``count`` names in a room but ``besides``, and how many are there but it:
+        a welcome's, which must not fetch a crowd's every name."""
+        total, names = self._link.call(lambda: self._glimpse(keys=[self._link.keys.members(room)],
+                                                             args=[count, besides]))
+        return sorted(names, key=str.casefold), int(total)
 
     def rooms(self) -> dict[str, int]:
         """Every room someone is in, on any node, with how many are in it."""
