@@ -110,6 +110,10 @@ REDIS_NEEDED = ("needs --redis URL, a Redis for the bench alone (the bench's lin
                 "--redis redis://127.0.0.1:6390/0")
 REDIS_EXTRA_NEEDED = "--redis needs the redis extra: pip install 'groupchat[redis]'"
 REDIS_SECONDS = 5.0
+# Every key a node keeps in Redis starts so (the cluster's KEY_PREFIX).  The bench takes only a
+# Redis holding none of them, and removes them after each round, so that a round's nodes never
+# read what an earlier round left (its lines would count as duplicated or unexpected).
+CHAT_KEYS = "groupchat:*"
 HOST = "127.0.0.1"
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -347,9 +351,10 @@ def stop_servers(servers: Sequence[ServerProcess]) -> None:
 
 
 class RedisMonitor:
-    """The Redis that a target's nodes share, as the bench sees it: reachable, and the CPU its
-    server has used, as ``INFO cpu`` tells (its own getrusage: the whole redis-server process,
-    local or not, where reading ``/proc`` would need its pid on this machine)."""
+    """The Redis that a target's nodes share, as the bench sees it: reachable and holding no chat,
+    emptied of the chat after each round by :meth:`clear`, and the CPU its server has used, as
+    ``INFO cpu`` tells (its own getrusage: the whole redis-server process, local or not, where
+    reading ``/proc`` would need its pid on this machine)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -362,9 +367,19 @@ class RedisMonitor:
             self.client = redis.Redis.from_url(url, socket_timeout=REDIS_SECONDS,
                                                socket_connect_timeout=REDIS_SECONDS)
             self.client.ping()
+            holds_chat = next(self.client.scan_iter(match=CHAT_KEYS, count=1000), None) is not None
         except (*self._errors, ValueError) as exc:  # redis-py's messages never hold the password
             raise BenchError(f"the Redis given by --redis cannot be used: {' '.join(str(exc).split())}") \
                 from None
+        if holds_chat:
+            raise BenchError("the Redis given by --redis holds a chat already (keys groupchat:*): give the "
+                             "bench a Redis of its own, or empty this one (redis-cli -u URL flushdb)")
+
+    def clear(self) -> None:
+        """Remove whatever a round's nodes left in Redis (they have stopped)."""
+        keys = list(self.client.scan_iter(match=CHAT_KEYS, count=1000))
+        for start in range(0, len(keys), 1000):
+            self.client.unlink(*keys[start:start + 1000])
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time of the redis-server so far (NaN if it cannot be asked)."""
@@ -526,6 +541,8 @@ def run_round(plan: LoadPlan, target: str, number: int = 1, *,
                             timeout, progress, redis if nodes else None)
     finally:
         stop_servers(servers)
+        if nodes and redis:
+            redis.clear()
         progress.clear()
     return _round_result(plan, target, number, measured, nodes)
 

@@ -535,6 +535,27 @@ def test_latency_across_two_nodes_through_the_cli_reports_the_lines_that_crossed
     assert 0 < cross["p50"] <= cross["max"] <= result["latency_ms"]["max"]
     assert result["redis_cpu"] is not None and result["redis_cpu"] >= 0
     assert report["medians"]["groupchat:2"]["cross_p50"] == cross["p50"]
+    assert chat_keys(redis.url) == []  # what the nodes kept in Redis went with the round
+
+
+def chat_keys(url: str) -> list[str]:
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        return list(client.scan_iter(match="groupchat:*"))
+
+
+def test_a_redis_that_holds_a_chat_already_is_refused_in_one_line(no_leftovers, redis_server):
+    redis = redis_server()
+    import redis as redis_py
+
+    with redis_py.Redis.from_url(redis.url) as client:
+        client.set("groupchat:sequence", 41)
+    result = CliRunner().invoke(cli, ["bench", "latency", "--nodes", "2", "--redis", redis.url])
+    assert result.exit_code == 1
+    assert result.output == ("Error: the Redis given by --redis holds a chat already (keys groupchat:*): give "
+                             "the bench a Redis of its own, or empty this one (redis-cli -u URL flushdb)\n")
+    assert chat_keys(redis.url) == [b"groupchat:sequence"]  # and it is left alone
 
 
 def test_nodes_and_a_server_on_its_own_in_one_sitting(no_leftovers, redis_server):
