@@ -368,18 +368,22 @@ class RedisMonitor:
                                                socket_connect_timeout=REDIS_SECONDS)
             self.client.ping()
             holds_chat = next(self.client.scan_iter(match=CHAT_KEYS, count=1000), None) is not None
-        except (*self._errors, ValueError) as exc:  # redis-py's messages never hold the password
-            raise BenchError(f"the Redis given by --redis cannot be used: {' '.join(str(exc).split())}") \
-                from None
+        except (*self._errors, ValueError) as exc:
+            raise BenchError(f"the Redis given by --redis cannot be used: {one_line(exc)}") from None
         if holds_chat:
+            self.close()
             raise BenchError("the Redis given by --redis holds a chat already (keys groupchat:*): give the "
                              "bench a Redis of its own, or empty this one (redis-cli -u URL flushdb)")
 
     def clear(self) -> None:
         """Remove whatever a round's nodes left in Redis (they have stopped)."""
-        keys = list(self.client.scan_iter(match=CHAT_KEYS, count=1000))
-        for start in range(0, len(keys), 1000):
-            self.client.unlink(*keys[start:start + 1000])
+        try:
+            keys = list(self.client.scan_iter(match=CHAT_KEYS, count=1000))
+            for start in range(0, len(keys), 1000):
+                self.client.unlink(*keys[start:start + 1000])
+        except self._errors as exc:
+            raise BenchError(f"the Redis given by --redis could not be emptied after a round: "
+                             f"{one_line(exc)}") from None
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time of the redis-server so far (NaN if it cannot be asked)."""
@@ -391,6 +395,15 @@ class RedisMonitor:
 
     def close(self) -> None:
         self.client.close()
+
+
+def one_line(exc: BaseException) -> str:
+    """What an exception says, on one line (redis-py's messages never hold the password).
+
+    >>> one_line(OSError("Error 111 connecting to 127.0.0.1:1.\\n Connection refused."))
+    'Error 111 connecting to 127.0.0.1:1. Connection refused.'
+    """
+    return " ".join(str(exc).split())
 
 
 class ServerMonitor:
