@@ -55,7 +55,7 @@ from groupchat.protocol import (
     split_command,
 )
 from groupchat.server.access import BanList
-from groupchat.server.chat_commands import ChatCommands
+from groupchat.server.chat_commands import ChatCommands, profile
 from groupchat.server.events import EVENT_TYPES, Out, RoomEvent
 from groupchat.server.fanout import Delivery
 from groupchat.server.flood import PRIVATE_BURST, PRIVATE_RATE, BucketTable
@@ -643,7 +643,7 @@ class Chat:
         target = self.registry.find(name)
         here = target is not None and target.room is not None
         if not here and self.cluster is None:
-            target = self.find(name)  # says there is no one of that name
+            raise no_such_name(name)
         to = target.name if here else name
         if self.private_budget.take((address_group(sender.host), name_key(to)), only_if_free=True):
             raise CommandError(f"not sent: at most {PRIVATE_RATE:g} private message a second to one "
@@ -714,13 +714,6 @@ class Chat:
         if self.cluster is None:
             return [m.name for m in roommates], away, len(self.registry.named())
         return self.cluster.who(member.room.name), away, sum(self.cluster.rooms().values())
-
-    def find(self, name: str) -> Member:
-        """The member called ``name``, or a :class:`CommandError` saying there is none."""
-        member = self.registry.find(name)
-        if member is None or member.room is None:
-            raise no_such_name(name)
-        return member
 
     def whois(self, name: str) -> dict[str, Any]:
         """What /whois says of the person called ``name`` (see :func:`profile`), on this node or,
@@ -845,12 +838,6 @@ class Chat:
 
     def _notice(self, text: str) -> str:
         return render_notice(self.clock.stamp(), text)
-
-
-def profile(member: Member) -> dict[str, Any]:
-    """What /whois says of a member (and, in a cluster, what its node keeps in Redis for the others)."""
-    return {"name": member.name, "room": member.room.name if member.room else None, "since": member.connected_at,
-            "away": member.away, "op": member.is_op, "address": member.address, "host": member.host}
 
 
 class _IdSequence:

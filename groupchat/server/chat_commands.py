@@ -35,6 +35,13 @@ from groupchat.server.settings import MAX_LISTED_NAMES, MAX_REASON_CHARS, Server
 _COUNT = re.compile(r"[0-9]{1,9}")
 MAX_IGNORED = 100  # names one connection may ignore
 
+
+def profile(member: Member) -> dict[str, Any]:
+    """What /whois says of a member (and, in a cluster, what its node keeps in Redis for the others)."""
+    return {"name": member.name, "room": member.room.name if member.room else None, "since": member.connected_at,
+            "away": member.away, "op": member.is_op, "address": member.address, "host": member.host}
+
+
 class ChatAPI(Protocol):
     """What the commands may ask of the chat (:class:`~groupchat.server.chat.Chat` is one)."""
 
@@ -60,7 +67,6 @@ class ChatAPI(Protocol):
     def describe_rooms(self) -> list[str]: ...
     def rooms(self) -> list[RoomInfo]: ...
     def who(self, member: Member) -> tuple[list[str], dict[str, str], int]: ...
-    def find(self, name: str) -> Member: ...
     def whois(self, name: str) -> dict[str, Any]: ...
     def changed(self, member: Member) -> None: ...
 

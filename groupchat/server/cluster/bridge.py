@@ -21,7 +21,7 @@ from groupchat.errors import ClusterError, NameTakenError, NotSentError
 from groupchat.jsonl import render_event
 from groupchat.protocol import name_key
 from groupchat.server.access import parse_network
-from groupchat.server.chat import Chat, profile
+from groupchat.server.chat_commands import profile
 from groupchat.server.cluster.node import Node
 from groupchat.server.cluster.publisher import HOLD_SECONDS
 from groupchat.server.events import RoomEvent
@@ -113,7 +113,7 @@ class Bridge:
     node_class = Node
     unwatch_seconds = UNWATCH_SECONDS
 
-    def __init__(self, chat: Chat, url: str) -> None:
+    def __init__(self, chat: Any, url: str) -> None:  # a Chat, whose module imports this one
         self.chat = chat
         self.node = self.node_class(url, self.deliver, on_name_lost=self.name_lost, on_people_gone=self.people_gone)
         # Rooms with deliveries queued.  Their own thread sends them, so that events read one
