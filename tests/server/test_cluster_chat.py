@@ -333,7 +333,8 @@ def test_a_room_no_one_here_is_in_any_more_is_read_no_longer_and_again_on_coming
     ann.expect_event("enter", room="lobby")
     wait_for(lambda: "dev" not in node.rooms_read(), what="dev no longer read by ann's node")
     assert node.rooms_read() == ["lobby"]  # the lobby always is
-    bob.say("while ann was out")  # nodes[0] does not read it
+    bob.say(json.dumps({"op": "send", "text": "while ann was out", "label": "w"}))  # nodes[0] does not read it
+    bob.expect_event("ack", label="w")
     ann.say("/join dev")
     ann.expect_event("enter", room="dev")
     bob.say("welcome back")
