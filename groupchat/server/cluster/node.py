@@ -221,25 +221,27 @@ class Node:
                 continue
             backoff.succeeded()
             linked_since = min(linked_since, time.monotonic())
-            for node, people in gone.items():
-                log.warning("node %s: node %s stopped renewing its liveness: it is gone, with %d people",
-                            self.id, node, len(people))
-                self._on_people_gone(node, people, False)
-            try:
-                for node, people in gone.items():
-                    self.presence.depart_later(node, people, self.names.lease_ms - self._alive_ms)
-                departed = self.presence.departed() if judge else []
-            except ClusterError as exc:
-                log.warning("node %s: the people of gone nodes: %s", self.id, exc)
-                continue
-            leaving: dict[str, list[dict[str, Any]]] = {}
-            for node, details in departed:
-                leaving.setdefault(node, []).append(details)
-            for node, people in leaving.items():
-                self._on_people_gone(node, people, True)
             for name in lost:
                 with self._lock:
                     self._held.discard(name)
                     self._places = {place for place in self._places if place[1] != name}
                 log.warning("node %s: %s was taken by another node while this one was cut off", self.id, name)
                 self._on_name_lost(name)
+            try:
+                self._part_with(gone, judge)
+            except Exception:  # noqa: BLE001 - the heartbeat must go on, or this node's names lapse
+                log.exception("node %s: telling of the people of gone nodes failed", self.id)
+
+    def _part_with(self, gone: dict[str, list[dict[str, Any]]], judge: bool) -> None:
+        """Say the people of nodes just found gone are reconnecting, and have them leave a lease
+        after their node's last heartbeat; and (``judge``) say those whose time came have left."""
+        for node, people in gone.items():
+            log.warning("node %s: node %s stopped renewing its liveness: it is gone, with %d people",
+                        self.id, node, len(people))
+            self._on_people_gone(node, people, False)
+            self.presence.depart_later(node, people, self.names.lease_ms - self._alive_ms)
+        leaving: dict[str, list[dict[str, Any]]] = {}
+        for node, details in self.presence.departed() if judge else []:
+            leaving.setdefault(node, []).append(details)
+        for node, people in leaving.items():
+            self._on_people_gone(node, people, True)
