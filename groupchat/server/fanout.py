@@ -83,11 +83,11 @@ def _groups(deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
 def _send(group: list[Delivery]) -> None:
     """One send per member for the whole group, each member's own lines left out."""
     first = group[0]
-    if len(group) == 1:  # the usual case, in a room that is not busy
-        out, sender, text = first.out, first.sender, first.out.text
+    if len(group) == 1:  # the usual case, in a room that is not busy: paid per member per line
+        out, sender, text, besides, droppable = first.out, first.sender, first.out.text, first.besides, first.droppable
         for member in first.members:
-            if member is not first.besides and not (member.ignoring and sender in member.ignoring):
-                member.send(out.json if member.json else text, first.droppable)
+            if member is not besides and not (member.ignoring and sender in member.ignoring):
+                member.send(out.json if member.json else text, droppable)
         return
     text, json = _Merged(group, lambda out: out.text), _Merged(group, lambda out: out.json)
     for member in first.members:
