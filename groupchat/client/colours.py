@@ -154,8 +154,7 @@ def wrap_points(line: str, width: int, indent: int) -> list[tuple[int, int]]:
     >>> [line[start:end] for start, end in wrap_points(line, 4, 0)][:3]
     ['[14:', '03]', '<bob']
     """
-    if indent >= width // 2:  # a narrow terminal: an indent would leave no room for text
-        indent = 0
+    indent = hanging_indent(indent, width)
     pieces, start, room = [], 0, width
     while len(line) - start > room:
         cut = line.rfind(" ", start + 1, start + room + 1)
@@ -164,6 +163,12 @@ def wrap_points(line: str, width: int, indent: int) -> list[tuple[int, int]]:
         room = width - indent
     pieces.append((start, len(line)))
     return pieces
+
+
+def hanging_indent(column: int, width: int) -> int:
+    """How far a wrapped line's later pieces are indented: to ``column``, where its text starts,
+    unless the terminal is so narrow that the indent would leave no room for text."""
+    return 0 if column >= width // 2 else column
 
 
 def _slice(fragments: list[Fragment], start: int, end: int) -> list[Fragment]:
@@ -197,8 +202,7 @@ class Painter:
         if width <= 0 or len(shown.line) <= width:
             printed = to_ansi(fragments)
         else:
-            indent = text_column(shown)
+            indent = hanging_indent(text_column(shown), width)
             pieces = wrap_points(shown.line, width, indent)
-            indent = 0 if indent >= width // 2 else indent
             printed = ("\n" + " " * indent).join(to_ansi(_slice(fragments, start, end)) for start, end in pieces)
         return printed + BELL if self.bell and should_ring(shown, me) else printed
