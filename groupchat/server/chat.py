@@ -390,6 +390,7 @@ class Chat:
             return
         after = int(last) if last else session.held_from - 1
         log.info("%s resumed from %s", member.name, member.address)
+        self.changed(member)  # in a cluster, its new token is the one another node may resume
         names, count = self._glimpse(room, member)
         self._tell_room(room, self.notices.add(room, BACK, member.name, self._audience(count)))
         entries, missed = self.missed_since(room.name, after, before=live_from)
@@ -444,10 +445,7 @@ class Chat:
             self.cluster.end_session(digest)
 
     def _session(self, member: Member, token: str) -> Out:
-        """The line before the welcome that gives a connection its resume token (in a cluster,
-        its session is kept in Redis too, for another node to resume)."""
-        if self.cluster is not None:
-            self.cluster.keep_session(member)
+        """The line before the welcome that gives a connection its resume token."""
         return Out.line(render_session(token, self.sessions.window, member.name), "session", token=token,
                         window=self.sessions.window)
 
@@ -483,15 +481,17 @@ class Chat:
         except CommandError:  # a room that looks like one in use: nothing changed
             member.release(b"")
             raise
+        token = self.sessions.open(member) if welcome and self.sessions is not None else None
+        arrived = None
         if self.cluster is not None:
-            if room_before is not None:
-                self.cluster.leave(room_before.name, member.name)
-            self.cluster.enter(room.name, member.name)
-            self.cluster.note(member)
-            topic = self.cluster.topic(room.name)  # set where no one here saw it
-            if topic and topic != room.topic:
+            arrived = self.cluster.arrive(member, room_before.name if room_before is not None else None,
+                                          MAX_LISTED_NAMES)
+        if arrived is not None:  # in a cluster: the room's topic and people on every node
+            topic, names, count = arrived
+            if topic and topic != room.topic:  # set where no one here saw it
                 self.registry.set_topic(room, topic)
-        names, count = self._glimpse(room, member)
+        else:
+            names, count = self.registry.glimpse(room, member, MAX_LISTED_NAMES)
         # The rooms hear of it before the member hears its welcome, so anything that follows
         # the welcome (its first line, the next person to come) comes after the notice too.
         if room_before is not None:
@@ -501,8 +501,8 @@ class Chat:
         if welcome:
             greeting = Out.line(render_welcome(member.name, others), "welcome", name=member.name,
                                 room=room.name, names=names, count=count, resumed=resumed or None)
-            if self.sessions is not None:
-                greeting = self._session(member, self.sessions.open(member)) + greeting
+            if token is not None:
+                greeting = self._session(member, token) + greeting
         else:
             greeting = Out.line(self._notice(render_entered(room.name, others)), "enter",
                                 room=room.name, names=names, count=count)

@@ -197,23 +197,24 @@ class Bridge:
         return self.node.presence.person(name_key(name))
 
     def note(self, member: Member) -> None:
-        """Keep what /whois says of one of this node's people for the other nodes."""
+        """Keep what /whois says of one of this node's people, and its session, for the other
+        nodes (again: it changed)."""
+        session = self._session(member)
         try:
             self.node.presence.describe(self.node.id, name_key(member.name), profile(member))
+            if session is not None:
+                self.node.keep_session(*session)
         except ClusterError as exc:
-            log.warning("/whois of %s on other servers: %s", member.name, exc)
-        self.keep_session(member)
+            log.warning("/whois and session of %s on other servers: %s", member.name, exc)
 
     # Sessions: kept in Redis by their token's digest, so that another node can resume them.
-    def keep_session(self, member: Member) -> None:
-        """Keep (again) what resuming ``member``'s session on another node needs."""
+    def _session(self, member: Member) -> Optional[tuple[str, dict[str, Any]]]:
+        """The digest of ``member``'s token and what resuming its session on another node needs;
+        None if it has no session."""
         digest = self.chat.sessions.digest_of(member) if self.chat.sessions is not None else None
         if digest is None or member.room is None:
-            return
-        try:
-            self.node.keep_session(digest.hex(), {"name": member.name, "room": member.room.name, "op": member.is_op})
-        except ClusterError as exc:
-            log.warning("the session of %s, for other servers: %s", member.name, exc)
+            return None
+        return digest.hex(), {"name": member.name, "room": member.room.name, "op": member.is_op}
 
     def end_session(self, digest: bytes) -> None:
         try:
@@ -239,12 +240,16 @@ class Bridge:
     def keep_topic(self, room: str, topic: str) -> None:
         self.node.presence.set_topic(name_key(room), topic)
 
-    def topic(self, room: str) -> Optional[str]:
-        """The topic a room has, as set on any node (None if none, or Redis is away)."""
+    def arrive(self, member: Member, before: Optional[str], count: int) -> Optional[tuple[Optional[str], list[str], int]]:
+        """``member`` entered its room (from ``before``): its place, what /whois says of it and
+        its session are kept in Redis, in one round trip; answers the room's topic as set on
+        any node, and its first ``count`` other names and how many are there (see glimpse).
+        None while Redis is away (the heartbeat puts the place right once it is back)."""
         try:
-            return self.node.presence.topic(name_key(room))
+            return self.node.arrive(name_key(member.room.name), member.name, name_key(member.name), profile(member),
+                                    count, name_key(before) if before is not None else None, self._session(member))
         except ClusterError as exc:
-            log.warning("topic of %s: %s", room, exc)
+            log.warning("%s entering %s: %s", member.name, member.room.name, exc)
             return None
 
     def who(self, room: str) -> list[str]:

@@ -162,6 +162,19 @@ class Node:
             self._places.add((room, name))
         self.presence.enter([(room, name)])
 
+    def arrive(self, room: str, name: str, key: str, details: dict[str, Any], count: int,
+               before: Optional[str] = None, session: Optional[tuple[str, dict[str, Any]]] = None,
+               ) -> tuple[Optional[str], list[str], int]:
+        """One of this node's people entered ``room`` (see Presence.arrive); the heartbeat
+        renews its place and its session (digest, details) from now on."""
+        with self._lock:
+            self._places.discard((before, name))
+            self._places.add((room, name))
+            if session is not None:
+                self._sessions.add(session[0])
+        kept = None if session is None else (session[0], {**session[1], "node": self.id}, self.session_ms)
+        return self.presence.arrive(self.id, room, name, key, details, count, before, kept)
+
     def leave(self, room: str, name: str) -> None:
         with self._lock:
             self._places.discard((room, name))

@@ -35,17 +35,38 @@ end
 return rooms
 """
 
-# KEYS: a room's members.  ARGV: how many names, a name not to count.  Answers how many others
-# are in the room and the first of their names, dropping the expired.
-GLIMPSE = _NOW + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local total = redis.call('ZCARD', KEYS[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[2]) then total = total - 1 end
-local names = {}
-for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]))) do
-  if name ~= ARGV[2] and #names < tonumber(ARGV[1]) then names[#names + 1] = name end
+# How many others are in a room (its members' key) but ``besides``, and the first ``count`` of
+# their names, dropping the expired.
+_GLIMPSE = """
+local function glimpse(key, count, besides)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local total = redis.call('ZCARD', key)
+  if redis.call('ZSCORE', key, besides) then total = total - 1 end
+  local names = {}
+  for _, name in ipairs(redis.call('ZRANGE', key, 0, count)) do
+    if name ~= besides and #names < count then names[#names + 1] = name end
+  end
+  return {total, names}
 end
-return {total, names}
+"""
+
+# KEYS: a room's members.  ARGV: how many names, a name not to count.
+GLIMPSE = _NOW + _GLIMPSE + "return glimpse(KEYS[1], tonumber(ARGV[1]), ARGV[2])\n"
+
+# A person arriving in a room, in one round trip.  KEYS: the room's members, the set of rooms, the
+# node's people, the topics, the room left ('' for none), the session ('' for none).  ARGV: the
+# room, the name, the lease in ms, the name's key, what /whois says, the session, its window in ms,
+# how many names.  Answers the room's topic (or nil), how many others are there, and the first
+# of their names.
+ARRIVE = _NOW + _GLIMPSE + """
+local deadline = now + tonumber(ARGV[3])
+if KEYS[5] ~= '' then redis.call('ZREM', KEYS[5], ARGV[2]) end
+redis.call('ZADD', KEYS[1], deadline, ARGV[2])
+redis.call('ZADD', KEYS[2], 'GT', deadline, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[6], 'PX', ARGV[7]) end
+local seen = glimpse(KEYS[1], tonumber(ARGV[8]), ARGV[2])
+return {redis.call('HGET', KEYS[4], ARGV[1]), seen[1], seen[2]}
 """
 
 # KEYS: the set of rooms.  ARGV: members' key prefix.  Answers room, count, room, count ...
@@ -118,6 +139,7 @@ class Presence:
         self._enter = link.redis.register_script(ENTER)
         self._who = link.redis.register_script(WHO)
         self._glimpse = link.redis.register_script(GLIMPSE)
+        self._arrive = link.redis.register_script(ARRIVE)
         self._rooms = link.redis.register_script(ROOMS)
         self._person = link.redis.register_script(PERSON)
         self._beat = link.redis.register_script(BEAT)
@@ -147,6 +169,22 @@ class Presence:
                                                              args=[count, besides]))
         return sorted(names, key=str.casefold), int(total)
 
+    def arrive(self, node: str, room: str, name: str, key: str, details: dict[str, Any], count: int,
+               before: Optional[str] = None, session: Optional[tuple[str, dict[str, Any], int]] = None,
+               ) -> tuple[Optional[str], list[str], int]:
+        """In one round trip: ``name`` (whose key is ``key``) is in ``room`` (and no longer in
+        ``before``), with what /whois says of it (see :meth:`describe`) and its session (digest,
+        details, window ms: see :meth:`keep_session`); answers the room's topic and a glimpse
+        of it (see :meth:`glimpse`)."""
+        keys = self._link.keys
+        digest, kept, window_ms = session or ("", {}, 0)
+        found = self._link.call(lambda: self._arrive(
+            keys=[keys.members(room), keys.rooms, keys.people(node), keys.topics(),
+                  keys.members(before) if before is not None else "", keys.session(digest) if session else ""],
+            args=[room, name, self._lease_ms, key, _json(details), _json(kept), window_ms, count]))
+        topic, total, names = found
+        return topic, sorted(names, key=str.casefold), int(total)
+
     def rooms(self) -> dict[str, int]:
         """Every room someone is in, on any node, with how many are in it."""
         flat = self._link.call(lambda: self._rooms(keys=[self._link.keys.rooms], args=[self._link.keys.members("")]))
@@ -154,8 +192,7 @@ class Presence:
 
     def describe(self, node: str, name: str, details: dict[str, Any]) -> None:
         """Keep what /whois says of ``name``, one of ``node``'s people (``details``: JSON fields)."""
-        payload = json.dumps(details, separators=(",", ":"))
-        self._link.call(lambda: self._link.redis.hset(self._link.keys.people(node), name, payload))
+        self._link.call(lambda: self._link.redis.hset(self._link.keys.people(node), name, _json(details)))
 
     def forget(self, node: str, name: str) -> None:
         self._link.call(lambda: self._link.redis.hdel(self._link.keys.people(node), name))
@@ -179,7 +216,7 @@ class Presence:
         if people:
             args: list[Any] = [delay_ms]
             for details in people:
-                args += [node, json.dumps(details, separators=(",", ":"))]
+                args += [node, _json(details)]
             self._link.call(lambda: self._depart(keys=[self._link.keys.departing], args=args))
 
     def departed(self) -> list[tuple[str, dict[str, Any]]]:
@@ -196,8 +233,7 @@ class Presence:
 
     def keep_session(self, digest: str, details: dict[str, Any], window_ms: int) -> None:
         """Keep a session (``details``: its name, room and node) for ``window_ms`` from now."""
-        payload = json.dumps(details, separators=(",", ":"))
-        self._link.call(lambda: self._link.redis.set(self._link.keys.session(digest), payload, px=window_ms))
+        self._link.call(lambda: self._link.redis.set(self._link.keys.session(digest), _json(details), px=window_ms))
 
     def renew_sessions(self, digests: list[str], window_ms: int) -> None:
         if digests:
@@ -220,13 +256,9 @@ class Presence:
         """Keep a room's topic for every node."""
         self._link.call(lambda: self._link.redis.hset(self._link.keys.topics(), room, topic))
 
-    def topic(self, room: str) -> Optional[str]:
-        return self._link.call(lambda: self._link.redis.hget(self._link.keys.topics(), room))
-
     def ban(self, target: str, details: dict[str, Any]) -> None:
         """Keep a ban (of an address or a name; ``details`` as the chat core keeps them)."""
-        payload = json.dumps(details, separators=(",", ":"))
-        self._link.call(lambda: self._link.redis.hset(self._link.keys.bans(), target, payload))
+        self._link.call(lambda: self._link.redis.hset(self._link.keys.bans(), target, _json(details)))
 
     def unban(self, target: str) -> bool:
         return bool(self._link.call(lambda: self._link.redis.hdel(self._link.keys.bans(), target)))
@@ -234,3 +266,7 @@ class Presence:
     def bans(self) -> dict[str, dict[str, Any]]:
         found = self._link.call(lambda: self._link.redis.hgetall(self._link.keys.bans()))
         return {target: json.loads(details) for target, details in found.items()}
+
+
+def _json(details: dict[str, Any]) -> str:
+    return json.dumps(details, separators=(",", ":"))
