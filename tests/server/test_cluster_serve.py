@@ -150,7 +150,9 @@ def test_one_nodes_console_speaks_kicks_and_bans_on_every_node(redis_server, ser
         os.close(terminal)
 
 
-def test_a_session_resumes_on_another_node_when_its_own_is_killed(redis_server, server_process, tmp_path):
+@pytest.mark.parametrize("stop", ["kill", "terminate"])
+def test_a_session_resumes_on_another_node_when_its_own_is_killed_or_stopped(redis_server, server_process, tmp_path,
+                                                                              stop):
     redis = redis_server()
     first, second = (server_process("--redis", redis.url, "--rate", "0", "--history", str(tmp_path / f"{n}.db"))
                      for n in range(2))
@@ -161,7 +163,8 @@ def test_a_session_resumes_on_another_node_when_its_own_is_killed(redis_server, 
         ann.expect_event("join", names=["bob"])
         bob.say("before")
         last = ann.expect_event("msg", text="before")["id"]
-        first.kill()  # kill -9 ann's server
+        getattr(first.proc, stop)()  # kill -9 ann's server, or stop it (SIGTERM)
+        first.proc.wait()
         for i in range(5):  # said while ann is away
             bob.say(f"missed {i}")
 
