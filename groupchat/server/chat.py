@@ -508,12 +508,11 @@ class Chat:
                                 room=room.name, names=names, count=count)
         if room.topic:
             greeting += self.topic(room.name, room.topic)
-        if after is not None:
+        if after is not None:  # a resume: exactly what it missed
             entries, missed = self.missed_since(room.name, after, before=live_from)
             greeting += self.played(room.name, entries, replay=True, missed=missed)
-        # A topic set earlier is no news to someone arriving: they were just told the one that holds.
         elif played := [entry for entry in self.recent(room.name, self.settings.replay, before=live_from)
-                        if entry.kind != LINE_NOTICE]:
+                        if entry.kind != LINE_NOTICE]:  # a topic set earlier: they were just told the one that holds
             greeting += self.played(room.name, played, replay=True)
         member.release(greeting.json if member.json else greeting.text)
 

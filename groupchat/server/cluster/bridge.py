@@ -240,7 +240,8 @@ class Bridge:
     def keep_topic(self, room: str, topic: str) -> None:
         self.node.presence.set_topic(name_key(room), topic)
 
-    def arrive(self, member: Member, before: Optional[str], count: int) -> Optional[tuple[Optional[str], list[str], int]]:
+    def arrive(self, member: Member, before: Optional[str],
+               count: int) -> Optional[tuple[Optional[str], list[str], int]]:
         """``member`` entered its room (from ``before``): its place, what /whois says of it and
         its session are kept in Redis, in one round trip; answers the room's topic as set on
         any node, and its first ``count`` other names and how many are there (see glimpse).
