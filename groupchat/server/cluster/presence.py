@@ -3,7 +3,10 @@
 A node adds its people to their rooms' sets and its heartbeat moves their deadlines on; anyone
 whose deadline has passed is not listed, even if the node that added them died before removing
 them (no zombies).  Deadlines come from Redis's own clock, so nodes whose clocks differ agree.
-Topics and bans, which outlive any node, are hashes.
+Topics and bans, which outlive any node, are hashes.  Each node also keeps what /whois says of
+its people, their sessions (for a resume on another node) and its own liveness, a lease whose
+running out makes one other node, and only one, say its people are reconnecting and then that
+they left (scripts that take each such thing for one node, atomically).
 """
 
 from __future__ import annotations
