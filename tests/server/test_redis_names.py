@@ -86,7 +86,7 @@ def test_who_and_rooms_are_cluster_wide(redis_server, cluster_node):
     b.leave("kitchen", "carol")
     assert a.rooms() == {"lobby": 2}
     a.presence.set_topic("lobby", "welcome")
-    assert b.presence.topic("lobby") == "welcome"
+    assert b.presence.arrive(b.id, "lobby", "dee", "dee", {"name": "dee"}, 5)[0] == "welcome"  # told on arrival
     a.presence.ban("10.0.0.7", {"by": "op", "reason": "spam"})
     assert b.presence.bans() == {"10.0.0.7": {"by": "op", "reason": "spam"}}
     assert b.presence.unban("10.0.0.7") and a.presence.bans() == {}
