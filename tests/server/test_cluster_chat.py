@@ -264,7 +264,7 @@ def welcomed(node, name: str) -> bool:
         return is_welcome(peer.next_line())
 
 
-def test_an_address_ban_removes_whoever_has_the_address_on_any_node(peers):
+def test_an_address_ban_removes_whoever_has_the_address_on_any_node(nodes, peers):
     ann, bob, cy = peers
     make_op(ann)
     ann.say("/ban --address cy 5")  # everyone here is on 127.0.0.1: all three go
@@ -272,6 +272,9 @@ def test_an_address_ban_removes_whoever_has_the_address_on_any_node(peers):
     assert said["message"] == "You were kicked by ann: banned."
     for peer in (bob, cy):
         peer.expect_event("bye", code="BANNED")
+    for node in nodes:  # and no one from the address gets in anywhere
+        with contextlib.closing(Peer(node.server_address)) as again:
+            assert "this address is banned" in again.next_line()
 
 
 def test_whois_answers_for_someone_on_another_node(peers):
