@@ -535,6 +535,9 @@ class RoundResult:
     # p50, p90, p99, max of the lines from a sender on another node than the receiver
     cross_node_latency_ms: dict[str, Optional[float]] = field(default_factory=dict)
     redis_cpu: Optional[float] = None  # cores the redis-server used, for a target with nodes
+    # CPU-microseconds the server spent per line delivered: what a line costs it, whoever sets
+    # the rate (in a flood, the load generator does on a small machine)
+    server_us_per_line: Optional[float] = None
 
 
 def run_round(plan: LoadPlan, target: str, number: int = 1, *,
@@ -660,7 +663,9 @@ def _round_result(plan: LoadPlan, target: str, number: int, measured: _Measureme
         workers=measured.workers, errors=[e for r in reports for e in r.errors][:10], nodes=nodes,
         cross_node_latency_ms=latency_summary(cross_node) if nodes > 1 else {},
         redis_cpu=None if measured.redis_cpu_seconds is None
-        else round(measured.redis_cpu_seconds / seconds, 3))
+        else round(measured.redis_cpu_seconds / seconds, 3),
+        server_us_per_line=round(measured.server_cpu_seconds * 1e6 / totals["received"], 3)
+        if ours and totals["received"] else None)
 
 
 def latency_summary(latencies_ns: Sequence[int]) -> dict[str, Optional[float]]:
@@ -706,6 +711,7 @@ METRICS = (
     ("cross_p99", "across nodes p99 (ms)", "{:.2f}"),
     ("connect_seconds", "connect all (s)", "{:.2f}"),
     ("server_cpu", "server CPU (cores)", "{:.2f}"),
+    ("server_us_per_line", "server CPU per line (us)", "{:.3f}"),
     ("redis_cpu", "redis-server CPU (cores)", "{:.2f}"),
     ("server_peak_rss_mb", "server peak RSS (MB)", "{:.1f}"),
     ("server_peak_threads", "server peak threads", "{:.0f}"),
@@ -770,8 +776,9 @@ def describe_round(result: RoundResult, rounds: int) -> str:
     parts.append(f"connect {result.connect_seconds:.2f}s")
     if result.server_cpu is not None:
         nodes = f"{result.nodes} nodes " if result.nodes > 1 else ""
-        parts.append(f"server {nodes}{result.server_cpu:.2f} cores {result.server_peak_rss_mb:.1f} MB "
-                     f"{result.server_peak_threads} threads")
+        parts.append(f"server {nodes}{result.server_cpu:.2f} cores"
+                     + (f" ({result.server_us_per_line:.3f} us a line)" if result.server_us_per_line else "")
+                     + f" {result.server_peak_rss_mb:.1f} MB {result.server_peak_threads} threads")
     if result.redis_cpu is not None:
         parts.append(f"redis-server {result.redis_cpu:.2f} cores")
     parts.append(f"load generator {result.loadgen_cpu:.2f} cores")

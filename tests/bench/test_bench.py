@@ -388,6 +388,9 @@ def assert_all_delivered(report: dict, targets: list[str], rounds: int = 1) -> N
         assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["max"]
         assert result["deliveries_per_second"] > 0
         assert result["server_peak_threads"] >= 1 and result["server_peak_rss_mb"] > 0
+        if result["server_cpu"] >= 0.1:  # (cores and seconds are rounded: a rough check of the units)
+            assert result["server_us_per_line"] == pytest.approx(
+                result["server_cpu"] * result["seconds"] * 1e6 / result["delivered"], rel=0.05)
 
 
 def test_fanout_against_groupchat_and_the_relay_interleaved_delivers_every_line(no_leftovers):
@@ -450,6 +453,7 @@ def test_text_report_has_a_line_per_round_and_the_table(no_leftovers):
     assert re.search(r"^groupchat round 1/1: 150 lines in .* ok$", text, re.MULTILINE)
     assert re.search(r"^relay +round 1/1: 150 lines in .* ok$", text, re.MULTILINE)
     assert re.search(r"^lines delivered/s +[\d,]+ \(x[\d.]+\) +[\d,]+$", text, re.MULTILINE)
+    assert re.search(r"^server CPU per line \(us\) +[\d.]+( \(x[\d.]+\))? +[\d.]+$", text, re.MULTILINE)
 
 
 def test_a_running_server_given_by_address_is_benchmarked(server_process, no_leftovers):
@@ -459,6 +463,7 @@ def test_a_running_server_given_by_address_is_benchmarked(server_process, no_lef
     (result,) = report["rounds"]
     assert result["ok"] and result["delivered"] == 2000
     assert result["server_cpu"] is None and result["server_peak_rss_mb"] is None
+    assert result["server_us_per_line"] is None
     server.kill()
 
 
