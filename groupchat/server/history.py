@@ -900,13 +900,14 @@ def _delete(db: sqlite3.Connection, where: str, bound: float, indexed: bool) -> 
 
     A contentless index forgets a row only when told the words it was given for it, so those
     are read back first: the same ``casefold`` of the same text.  It only marks them deleted,
-    until it merges the segments that hold them: a step of that merging follows each delete.
+    until it merges the segments that hold them: a step of that merging follows each delete
+    that found rows (an in-memory store calls this after every save, mostly for nothing).
     """
     if indexed:
         db.execute("INSERT INTO messages_search (messages_search, rowid, text)"
                    f" SELECT 'delete', id, casefold(text) FROM messages WHERE {where}", (bound,))
-    db.execute(f"DELETE FROM messages WHERE {where}", (bound,))
-    if indexed:  # negative: merge whichever segments hold what was deleted
+    deleted = db.execute(f"DELETE FROM messages WHERE {where}", (bound,)).rowcount
+    if indexed and deleted:  # negative: merge whichever segments hold what was deleted
         db.execute("INSERT INTO messages_search (messages_search, rank) VALUES ('merge', ?)",
                    (-MERGE_PAGES,))
 
