@@ -159,10 +159,10 @@ class Outbox:
 
     def _backlog_locked(self, data: bytes, sent: int, droppable: bool) -> None:
         """Queue what the socket did not take of ``data`` (all but ``sent`` bytes) for the pump."""
-        if sent:  # the rest of a line already half on the wire must follow it
-            droppable = False
-            self._partial_head = True  # (nothing was queued, or it would not have been sent: the head)
         if sent < len(data):
+            if sent:  # the rest of a line already half on the wire must follow it
+                droppable = False
+                self._partial_head = True  # (nothing was queued, or it would not have been sent: the head)
             self._queue_locked(data[sent:], droppable)
         if not (self.closed or self._pumping):
             self._start_pumping()
