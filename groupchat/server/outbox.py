@@ -381,8 +381,12 @@ class Pump:
             for key, _ in self._selector.select(timeout):
                 if key.data is None:
                     self._waker.recv(4096)
-                else:
+                    continue
+                try:
                     key.data.pump()
+                except Exception:  # noqa: BLE001 - a bug must cost one connection, not every backlog
+                    log.exception("writing to %s failed; disconnecting it", key.data.name)
+                    key.data.disconnect()
             timeout = self._cut_off_stalled()
 
     def _cut_off_stalled(self) -> Optional[float]:

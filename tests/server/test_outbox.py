@@ -182,3 +182,35 @@ def test_the_last_line_given_to_end_is_the_last_the_peer_gets(pair, pump):
     with pytest.raises(BlockingIOError):
         theirs.recv(4096)  # nothing after it
     assert received == b"before\nYou were kicked.\n"
+
+
+def test_a_failure_writing_one_backlog_costs_that_connection_only(pump):
+    """The pump is every connection's writer: a bug met writing one backlog ends that one."""
+
+    class Broken(Outbox):
+        def pump(self) -> None:
+            raise RuntimeError("a bug")
+
+    first, first_peer = socket.socketpair()
+    second, second_peer = socket.socketpair()
+    try:
+        broken = Broken(first, limit=64 << 20, pump=pump)
+        healthy = Outbox(second, limit=64 << 20, pump=pump)
+        data = b"h" * (4 << 20)
+        broken.put(data)
+        healthy.put(data)  # both past the kernel's buffers: the pump writes the rest
+        first_peer.setblocking(False)
+
+        def read_some_then_closed() -> bool:  # room in its socket is what gives the pump its turn
+            try:
+                first_peer.recv(1 << 20)
+            except BlockingIOError:
+                pass
+            return broken.closed
+
+        wait_for(read_some_then_closed, what="the broken outbox to be disconnected")
+        assert read_exactly(second_peer, len(data)) == data
+        assert healthy.flush(10) and not healthy.closed
+    finally:
+        for sock in (first, first_peer, second, second_peer):
+            sock.close()
