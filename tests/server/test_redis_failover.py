@@ -12,6 +12,7 @@ import pytest
 
 from conftest import say, wait_for
 from groupchat.errors import NotSentError
+from groupchat.server.cluster.publisher import BATCH
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -97,7 +98,12 @@ def test_redis_restarted_without_its_data_under_load_gives_no_id_twice_and_keeps
     for _, received in nodes:  # the newest events reached every node, whatever Redis lost before them
         wait_for(lambda: last[1] in received.texts(room="lobby"), what="the newest event everywhere")
         events = assert_in_order_once(received)
-        assert {(e["text"], e["id"]) for e in events} <= set(published)
+        # A line Redis took just before it died, unanswered, is sent again once it is back: the
+        # nodes that had it drop the copy, so its sender's id (or "not confirmed") is not theirs.
+        # Only a batch per node can be caught so; every other line has the id its sender got.
+        differing = {(e["text"], e["id"]) for e in events} - set(published)
+        assert len(differing) <= len(nodes) * BATCH, differing
+        assert {text for text, _ in differing} <= {text for _, text, _ in outcomes}
     after_restart = [set(e["text"] for e in received.events(room="lobby") if e["id"] > last[2] - 50)
                      for _, received in nodes]
     assert after_restart[0] == after_restart[1] == after_restart[2]
