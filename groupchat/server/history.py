@@ -57,8 +57,9 @@ MAX_PENDING = 100_000
 MAX_PENDING_BYTES = 64 << 20
 ROW_OVERHEAD_BYTES = 200  # what a queued row costs Python besides its strings
 # How long the writer lets messages gather before a commit: at a chat's usual pace this
-# turns a commit (and fsync) per message into one per window, for a crash window this long.
-COMMIT_WINDOW_SECONDS = 0.01
+# turns a commit (and fsync, and a new segment of the search index) per message into one per
+# window, for a crash window this long.  A read or a flush does not wait it out: see _hurry.
+COMMIT_WINDOW_SECONDS = 0.05
 READERS = 4  # read-only connections kept open for replays and /history
 SEARCHERS = 2  # and apart from those, for /search: searches wait for each other, never replays
 # A search shorter than a trigram cannot use the index; it reads this many of the room's newest rows.
@@ -225,6 +226,7 @@ class HistoryStore:
         self._failing = False
         self._closing = False
         self._sequence_due = False  # ids were reserved since the writer last recorded the sequence
+        self._hurry = False  # someone waits for the queue to be saved: commit without the window
         self._pruned_for_size = False  # logged once a run
         self._readers = _Connections(path, READERS, db, self._db_lock)
         self._searchers = _Connections(path, SEARCHERS, db, self._db_lock)
@@ -476,6 +478,9 @@ class HistoryStore:
     def _wait_for_writer(self, timeout: float) -> bool:
         with self._lock:
             target = self._appended
+            if self._saved + self._dropped < target:  # what it waits for is not kept waiting
+                self._hurry = True
+                self._wake.notify()
             self._progress.wait_for(
                 lambda: self._saved + self._dropped >= target or self._failing, timeout)
             return self._saved + self._dropped >= target and not self._failing
@@ -496,7 +501,8 @@ class HistoryStore:
                                         0 if over_size else None if self.retention is None
                                         else max(0.0, next_prune - time.monotonic()))
                     if self._queue and not self._closing:  # let a group gather: one commit for it
-                        self._wake.wait_for(lambda: self._closing, self.commit_window)
+                        self._wake.wait_for(lambda: self._closing or self._hurry, self.commit_window)
+                self._hurry = False
                 rows = list(self._queue)
                 self._queue.clear()
                 self._queued = self._queued_bytes = 0

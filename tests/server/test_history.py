@@ -112,6 +112,17 @@ def test_many_rows_in_one_commit_are_kept_in_order_across_insert_statements(open
     assert {(entry.room, entry.sender) for entry in entries[1:]} == {("Lobby", "alice")}
 
 
+def test_a_read_or_a_flush_does_not_wait_out_the_commit_window(open_store):
+    class LongWindow(HistoryStore):
+        commit_window = 60.0  # far past a read's wait: only being hurried saves the line in time
+
+    store = open_store(LongWindow)
+    store.append("lobby", "alice", "message", "just said")
+    assert texts(store.recent("lobby")) == ["just said"]
+    store.append("lobby", "alice", "message", "and this")
+    assert store.flush(timeout=5)  # saved long before the window would have ended
+
+
 def test_a_message_holding_a_newline_is_refused(store):
     with pytest.raises(ValueError, match="one line per message"):
         store.extend("lobby", "alice", "message", ["fine", "two\nlines"])
