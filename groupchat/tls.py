@@ -8,6 +8,7 @@ import threading
 from typing import Optional
 
 from groupchat.errors import ConnectError, ServerStartError
+from groupchat.net import DONTWAIT
 
 READ_BYTES = 64 * 1024
 
@@ -114,7 +115,7 @@ class TLSConnection:
                 else:
                     taken = 0
             try:
-                sent = self._sock.send(self._unsent, socket.MSG_DONTWAIT) if self._unsent else 0
+                sent = self._sock.send(self._unsent, DONTWAIT) if self._unsent else 0
             except BlockingIOError:
                 sent = 0
             del self._unsent[:sent]

@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Callable, Optional, Union
 
+from groupchat.net import DONTWAIT
 from groupchat.tls import TLSConnection
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def send_nowait(sock: Transport, data: bytes) -> int:
     if isinstance(sock, TLSConnection):
         return sock.send_nowait(data)
     try:
-        return sock.send(data, socket.MSG_DONTWAIT) if data else 0
+        return sock.send(data, DONTWAIT) if data else 0
     except BlockingIOError:
         return 0
 
@@ -97,6 +98,7 @@ class Outbox:
         self._partial_head = False  # the queue starts with the rest of a half-sent line
         self._held_at = 0
         self._plain = type(sock) is socket.socket  # (a TLS connection encrypts first)
+        self._send_now = sock.send if self._plain else None  # the direct path's, looked up once
         # Whether put() may send at once: a plain socket, nothing pumped or held, not ending.
         self._direct = self._plain
 
@@ -105,7 +107,7 @@ class Outbox:
         with self._lock:
             if self._direct:  # the usual case, kept to one send: it is paid per line per member
                 try:
-                    sent = self._sock.send(data, socket.MSG_DONTWAIT)
+                    sent = self._send_now(data, DONTWAIT)
                 except BlockingIOError:
                     sent = 0
                 except OSError:
