@@ -109,3 +109,24 @@ def test_without_the_redis_extra_a_node_says_how_to_install_it():
                "except ClusterError as exc:\n    print(exc)\n")
     done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=30)
     assert done.stdout == "--redis needs the redis extra: pip install 'groupchat[redis]'\n", done.stderr
+
+
+def test_a_wire_answers_in_order_with_errors_in_place_and_fails_connecting_once_redis_is_gone(redis_server):
+    import redis as redis_py
+
+    from groupchat.server.cluster.link import Link, Wire
+
+    server = redis_server()
+    wire = Wire(Link(server.url).redis)
+    try:
+        replies = wire.pipeline([("SET", "k", "v"), ("INCR", "k"), ("GET", "k")])
+        assert replies[0] == "OK" and isinstance(replies[1], redis_py.ResponseError) and replies[2] == "v"
+        assert wire.call("PING") == "PONG"  # raw replies: no callbacks
+        server.stop()  # the wire's connection is closed under it: the next command must not be
+        with pytest.raises(redis_py.ConnectionError) as raised:  # written to it and then lost
+            wire.call("INCR", "n")
+        assert Link.unsent(raised.value)  # failed connecting: surely not taken
+        server.start()
+        assert wire.call("INCR", "n") == 1
+    finally:
+        wire.close()

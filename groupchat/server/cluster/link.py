@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from groupchat.errors import ClusterError
@@ -217,6 +217,63 @@ class Link:
 
         busy = isinstance(exc, redis.ResponseError) and str(exc).startswith(("LOADING", "BUSY", "READONLY"))
         return isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) or busy
+
+
+class Wire:
+    """A connection of one thread's own, for its loop of commands (the reader's ``XREAD``, the
+    publisher's scripts): they go out and their replies come back through redis-py's connection
+    and parser, without the client's pool, retry wrapper and reply callbacks, which at chat rates
+    cost as much CPU as the round trip itself.  After a failure the connection is dropped, so
+    the next command starts on a new one and never reads a stale reply."""
+
+    def __init__(self, client: Any) -> None:
+        self._connection = client.connection_pool.make_connection()  # like the client's, not in its pool
+
+    def call(self, *args: Any) -> Any:
+        """The reply to one command; an error reply is raised."""
+        reply = self.pipeline([args])[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """The replies to ``commands``, sent in one write; an error reply (a ResponseError) is
+        returned in its place.  A connection that fails raises, and is dropped."""
+        import redis
+
+        connection = self._connection
+        try:
+            self._make_ready()
+            connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:  # read whole: the next reply follows it
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            connection.disconnect()
+            raise
+
+    def _make_ready(self) -> None:
+        """Connect, or connect again if Redis closed the connection meanwhile (it reads as
+        ready), as redis-py's pool does: so when Redis is gone the command fails connecting,
+        surely unsent, rather than after it was written."""
+        import redis
+
+        connection = self._connection
+        connection.connect()  # (nothing to do when connected)
+        try:
+            stale = connection.can_read()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            stale = True
+        if stale:
+            connection.disconnect()
+            connection.connect()
+
+    def close(self) -> None:
+        self._connection.disconnect()
 
 
 class Backoff:

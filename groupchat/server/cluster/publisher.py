@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from typing import Any, Callable, NamedTuple
 
 from groupchat.errors import NotSentError
-from groupchat.server.cluster.link import Backoff, Link
+from groupchat.server.cluster.link import Backoff, Link, Wire
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ class Publisher:
         self._max_length = max_stream_length
         self._sha = hashlib.sha1(PUBLISH.encode()).hexdigest()  # the script's name in Redis
         self._loaded = False  # whether this node has given Redis the script since it last failed
+        self._wire = Wire(link.redis)  # the thread's own connection
         self._queue: collections.deque[_Pending] = collections.deque()
         self._ready = threading.Condition()
         self._count = 0
@@ -134,6 +135,7 @@ class Publisher:
             self._thread.join(timeout)
         self._fail(list(self._queue), "not sent: the server stopped before Redis took it")
         self._queue.clear()
+        self._wire.close()
 
     def _run(self) -> None:
         backoff = Backoff(self._link)
@@ -189,15 +191,13 @@ class Publisher:
         return [int(first) for first in replies]
 
     def _evaluate(self, batch: list[_Pending]) -> list[Any]:
-        pipe = self._link.redis.pipeline(transaction=False)
         keys = self._link.keys
         floor = str(self._floor())
         prefix = keys.node("")
-        for p in batch:
-            pipe.evalsha(self._sha, 4, keys.sequence, p.stream, keys.published(self._node), p.route or p.stream,
-                         p.n, p.payload, p.count, floor, self._max_length, prefix if p.route else "",
-                         self._node, REMEMBERED, RESTORE_GAP)
-        return pipe.execute(raise_on_error=False)
+        return self._wire.pipeline([
+            ("EVALSHA", self._sha, 4, keys.sequence, p.stream, keys.published(self._node), p.route or p.stream,
+             p.n, p.payload, p.count, floor, self._max_length, prefix if p.route else "",
+             self._node, REMEMBERED, RESTORE_GAP) for p in batch])
 
     def _take(self, count: int) -> list[_Pending]:
         with self._ready:

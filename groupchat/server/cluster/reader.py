@@ -19,7 +19,7 @@ import logging
 import threading
 from typing import Any, Callable, Optional
 
-from groupchat.server.cluster.link import Backoff, Link
+from groupchat.server.cluster.link import Backoff, Link, Wire
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,7 @@ class Reader:
 
     def _run(self) -> None:
         client = self._link.client(read_seconds=BLOCK_MS / 1000 + 5)
+        wire = Wire(client)
         backoff = Backoff(self._link)
         while not self._stop.is_set():
             try:
@@ -147,26 +148,31 @@ class Reader:
                 with self._lock:
                     streams = dict(self._position)
                 streams[self._wake_key] = self._wake_id
-                reply = client.xread(streams, count=READ_COUNT, block=BLOCK_MS)
+                reply = wire.call("XREAD", "COUNT", READ_COUNT, "BLOCK", BLOCK_MS, "STREAMS", *streams, *streams.values())
             except Exception as exc:  # noqa: BLE001
                 if not self._link.is_gone(exc):
                     log.error("node %s: reading: %s", self._node, self._link.describe(exc))
                 backoff.failed(exc, self._stop)
                 continue
             backoff.succeeded()
+            # {stream: [[entry id, [field, value, ...]], ...]} (RESP3), or [[stream, [...]], ...]
+            read = list(reply.items() if isinstance(reply, dict) else reply or [])
             entries = []
-            for stream, items in reply or []:
+            for stream, items in read:
                 if stream == self._wake_key:
                     self._wake_id = items[-1][0]
                     continue
                 with self._lock:
                     if stream in self._position:
                         self._position[stream] = items[-1][0]
-                entries.extend((int(fields["i"]), stream, fields) for _, fields in items)
+                for _, flat in items:
+                    fields = dict(zip(flat[::2], flat[1::2]))
+                    entries.append((int(fields["i"]), stream, fields))
             for item_id, stream, fields in sorted(entries, key=lambda entry: entry[0]):
                 self._take(stream, item_id, fields)
             with self._lock:
-                self._handed.update((stream, items[-1][0]) for stream, items in reply or [] if stream in self._last)
+                self._handed.update((stream, items[-1][0]) for stream, items in read if stream in self._last)
+        wire.close()
         client.close()
 
     def _check_streams(self, client: Any) -> None:
