@@ -319,10 +319,18 @@ class ServerProcess:
         assert self.proc.stdout.readline().strip() == "Waiting for clients..."
         self._output: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read_output, daemon=True).start()
+        # Its log is read as it comes: a full pipe would stop the server at its next log line.
+        self._errors: list[str] = []
+        self._error_reader = threading.Thread(target=self._read_errors, daemon=True)
+        self._error_reader.start()
 
     def _read_output(self) -> None:
         for line in self.proc.stdout:
             self._output.put(line.rstrip("\n"))
+
+    def _read_errors(self) -> None:
+        for line in self.proc.stderr:
+            self._errors.append(line)
 
     def expect_output(self, pattern: str, timeout: float = WAIT_SECONDS) -> re.Match:
         """Read the server's stdout until a line matches ``pattern``."""
@@ -341,13 +349,16 @@ class ServerProcess:
     def finish(self, timeout: float = WAIT_SECONDS) -> tuple[int, str]:
         """Wait for the server to exit; return its exit code and stderr."""
         code = self.proc.wait(timeout=timeout)
-        return code, self.proc.stderr.read()
+        self._error_reader.join(timeout)
+        return code, "".join(self._errors)
 
     def kill(self) -> None:
+        """Kill it if it still runs; its last log lines are printed, which pytest shows if the test failed."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        self.proc.stderr.close()
+        self._error_reader.join(WAIT_SECONDS)
+        print(f"--- the last of the log of groupchat serve on port {self.port}:\n{''.join(self._errors[-40:])}")
 
 
 @pytest.fixture
