@@ -440,8 +440,9 @@ class Chat:
             self.tell(member, "Your session was resumed on another server.", last=jsonl.BYE_REFUSED)
 
     def _end_session(self, digest: Optional[bytes]) -> None:
-        """In a cluster, a session that ended is no longer kept in Redis."""
-        if digest is not None and self.cluster is not None:
+        """In a cluster, a session that ended is no longer kept in Redis; but not as the server
+        stops: its people may resume on another node (where the session runs out as it would here)."""
+        if digest is not None and self.cluster is not None and not self.closing:
             self.cluster.end_session(digest)
 
     def _session(self, member: Member, token: str) -> Out:

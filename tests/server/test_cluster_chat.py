@@ -342,3 +342,23 @@ def test_a_room_no_one_here_is_in_any_more_is_read_no_longer_and_again_on_coming
     ann.expect_event("enter", room="dev")
     bob.say("welcome back")
     assert [text for _, _, text in messages(ann, 1)] == ["welcome back"]
+
+
+def test_the_people_of_a_node_that_stops_can_resume_on_another(redis, start_server, connect, tmp_path):
+    """An upgrade, say: the node stops cleanly, and keeps its people's sessions in Redis."""
+    first, second = (start_server(**{**UNLIMITED, "resume_window": 60}, redis=redis.url,
+                                  history_path=str(tmp_path / f"node{i}.db")) for i in range(2))
+    ann = connect(target=first)
+    ann.join_json("ann")
+    first.stop()
+    ann.expect_event("bye", code="SHUTDOWN")
+    ann.expect_eof()
+    wait_for(lambda: not first.registry.connections(), what="the stopped node's connections gone")
+    again = connect(target=second)
+    again.next_line()
+    again.say("/mode json")
+    again.expect_event("prompt")
+    again.say(f"/resume {ann.token}")
+    event = again.event()
+    assert event["type"] == "session", event
+    assert again.expect_event("welcome")["resumed"] is True
