@@ -293,8 +293,10 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise BenchError(self._start_failure())
             time.sleep(0.02)
-        raise BenchError(f"the {self.target} server did not start listening "
-                         f"within {SERVER_START_SECONDS:g}s")
+        self.stderr.seek(0)
+        said = [line.strip() for line in self.stderr.read().splitlines() if line.strip()]
+        raise BenchError(f"the {self.target} server did not start listening within {SERVER_START_SECONDS:g}s"
+                         + (f"; its last words: {said[-1]}" if said else " and said nothing"))
 
     def _start_failure(self) -> str:
         self.stderr.seek(0)
