@@ -10,10 +10,10 @@ from typing import Optional
 
 from groupchat.errors import ServerStartError
 
-# When the hard open-file limit is unlimited, the kernel still caps it here (else this guess).
 # socket.MSG_DONTWAIT as a plain int: socket's own is an enum member, slower to pass, and
 # the server passes it once per line per member.
 DONTWAIT = int(socket.MSG_DONTWAIT)
+# When the hard open-file limit is unlimited, the kernel still caps it here (else this guess).
 NR_OPEN_PATH = "/proc/sys/fs/nr_open"
 NR_OPEN_GUESS = 1 << 20
 
