@@ -340,8 +340,32 @@ def test_a_room_no_one_here_is_in_any_more_is_read_no_longer_and_again_on_coming
     bob.expect_event("ack", label="w")
     ann.say("/join dev")
     ann.expect_event("enter", room="dev")
+    assert played(ann)[-1] == "while ann was out"  # caught up into her node's history first
     bob.say("welcome back")
     assert [text for _, _, text in messages(ann, 1)] == ["welcome back"]
+
+
+def played(peer: Peer) -> list[str]:
+    """The texts of the history a peer is played on entering a room, up to its end."""
+    texts = []
+    while (event := peer.event())["type"] != "history_end":
+        if event["type"] == "history":
+            texts.append(event["text"])
+    return texts
+
+
+def test_a_node_that_starts_late_has_what_was_said_before_it_in_its_history(redis, nodes, peers, start_server,
+                                                                           connect, tmp_path):
+    ann = peers[0]
+    for n in range(3):
+        ann.say(f"before the new node {n}")
+    messages(peers[1], 3)  # said, and read by the other nodes
+    late = start_server(**UNLIMITED, redis=redis.url, history_path=str(tmp_path / "late.db"))
+    dee = connect(target=late)
+    dee.join_json("dee")
+    assert played(dee)[-3:] == [f"before the new node {n}" for n in range(3)]
+    assert [entry.text for entry in late.chat.history.recent("lobby", 3)] == [
+        f"before the new node {n}" for n in range(3)]
 
 
 def test_the_people_of_a_node_that_stops_can_resume_on_another(redis, start_server, connect, tmp_path):

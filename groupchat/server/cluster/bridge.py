@@ -17,7 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Optional
 
 from groupchat import jsonl
-from groupchat.errors import ClusterError, NameTakenError, NotSentError
+from groupchat.errors import ClusterError, HistoryError, NameTakenError, NotSentError
 from groupchat.jsonl import render_event
 from groupchat.protocol import name_key
 from groupchat.server.access import parse_network
@@ -261,17 +261,34 @@ class Bridge:
         """The first ``count`` names in ``room`` on every node but ``besides``, and how many."""
         return self.node.presence.glimpse(name_key(room), besides, count)
 
+    def _newest_kept(self, room: str) -> Optional[int]:
+        """The id of the newest line of ``room`` in this node's history (0: none); None without
+        a history to keep what is caught up."""
+        history = self.chat.history
+        if history is None:
+            return None
+        try:
+            newest = history.recent(room, 1)
+        except HistoryError as exc:
+            log.error("history of %s, to catch up from: %s", room, exc)
+            return None
+        return newest[-1].id if newest else 0
+
     def rooms(self) -> dict[str, int]:
         """Each room someone is in on any node (by its key), with how many."""
         return self.node.rooms()
 
     def watch(self, room: str, after: Optional[int] = None) -> None:
         """Read ``room``'s events from now on (once: a room is read until no one here has been
-        in it for a while).  ``after``: a room this node does not read yet is first read from
-        after that id up to now, into history, before this returns (at most CATCH_UP_SECONDS)."""
+        in it for a while).  A room this node does not read yet is first read up to now, into
+        history, before this returns (at most CATCH_UP_SECONDS): from after id ``after``, else
+        from after the newest line of it this node keeps, so that what was said there while no
+        one here was in it, or while this node was down, is in its history too."""
         key = name_key(room)
         with self._ready:
             self._idle_since[key] = time.monotonic()  # not idle: someone is on the way in
+        if after is None and key not in self.node.rooms_read():
+            after = self._newest_kept(room)
         self.node.watch(key, after)  # a room read already is not read twice (see Reader.watch)
         deadline = time.monotonic() + CATCH_UP_SECONDS
         while not self.node.caught_up(key):

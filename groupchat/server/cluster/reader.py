@@ -206,7 +206,7 @@ class Reader:
             count = int(fields.get("n", 0))
             again = count <= self._seen.get(publisher, 0)
             self._seen[publisher] = max(count, self._seen.get(publisher, 0))
-        if previous > last:
+        if previous > last > 0:  # (a node that had nothing of the stream misses nothing it had)
             log.warning("node %s: %s no longer reaches back to id %d: the events after it up to id %d "
                         "were trimmed or lost by Redis", self._node, stream, last, previous)
         if again:
