@@ -8,7 +8,7 @@ import threading
 from typing import Optional
 
 from groupchat.errors import ConnectError, ServerStartError
-from groupchat.net import DONTWAIT
+from groupchat.net import DONTWAIT, Reads
 
 READ_BYTES = 64 * 1024
 
@@ -77,6 +77,7 @@ class TLSConnection:
         self._plain = bytearray()  # decrypted, not yet asked for (only the reading thread uses it)
         self._unsent = bytearray()  # records send_nowait made, not yet taken by the kernel
         self._ended = False  # the server closed: close_notify, or the socket's end
+        self._reads = Reads(READ_BYTES)  # (an idle connection's blocked read holds little)
         self._handshake()
 
     def __enter__(self) -> TLSConnection:
@@ -88,7 +89,7 @@ class TLSConnection:
     def recv(self, size: int) -> bytes:
         """Up to ``size`` bytes the peer sent, waiting for some; b"" once it has closed."""
         while not self._plain and not self._ended:
-            self._take(self._sock.recv(READ_BYTES))
+            self._take(self._reads.recv(self._sock))
         data = bytes(self._plain[:size])
         del self._plain[:size]
         return data

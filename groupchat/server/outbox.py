@@ -87,7 +87,9 @@ class Outbox:
         self._pump = pump
         self._missed_line = missed
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
+        # What flush() waits on, made by the first flush: a Condition is a kilobyte, and ten
+        # thousand idle connections need none.
+        self._changed: Optional[threading.Condition] = None
         self._queue: list[tuple[bytes, bool]] = []  # (data, droppable), oldest first
         self._queued = 0
         self._missed = 0  # lines shed since the last batch went out
@@ -209,6 +211,8 @@ class Outbox:
     def flush(self, timeout: float) -> bool:
         """Wait until everything put so far has been handed to the kernel; False on timeout."""
         with self._lock:
+            if self._changed is None:
+                self._changed = threading.Condition(self._lock)
             return self._changed.wait_for(lambda: self.closed or not self._pumping, timeout)
 
     def end(self, last: bytes = b"") -> None:
@@ -255,7 +259,8 @@ class Outbox:
             self._pumping = False
             self._pump.forget(self._fd)
         self._direct = self._plain and not (self.closed or self._ending or self._held)
-        self._changed.notify_all()
+        if self._changed is not None:
+            self._changed.notify_all()
 
     def _shutdown_socket(self, how: int = socket.SHUT_RDWR) -> None:
         try:

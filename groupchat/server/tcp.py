@@ -23,7 +23,7 @@ from typing import Callable, Optional, TextIO, Union, cast
 from groupchat import __version__
 from groupchat.errors import NoNewlineError, ServerStartError
 from groupchat.jsonl import BYE_CUT_OFF, BYE_FULL, BYE_REFUSED, BYE_SHUTDOWN, BYE_TIMEOUT, line_allowance
-from groupchat.net import address_family, format_address, raise_file_limit
+from groupchat.net import IDLE_RECV_BYTES, Reads, address_family, format_address, raise_file_limit
 from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, render_refusal
 from groupchat.server.access import Admission, BanList
 from groupchat.server.chat import Chat
@@ -39,7 +39,7 @@ from groupchat.tls import TLSConnection, describe_tls_error, server_context
 
 log = logging.getLogger(__name__)
 
-RECV_BYTES = 16 * 1024  # a blocked recv holds this much per connection
+RECV_BYTES = 16 * 1024  # the most one read takes (a blocked one holds less: see net.Reads)
 TLS_HANDSHAKE_RECORD = b"\x16\x03"  # how a TLS client's first bytes start: not a name
 # Handler threads need little stack; small stacks let thousands of them fit.
 THREAD_STACK_BYTES = 256 * 1024
@@ -67,6 +67,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         self.member: Optional[Member] = None
         self.reason = "connection closed"
         self._unread = 0  # lines the last read left in the kernel's buffer (as far as it looked)
+        self._reads = Reads(RECV_BYTES)
         tune_socket(self.sock, self.server.settings.stall_timeout)
         # Absolute from accept, however the bytes arrive: see groupchat.server.deadlines.
         self._handshake = self.server.deadlines.add(self.server.settings.handshake_timeout,
@@ -162,9 +163,13 @@ class ChatHandler(socketserver.BaseRequestHandler):
         """The next bytes, holding at most a burst of lines when flood control is on, so the
         server never takes in more than it will relay soon (what is unread waits in a small
         kernel buffer, and then in the sender's)."""
-        if not bucket.rate or self.sock is not self.request:  # over TLS, records come whole
+        if self.sock is not self.request:  # over TLS, records come whole
             return self.sock.recv(RECV_BYTES)
-        peeked = self.sock.recv(RECV_BYTES, socket.MSG_PEEK)
+        if not bucket.rate:
+            return self._reads.recv(self.sock)
+        peeked = self.sock.recv(IDLE_RECV_BYTES, socket.MSG_PEEK)  # (waiting, it holds little)
+        if len(peeked) == IDLE_RECV_BYTES:  # more may wait: look at as much as a read takes
+            peeked = self.sock.recv(RECV_BYTES, socket.MSG_PEEK)
         if not peeked:
             return peeked
         cut = cut_after_lines(peeked, bucket.burst)
