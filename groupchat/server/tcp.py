@@ -50,6 +50,9 @@ RECEIVE_BUFFER_BYTES = 64 * 1024
 FILES_IN_RESERVE = 64  # descriptors for the listener, the history database, logs
 # How often serve_forever looks for a stop request: shutdown takes at most this long.
 POLL_SECONDS = 0.1
+# Once the server has closed every connection, it waits this long at most for their handlers
+# to finish (each logs its leave), so that a process about to exit does not cut them short.
+LEAVES_SECONDS = 2.0
 
 
 class ChatHandler(socketserver.BaseRequestHandler):
@@ -340,6 +343,9 @@ class ChatServer(socketserver.ThreadingTCPServer):
             outbox.flush(max(0.0, deadline - time.monotonic()))
         for outbox in outboxes:
             outbox.disconnect()
+        leaving_until = time.monotonic() + LEAVES_SECONDS
+        while self.registry.connections() and time.monotonic() < leaving_until:
+            time.sleep(0.01)
         self.pump.stop()
         self.server_close()
         if not self.history.close():
