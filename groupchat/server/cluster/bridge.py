@@ -115,22 +115,19 @@ class Bridge:
 
     def __init__(self, chat: Any, url: str) -> None:  # a Chat, whose module imports this one
         self.chat = chat
-        self.node = self.node_class(url, self.deliver, on_name_lost=self.name_lost, on_people_gone=self.people_gone)
-        # Rooms with deliveries queued.  Their own thread sends them, so that events read one
-        # after another go out together, merged into one send per member (see fanout.py),
-        # rather than one send per member per event from the reader's thread.
+        self.node = self.node_class(url, self.deliver, on_name_lost=self.name_lost, on_people_gone=self.people_gone,
+                                    on_read=self.after_read)
+        # Rooms with deliveries queued by the events of one read: sent once it is all handed
+        # over, so events read together go out merged into one send per member (see fanout.py).
         self._due: set[Room] = set()
-        self._ready = threading.Condition()
-        self._stopping = False
+        self._lock = threading.Lock()  # guards _idle_since, which handlers' watch() touch too
         self._idle_since: dict[str, float] = {}  # rooms read, by key: since when no one here is in them
         self._next_check = 0.0
-        self._sender = threading.Thread(target=self._send_due, name="cluster fan-out", daemon=True)
 
     def start(self) -> None:
         if self.chat.sessions is not None:
             self.node.session_ms = int(self.chat.sessions.window * 1000)
         self.node.start()
-        self._sender.start()
         history = self.chat.history
         if history is not None:
             self.node.ids_above(history.next_id - 1)
@@ -145,12 +142,7 @@ class Bridge:
         """Tell the other nodes that this server's people left (it is stopping), then unlink."""
         self._say_left([(member.room.name, member.name) for member in self.chat.registry.named()
                         if member.room is not None], SERVER_STOPPED)
-        self.node.close()  # publishes what is queued first
-        with self._ready:
-            self._stopping = True
-            self._ready.notify()
-        if self._sender.is_alive():
-            self._sender.join()
+        self.node.close()  # publishes what is queued first; its reader sends what it read
 
     # -- what the chat calls -------------------------------------------------------------------
 
@@ -285,7 +277,7 @@ class Bridge:
         from after the newest line of it this node keeps, so that what was said there while no
         one here was in it, or while this node was down, is in its history too."""
         key = name_key(room)
-        with self._ready:
+        with self._lock:
             self._idle_since[key] = time.monotonic()  # not idle: someone is on the way in
         if after is None and key not in self.node.rooms_read():
             after = self._newest_kept(room)
@@ -360,26 +352,21 @@ class Bridge:
 
         room = chat.registry.post_named(room_name, post)
         if room is not None:
-            with self._ready:
-                self._due.add(room)
-                self._ready.notify()
+            self._due.add(room)
 
-    def _send_due(self) -> None:
-        """Send what is queued in the rooms delivered to, until closed (and then what is left)."""
-        while True:
-            with self._ready:
-                self._ready.wait_for(lambda: self._due or self._stopping, self.unwatch_seconds / 4)
-                self._unwatch_idle()
-                rooms, self._due = self._due, set()
-                stopping = self._stopping
-            for room in rooms:
-                room.fanout.flush()
-            if stopping and not rooms:
-                return
+    def after_read(self) -> None:
+        """Send what the events just read queued (on the reader's thread, as :meth:`deliver`:
+        no hand-over to another thread per line; sends never block), and now and then stop
+        reading the rooms no one here is in."""
+        rooms, self._due = self._due, set()
+        for room in rooms:
+            room.fanout.flush()
+        with self._lock:
+            self._unwatch_idle()
 
     def _unwatch_idle(self) -> None:
-        """Stop reading the rooms no one here has been in for ``unwatch_seconds`` (under _ready;
-        a few times per ``unwatch_seconds``)."""
+        """Stop reading the rooms no one here has been in for ``unwatch_seconds`` (under _lock;
+        a few times per ``unwatch_seconds``, or once a read, which waits a second at most)."""
         now = time.monotonic()
         if now < self._next_check:
             return

@@ -37,7 +37,8 @@ class Node:
 
     ``on_event(event)`` is called on the reader's thread, in id order per stream, once per event:
     room events (``event["room"]``) of the rooms watched, private messages for names this node
-    holds (``event["to"]``) and control events (kicks, bans: ``event["control"]``).
+    holds (``event["to"]``) and control events (kicks, bans: ``event["control"]``); and
+    ``on_read()`` after each read's events (or a read that waited in vain, at least every second).
     ``on_name_lost(name)`` is called on the heartbeat's thread for a name whose lease another
     node took (this node was cut off from Redis for longer than a lease).  ``on_people_gone(node,
     people, left)`` is called on the heartbeat's thread, on one node of the cluster only, for a
@@ -53,12 +54,13 @@ class Node:
     def __init__(self, url: str, on_event: Callable[[dict[str, Any]], None],
                  on_name_lost: Callable[[str], None] = lambda name: None, prefix: str = KEY_PREFIX,
                  node_id: Optional[str] = None,
-                 on_people_gone: Callable[[str, list[dict[str, Any]], bool], None] = lambda *gone: None) -> None:
+                 on_people_gone: Callable[[str, list[dict[str, Any]], bool], None] = lambda *gone: None,
+                 on_read: Callable[[], None] = lambda: None) -> None:
         self.id = node_id or secrets.token_hex(6)
         self.link = Link(url, prefix, who=f"node {self.id}")
         self._on_name_lost = on_name_lost
         self._on_people_gone = on_people_gone
-        self.reader = Reader(self.link, self.id, on_event)
+        self.reader = Reader(self.link, self.id, on_event, on_read)
         self.publisher = Publisher(self.link, self.id, lambda: self.reader.highest, self.max_stream_length)
         self.names = Names(self.link, self.id, self.lease_seconds)
         self.presence = Presence(self.link, self.names.lease_ms)

@@ -45,12 +45,15 @@ def _order(stream_id: str) -> tuple[int, ...]:
 
 class Reader:
     """Reads the streams it is given and hands each event, with its ``id``, to ``on_event`` in
-    id order, on the reader's thread.  ``on_event`` must not block for long: the reader waits."""
+    id order, on the reader's thread; then calls ``on_read()``, after each read, whether it
+    brought events or waited ``BLOCK_MS`` in vain.  Neither may block for long: the reader waits."""
 
-    def __init__(self, link: Link, node: str, on_event: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, link: Link, node: str, on_event: Callable[[dict[str, Any]], None],
+                 on_read: Callable[[], None] = lambda: None) -> None:
         self._link = link
         self._node = node
         self._on_event = on_event
+        self._on_read = on_read
         self._lock = threading.Lock()
         self._last: dict[str, int] = {}  # stream -> the last id delivered from it
         self._position: dict[str, str] = {}  # stream -> the stream id of the last entry read
@@ -172,6 +175,10 @@ class Reader:
                 self._take(stream, item_id, fields)
             with self._lock:
                 self._handed.update((stream, items[-1][0]) for stream, items in read if stream in self._last)
+            try:
+                self._on_read()
+            except Exception:  # noqa: BLE001 - as a delivery's: the reading goes on
+                log.exception("node %s: after a read", self._node)
         wire.close()
         client.close()
 
