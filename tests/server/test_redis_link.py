@@ -130,3 +130,30 @@ def test_a_wire_answers_in_order_with_errors_in_place_and_fails_connecting_once_
         assert wire.call("INCR", "n") == 1
     finally:
         wire.close()
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["publisher's", "reader's"])
+def test_a_wire_gives_up_on_a_redis_that_stops_answering_within_its_read_bound(redis_server, fresh):
+    import signal
+    import time
+
+    import redis as redis_py
+
+    from groupchat.server.cluster.link import Link, Wire
+
+    server = redis_server()
+    wire = Wire(Link(server.url).client(read_seconds=0.5), fresh=fresh)
+    try:
+        assert wire.call("PING") == "PONG"  # connected, and the socket's bounds set
+        server.proc.send_signal(signal.SIGSTOP)  # takes the command, never answers it
+        started = time.monotonic()
+        try:
+            with pytest.raises(redis_py.RedisError) as raised:
+                wire.call("PING")
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        assert time.monotonic() - started < 5, "the wait was not bounded"
+        assert Link(server.url).is_gone(raised.value)  # worth waiting for: the callers retry
+        assert wire.call("PING") == "PONG"  # on a new connection
+    finally:
+        wire.close()

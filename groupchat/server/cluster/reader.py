@@ -142,7 +142,7 @@ class Reader:
 
     def _run(self) -> None:
         client = self._link.client(read_seconds=BLOCK_MS / 1000 + 5)
-        wire = Wire(client)
+        wire = Wire(client, fresh=False)
         backoff = Backoff(self._link)
         while not self._stop.is_set():
             try:
