@@ -190,6 +190,8 @@ def test_a_node_that_stops_under_load_loses_nothing_for_the_others(nodes, peers)
     assert [text for _, _, text in ann_heard] == [f"bob {i}" for i in range(per_peer)]
     assert [text for _, _, text in bob_heard] == [f"ann {i}" for i in range(per_peer)]
     leaves = [event for event in ann_also if event["type"] == "leave"] or [ann.expect_event("leave")]
+    # (without sessions, as here, no one can resume: cy left; with them, cy is reconnecting: see
+    # test_the_people_of_a_stopped_node_are_reconnecting_then_back_where_they_resume_else_gone)
     assert [(event["names"], event["reason"]) for event in leaves] == [(["cy"], "their server stopped")]
     assert [line[0] for line in ann_heard] == sorted(line[0] for line in ann_heard)
 
@@ -386,3 +388,40 @@ def test_the_people_of_a_node_that_stops_can_resume_on_another(redis, start_serv
     event = again.event()
     assert event["type"] == "session", event
     assert again.expect_event("welcome")["resumed"] is True
+
+
+def test_the_people_of_a_stopped_node_are_reconnecting_then_back_where_they_resume_else_gone(
+        redis, start_server, connect, tmp_path, monkeypatch):
+    """Stopping a node (an upgrade): its people are reconnecting, not gone; who resumes elsewhere
+    is back, and who does not leaves once their lease runs out, told once, by one node."""
+    from groupchat.server.cluster.node import Node
+
+    monkeypatch.setattr(Node, "lease_seconds", 1.0)
+    first, second, third = (start_server(**{**UNLIMITED, "resume_window": 60}, redis=redis.url,
+                                         history_path=str(tmp_path / f"node{i}.db")) for i in range(3))
+    ann, bob = connect(target=first), connect(target=first)
+    ann.join_json("ann")
+    bob.join_json("bob")
+    cy, dee = connect(target=second), connect(target=third)
+    cy.join_json("cy")
+    dee.join_json("dee")
+    cy.expect_event("join", names=["dee"])
+    first.stop()
+    assert sorted(cy.expect_event("reconnecting")["names"]) == ["ann", "bob"]
+    again = connect(target=third)
+    again.next_line()
+    again.say("/mode json")
+    again.expect_event("prompt")
+    again.say(f"/resume {ann.token}")
+    assert again.expect_event("welcome")["resumed"] is True
+    cy.expect_event("back", names=["ann"])
+    leave = cy.expect_event("leave", timeout=15)  # a lease after the stop: bob did not come back
+    assert (leave["names"], leave["reason"]) == (["bob"], "their server stopped")
+    cy.say("/who")
+    assert cy.expect_event("who")["names"] == ["ann", "cy", "dee"]
+    dee.say("said after")
+    events = [cy.event()]
+    while events[-1]["type"] != "msg":
+        events.append(cy.event())
+    assert [event["type"] for event in events] == ["msg"]  # one leave only, and nothing else
+    assert events[-1]["text"] == "said after"

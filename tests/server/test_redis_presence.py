@@ -4,6 +4,7 @@ given to one of them only (a gone node, its people's leaving, a session), and a 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 import pytest
@@ -67,7 +68,7 @@ def test_a_gone_node_and_then_its_peoples_leaving_are_each_given_to_one_node(lin
     first.depart_later("dead", [cy], 50)
     wait_for(lambda: due(links[0], keys.departing), what="cy's time to leave")
     departed = at_once(presences, lambda i, p: p.departed())
-    assert sorted(departed, key=len) == [[], [], [("dead", cy)]]
+    assert sorted(departed, key=len) == [[], [], [("dead", cy, False)]]
 
 
 def test_nodes_judging_none_take_no_node_and_a_node_that_stops_is_gone_without_a_word(links, presences):
@@ -75,8 +76,37 @@ def test_nodes_judging_none_take_no_node_and_a_node_that_stops_is_gone_without_a
     first.beat("n0", 50, judge=False)
     wait_for(lambda: not links[0].redis.exists(links[0].keys.alive("n0")), what="n0's liveness to run out")
     assert second.beat("n1", LEASE_MS, judge=False) == {}  # back from losing Redis: not judging yet
-    first.depart("n0")  # n0 stopped and said so
+    first.step_down("n0", LEASE_MS)  # n0 stopped and said so
     assert second.beat("n1", LEASE_MS, judge=True) == {}
+
+
+def test_the_people_of_a_node_that_stops_leave_once_later_marked_as_stopped(links, presences):
+    first, second, _ = presences
+    ann, bob = {"name": "ann", "room": "lobby"}, {"name": "bob", "room": "dev"}
+    first.beat("n0", LEASE_MS, judge=False)
+    first.describe("n0", "ann", ann)
+    first.describe("n0", "bob", bob)
+    first.step_down("n0", 100)
+    assert second.beat("n1", LEASE_MS, judge=True) == {}  # not taken for dead: it said it stopped
+    wait_for(lambda: due(links[0], links[0].keys.departing), what="their time to leave")
+    departed = at_once(presences, lambda i, p: p.departed())
+    told = [sorted(answer, key=lambda entry: entry[1]["name"]) for answer in departed]
+    assert sorted(told, key=len) == [[], [], [("n0", ann, True), ("n0", bob, True)]]
+
+
+def test_a_departure_long_past_is_not_told(links, presences, monkeypatch):
+    """A whole cluster stopped, and started again later: who left then is not news now."""
+    from groupchat.server.cluster import presence
+
+    first = presences[0]
+    first.beat("n0", LEASE_MS, judge=False)
+    first.describe("n0", "ann", {"name": "ann", "room": "lobby"})
+    first.step_down("n0", 0)
+    monkeypatch.setattr(presence, "STALE_DEPARTURE_MS", 0)
+    wait_for(lambda: due(links[0], links[0].keys.departing), what="ann's time to leave")
+    time.sleep(0.01)  # (Redis's clock counts milliseconds)
+    assert first.departed() == []
+    assert not links[0].redis.zcard(links[0].keys.departing)  # and not told later either
 
 
 def test_a_session_is_taken_once_by_one_node(presences):

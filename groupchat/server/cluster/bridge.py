@@ -139,10 +139,18 @@ class Bridge:
                 self.chat.moderation.apply(BAN, fields)
 
     def close(self) -> None:
-        """Tell the other nodes that this server's people left (it is stopping), then unlink."""
-        self._say_left([(member.room.name, member.name) for member in self.chat.registry.named()
-                        if member.room is not None], SERVER_STOPPED)
-        self.node.close()  # publishes what is queued first; its reader sends what it read
+        """Tell the other nodes that this server's people are reconnecting (it is stopping: their
+        clients may resume on another node), then unlink; they leave a lease later if they do not.
+        Without sessions no one can resume: they left."""
+        connected = set(self.chat.registry.connections())  # (those held already were told so)
+        places = [(member.room.name, member.name) for member in self.chat.registry.named()
+                  if member in connected and member.room is not None]
+        resumable = self.chat.sessions is not None
+        if resumable:
+            self._say_reconnecting(places)
+        else:
+            self._say_left(places, SERVER_STOPPED)
+        self.node.close(hold=resumable)  # publishes what is queued first; its reader sends what it read
 
     # -- what the chat calls -------------------------------------------------------------------
 
@@ -155,6 +163,11 @@ class Bridge:
         """Tell each room that these (room, name) left, for ``reason`` (not sent: logged)."""
         for room, names in _by_room(places).items():
             self.publish(room, RoomEvent.comings(Comings([], names, reason=reason)), frozenset(names))
+
+    def _say_reconnecting(self, places: list[tuple[str, str]]) -> None:
+        """Tell each room that these (room, name) are reconnecting (not sent: logged)."""
+        for room, names in _by_room(places).items():
+            self.publish(room, RoomEvent.comings(Comings([], [], held=names)), frozenset(names))
 
     @staticmethod
     def first_id(future: Future) -> int:
@@ -403,10 +416,11 @@ class Bridge:
         else:  # gone between the sending and now: the sender was told it went
             log.info("a private message to %s came after they left", wire["to"])
 
-    def people_gone(self, node: str, people: list[dict[str, Any]], left: bool) -> None:
+    def people_gone(self, node: str, people: list[dict[str, Any]], left: bool, stopped: bool) -> None:
         """Another node stopped without a word (killed, cut off): its rooms hear its people are
         reconnecting, then (``left``) that they left, told by this node alone (see Node); not
-        those who have resumed on another node since."""
+        those who have resumed on another node since.  A node that ``stopped`` said they were
+        reconnecting itself."""
         places = []
         for person in people:
             try:
@@ -418,10 +432,9 @@ class Bridge:
                 log.warning("%s of the gone node %s: %s", person["name"], node, exc)
             places.append((person["room"], person["name"]))
         if left:
-            self._say_left(places, SERVER_GONE)
-            return
-        for room, names in _by_room(places).items():
-            self.publish(room, RoomEvent.comings(Comings([], [], held=names)))
+            self._say_left(places, SERVER_STOPPED if stopped else SERVER_GONE)
+        else:
+            self._say_reconnecting(places)
 
     def name_lost(self, name: str) -> None:
         """Another node took a name this one held (it was cut off from Redis for too long)."""

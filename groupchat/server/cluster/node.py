@@ -41,10 +41,11 @@ class Node:
     ``on_read()`` after each read's events (or a read that waited in vain, at least every second).
     ``on_name_lost(name)`` is called on the heartbeat's thread for a name whose lease another
     node took (this node was cut off from Redis for longer than a lease).  ``on_people_gone(node,
-    people, left)`` is called on the heartbeat's thread, on one node of the cluster only, for a
-    node that stopped without saying so (killed, or cut off), with what /whois said of its
-    people: once when its liveness runs out (``left`` False: they are reconnecting), and again
-    (``left`` True) when their names have come free.
+    people, left, stopped)`` is called on the heartbeat's thread, on one node of the cluster only,
+    with what /whois said of the people of another node: for a node that stopped without saying
+    so (killed, or cut off), once when its liveness runs out (``left`` False: they are
+    reconnecting), and again (``left`` True) when their names have come free; for a node that
+    stopped and said so (``stopped`` True), once, a lease after it stopped.
     Use: ``node = Node(url, on_event); node.start(); ...; node.close()``.
     """
 
@@ -54,7 +55,7 @@ class Node:
     def __init__(self, url: str, on_event: Callable[[dict[str, Any]], None],
                  on_name_lost: Callable[[str], None] = lambda name: None, prefix: str = KEY_PREFIX,
                  node_id: Optional[str] = None,
-                 on_people_gone: Callable[[str, list[dict[str, Any]], bool], None] = lambda *gone: None,
+                 on_people_gone: Callable[[str, list[dict[str, Any]], bool, bool], None] = lambda *gone: None,
                  on_read: Callable[[], None] = lambda: None) -> None:
         self.id = node_id or secrets.token_hex(6)
         self.link = Link(url, prefix, who=f"node {self.id}")
@@ -85,22 +86,31 @@ class Node:
             part.start()
         log.info("node %s: linked to the cluster through Redis at %s", self.id, self.link.shown)
 
-    def close(self) -> None:
-        """Publish what is queued if Redis allows, free this node's names and stop."""
+    def close(self, hold: bool = True) -> None:
+        """Publish what is queued if Redis allows, and stop.  With ``hold``, this node's people
+        keep their names and places for a lease from now, to resume on another node, and then
+        leave, told by another node (see :meth:`_part_with`); else they are free at once."""
         self.publisher.close()
         self._stop.set()
         self._heartbeat.join()
         with self._lock:
-            held, self._held = list(self._held), set()
-            places, self._places = list(self._places), set()
+            held, places, self._held, self._places = sorted(self._held), sorted(self._places), set(), set()
+            sessions = sorted(self._sessions)
         try:
-            for room, name in places:
-                self.presence.leave(room, name)
-            for name in held:
-                self.names.release(name)
-            self.presence.depart(self.id)
+            if hold:
+                self.names.renew(held)
+                self.presence.enter(places)
+                self.presence.renew_sessions(sessions, self.session_ms)
+            else:
+                for room, name in places:
+                    self.presence.leave(room, name)
+                for name in held:
+                    self.names.release(name)
+                    self.presence.forget(self.id, name)
+            self.presence.step_down(self.id, self.names.lease_ms)
         except ClusterError as exc:
-            log.warning("node %s: names not freed (their leases will run out): %s", self.id, exc)
+            log.warning("node %s: could not say it stopped (its people leave when their leases run out): %s",
+                        self.id, exc)
         self.reader.close()
         self.link.redis.close()
 
@@ -253,10 +263,10 @@ class Node:
         for node, people in gone.items():
             log.warning("node %s: node %s stopped renewing its liveness: it is gone, with %d people",
                         self.id, node, len(people))
-            self._on_people_gone(node, people, False)
+            self._on_people_gone(node, people, False, False)
             self.presence.depart_later(node, people, self.names.lease_ms - self._alive_ms)
-        leaving: dict[str, list[dict[str, Any]]] = {}
-        for node, details in self.presence.departed() if judge else []:
-            leaving.setdefault(node, []).append(details)
-        for node, people in leaving.items():
-            self._on_people_gone(node, people, True)
+        leaving: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+        for node, details, stopped in self.presence.departed() if judge else []:
+            leaving.setdefault((node, stopped), []).append(details)
+        for (node, stopped), people in leaving.items():
+            self._on_people_gone(node, people, True, stopped)

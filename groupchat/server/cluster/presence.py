@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 from groupchat.server.cluster.link import Link
 
+STALE_DEPARTURE_MS = 60_000  # a departure due longer ago than this is not told (see DEPARTED)
+
 _NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
 # KEYS: the set of rooms.  ARGV: lease ms, members' key prefix, then room, name, room, name ...
@@ -124,11 +126,31 @@ end
 return #ARGV
 """
 
-# KEYS: the people of gone nodes.  Takes those whose time to leave has come (each by one node).
+# KEYS: the people of gone nodes.  ARGV: how long ago is too long (ms).  Takes those whose time
+# to leave has come (each by one node), answering those whose time is not long past: after a
+# whole cluster was stopped and started again, what was due then is not news.
 DEPARTED = _NOW + """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-for _, entry in ipairs(due) do redis.call('ZREM', KEYS[1], entry) end
-return due
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES')
+local fresh = {}
+for i = 1, #due, 2 do
+  redis.call('ZREM', KEYS[1], due[i])
+  if tonumber(due[i + 1]) >= now - tonumber(ARGV[1]) then fresh[#fresh + 1] = due[i] end
+end
+return fresh
+"""
+
+# A node stopping: KEYS: the set of nodes, its liveness, its people, the people of gone nodes.
+# ARGV: the node, how long from now its people leave (ms).  It is gone at once (no other node
+# need find it so), and its people leave as those of a node that died would, marked as stopped.
+STEP_DOWN = _NOW + """
+redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+local people = redis.call('HVALS', KEYS[3])
+for _, details in ipairs(people) do
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), cjson.encode({ARGV[1], details, 'stopped'}))
+end
+redis.call('DEL', KEYS[3])
+return #people
 """
 
 
@@ -148,6 +170,7 @@ class Presence:
         self._beat = link.redis.register_script(BEAT)
         self._depart = link.redis.register_script(DEPART)
         self._departed = link.redis.register_script(DEPARTED)
+        self._step_down = link.redis.register_script(STEP_DOWN)
 
     def enter(self, places: list[tuple[str, str]]) -> None:
         """Put each (room, name) in its room until a lease from now; the heartbeat calls it again."""
@@ -222,17 +245,19 @@ class Presence:
                 args += [node, _json(details)]
             self._link.call(lambda: self._depart(keys=[self._link.keys.departing], args=args))
 
-    def departed(self) -> list[tuple[str, dict[str, Any]]]:
+    def departed(self) -> list[tuple[str, dict[str, Any], bool]]:
         """The people of gone nodes whose time to leave has come, each given to one node only:
-        (their node, what /whois said of them)."""
-        due = self._link.call(lambda: self._departed(keys=[self._link.keys.departing]))
-        return [(node, json.loads(details)) for node, details in map(json.loads, due)]
+        (their node, what /whois said of them, whether their node stopped rather than died);
+        but not those whose time passed more than STALE_DEPARTURE_MS ago."""
+        due = self._link.call(lambda: self._departed(keys=[self._link.keys.departing], args=[STALE_DEPARTURE_MS]))
+        return [(entry[0], json.loads(entry[1]), len(entry) > 2) for entry in map(json.loads, due)]
 
-    def depart(self, node: str) -> None:
-        """``node`` stops: it is gone, and no other node need say so."""
+    def step_down(self, node: str, leave_ms: int) -> None:
+        """``node`` stops: it is gone at once, and its people leave ``leave_ms`` from now, told
+        by another node (see :meth:`departed`) unless they resumed meanwhile."""
         keys = self._link.keys
-        self._link.call(lambda: self._link.redis.pipeline().srem(keys.nodes, node).delete(
-            keys.alive(node), keys.people(node)).execute())
+        self._link.call(lambda: self._step_down(keys=[keys.nodes, keys.alive(node), keys.people(node), keys.departing],
+                                                args=[node, leave_ms]))
 
     def keep_session(self, digest: str, details: dict[str, Any], window_ms: int) -> None:
         """Keep a session (``details``: its name, room and node) for ``window_ms`` from now."""
