@@ -678,7 +678,7 @@ class Chat:
     def _claim(self, member: Member, name: str) -> Optional[str]:
         """:meth:`Registry.claim`, in a cluster once every node's people have been asked."""
         if self.cluster is not None:
-            self.cluster.claim(name)  # a name this node holds already is this node's to give
+            self.cluster.claim(name, renaming=member.name)  # a name this node holds already is this node's to give
         return self.registry.claim(member, name)
 
     def _forget(self, member: Member, room: Optional[Room]) -> None:

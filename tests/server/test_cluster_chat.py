@@ -425,3 +425,12 @@ def test_the_people_of_a_stopped_node_are_reconnecting_then_back_where_they_resu
         events.append(cy.event())
     assert [event["type"] for event in events] == ["msg"]  # one leave only, and nothing else
     assert events[-1]["text"] == "said after"
+
+
+def test_a_nick_may_look_like_ones_own_name_but_not_like_anyone_elses_on_any_node(nodes, peers):
+    ann, bob, cy = peers
+    cy.say("/nick \u0441\u0443")  # Cyrillic: cy's own look
+    assert ann.expect_event("nick")["new"] == "\u0441\u0443"
+    bob.say("/nick cy")
+    assert bob.expect_event("error", code="NAME_TAKEN")["message"] == (
+        'Sorry, "cy" looks too much like "\u0441\u0443", who is here')

@@ -196,3 +196,17 @@ def test_two_serve_processes_refuse_a_lookalike_of_a_name_on_the_other(redis_ser
         ape.expect("mallory joined")
         ape.say("/who")
         assert ape.expect(r"In lobby \(2\): (.*)\. ").group(1) == "ape, mallory"
+
+
+def test_a_person_may_take_a_lookalike_of_their_own_name_and_keeps_what_looks_like_it(redis_server, cluster_node):
+    redis = redis_server()
+    (a, _), (b, _) = cluster_node(redis.url), cluster_node(redis.url)
+    assert a.claim("ape")
+    with pytest.raises(NameTakenError):
+        a.claim("\u0430\u0440\u0435")  # for someone else, even on the same node
+    assert a.claim("\u0430\u0440\u0435", renaming="ape")  # a /nick of ape's own
+    a.release("ape")  # which then frees the old name, not the look the two share
+    with pytest.raises(NameTakenError, match='"ape" looks too much like "\u0430\u0440\u0435", who is here'):
+        b.claim("ape")
+    a.release("\u0430\u0440\u0435")
+    assert b.claim("ape")

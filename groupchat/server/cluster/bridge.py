@@ -303,10 +303,11 @@ class Bridge:
                 break
             time.sleep(0.01)
 
-    def claim(self, name: str, replacing: Optional[str] = None) -> None:
+    def claim(self, name: str, replacing: Optional[str] = None, renaming: Optional[str] = None) -> None:
         """Take ``name`` across the cluster (from the node ``replacing`` too: a session resumed
-        here was there), or raise NameTakenError (ClusterError: Redis is away)."""
-        if not self.node.claim(name_key(name), replacing):  # held by its key: a change of case keeps it
+        here was there; in place of ``renaming``, the name of the person taking it until now, which
+        it may look like), or raise NameTakenError (ClusterError: Redis is away)."""
+        if not self.node.claim(name_key(name), replacing, renaming):  # held by its key: a change of case keeps it
             raise NameTakenError(f'the name "{name}" is taken (on another server of this chat)')
 
     def release(self, name: str) -> None:

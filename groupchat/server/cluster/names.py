@@ -23,15 +23,17 @@ from groupchat.server.cluster.link import Link
 LEASE_SECONDS = 20.0  # a dead node's names come free this long after its last heartbeat
 
 # KEYS: a name's lease, its skeleton's.  ARGV: the node, the lease in ms, the node it may be taken
-# from ('' for none), the name.  Takes both if the name is free, this node's already, or held by
-# the node it may be taken from, and the skeleton is free or held for this same name (by its
-# key, as the values hold it); 0 if the
-# name is held elsewhere; the name whose skeleton it is, if another (even on this node).
+# from ('' for none), the name, the name it replaces on this node ('' for none: a /nick's old
+# name).  Takes both if the name is free, this node's already, or held by the node it may be
+# taken from, and the skeleton is free or held for this same name or the one it replaces (by
+# key, as the values hold them); 0 if the name is held elsewhere; the name whose skeleton it
+# is, if another (even on this node).
 CLAIM = """
 local holder = redis.call('GET', KEYS[1])
 if holder ~= false and holder ~= ARGV[1] and holder ~= ARGV[3] then return 0 end
 local look = redis.call('GET', KEYS[2])
-if look ~= false and look ~= ARGV[1] .. ' ' .. ARGV[4] and look ~= ARGV[3] .. ' ' .. ARGV[4] then
+if look ~= false and look ~= ARGV[1] .. ' ' .. ARGV[4] and look ~= ARGV[3] .. ' ' .. ARGV[4]
+    and (ARGV[5] == '' or look ~= ARGV[1] .. ' ' .. ARGV[5]) then
   return string.match(look, ' (.*)$') or ''
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -95,12 +97,13 @@ class Names:
         """The keys of the lease of ``name`` and of its skeleton's."""
         return [self._link.keys.name(name), f"{self._link.keys.prefix}look:{name_skeleton(name)}"]
 
-    def claim(self, name: str, replacing: Optional[str] = None) -> bool:
+    def claim(self, name: str, replacing: Optional[str] = None, renaming: Optional[str] = None) -> bool:
         """Whether this node holds ``name`` now: it was free (ignoring case), this node's already,
         or held by the node ``replacing`` (where a person resuming here was before).
-        NameTakenError if a name that looks like it is held, on any node."""
-        answer = self._link.call(lambda: self._claim(keys=self.leases(name),
-                                                     args=[self._node, self.lease_ms, replacing or "", name_key(name)]))
+        NameTakenError if a name that looks like it is held, on any node, but ``renaming``, the
+        name this node's person taking it had (a /nick to a lookalike of one's own name)."""
+        args = [self._node, self.lease_ms, replacing or "", name_key(name), name_key(renaming) if renaming else ""]
+        answer = self._link.call(lambda: self._claim(keys=self.leases(name), args=args))
         if isinstance(answer, str):
             raise NameTakenError(render_lookalike(name, answer))
         return bool(answer)

@@ -152,12 +152,13 @@ class Node:
         return [stream[len(prefix):] for stream in self.reader.streams() if stream.startswith(prefix)]
 
     # Names and presence: one round trip each; ClusterError when Redis is away.
-    def claim(self, name: str, replacing: Optional[str] = None) -> bool:
+    def claim(self, name: str, replacing: Optional[str] = None, renaming: Optional[str] = None) -> bool:
         """Take ``name`` for one of this node's people; False if another node holds it.  The chat
         core keeps names unique among its own people first: a name this node holds is True.
         ``replacing``: the node a person resuming here was on (it may have died holding the name);
-        that node is told by its ``on_name_lost`` if it is alive."""
-        if not self.names.claim(name, replacing):
+        that node is told by its ``on_name_lost`` if it is alive.  ``renaming``: the person's
+        name until now, which the new one may look like."""
+        if not self.names.claim(name, replacing, renaming):
             return False
         with self._lock:
             self._held.add(name)
