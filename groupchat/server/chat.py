@@ -475,6 +475,7 @@ class Chat:
         back (a session another node held), and is played the lines after id ``after`` if given.
         """
         if self.cluster is not None:  # before entering: what the room says from here is read
+            self.cluster.check_room(room_name)  # (a new room like one in use on another node: refused)
             self.cluster.watch(room_name, after)  # (from after ``after``, if this node did not read it)
         member.hold()
         try:

@@ -434,3 +434,15 @@ def test_a_nick_may_look_like_ones_own_name_but_not_like_anyone_elses_on_any_nod
     bob.say("/nick cy")
     assert bob.expect_event("error", code="NAME_TAKEN")["message"] == (
         'Sorry, "cy" looks too much like "\u0441\u0443", who is here')
+
+
+def test_a_new_room_that_looks_like_one_in_use_on_another_node_is_refused(nodes, peers):
+    ann, bob, _ = peers
+    ann.say("/join dev")
+    ann.expect_event("enter", room="dev")
+    bob.say("/join clev")  # cl for d, on another node
+    assert bob.expect_event("error")["message"] == (
+        '"clev" looks too much like "dev", a room in use: /join dev goes there')
+    bob.say("/join dev")
+    bob.expect_event("enter", room="dev")
+    ann.expect_event("join", names=["bob"])

@@ -17,8 +17,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Optional
 
 from groupchat import jsonl
-from groupchat.errors import ClusterError, HistoryError, NameTakenError, NotSentError
+from groupchat.errors import ClusterError, CommandError, HistoryError, NameTakenError, NotSentError
 from groupchat.jsonl import render_event
+from groupchat.lookalikes import name_skeleton, render_lookalike
 from groupchat.protocol import name_key
 from groupchat.server.access import parse_network
 from groupchat.server.chat_commands import profile
@@ -282,6 +283,23 @@ class Bridge:
     def rooms(self) -> dict[str, int]:
         """Each room someone is in on any node (by its key), with how many."""
         return self.node.rooms()
+
+    def check_room(self, room: str) -> None:
+        """CommandError if ``room`` is new to this node and looks like a room in use on another
+        (as the registry refuses one like a room in use here).  One round trip, for a room this
+        node does not read; nothing is checked while Redis is away."""
+        key = name_key(room)
+        if key in self.node.rooms_read():
+            return
+        try:
+            rooms = self.node.rooms()
+        except ClusterError as exc:
+            log.warning("rooms on other servers, to compare %s with: %s", room, exc)
+            return
+        look = name_skeleton(key)
+        for other in rooms:
+            if other != key and name_skeleton(other) == look:
+                raise CommandError(render_lookalike(room, other, f"a room in use: /join {other} goes there"))
 
     def watch(self, room: str, after: Optional[int] = None) -> None:
         """Read ``room``'s events from now on (once: a room is read until no one here has been
