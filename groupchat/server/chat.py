@@ -744,7 +744,7 @@ class Chat:
         if self.cluster is not None:  # delivered when Redis hands it back, to every node alike
             sender.published = None
             if room is not None:
-                sender.published = self.cluster.first_id(self.cluster.publish(room.name, event))
+                sender.published = self.cluster.first_id(self.cluster.publish(room.name, event, here=True))
             return sender.published
         sender.published = self._post(event, sender.name, None if event.echo else sender,
                                       lambda post: self.registry.post(sender, post))

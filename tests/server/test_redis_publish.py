@@ -151,3 +151,46 @@ def test_a_batch_takes_one_round_trip_and_a_redis_that_forgot_the_script_is_give
     wait_for(lambda: len(received.texts(room="lobby")) == 6, what="all six events")
     # never asked whether Redis knows the script (redis-py's way for a script in a pipeline)
     assert "cmdstat_script|exists" not in node.link.redis.info("commandstats")
+
+
+def test_callers_publishing_on_their_own_threads_and_the_publishing_thread_keep_one_order(
+        redis_server, cluster_node):
+    """Callers that wait publish what is queued themselves, one at a time, and leave the rest
+    to the node's thread: every event gets one id, each sender's in the order it said them."""
+    redis = redis_server()
+    (node, _), (reader, received) = cluster_node(redis.url), cluster_node(redis.url)
+    reader.watch("lobby")
+    futures: dict[str, list] = {}
+    go = threading.Barrier(6)
+
+    def talk(sender: str, here: bool) -> None:
+        go.wait()
+        futures[sender] = [node.publish("lobby", {"type": "msg", "room": "lobby", "from": sender,
+                                                  "text": f"{sender} {i}"}, here=here) for i in range(100)]
+
+    threads = [threading.Thread(target=talk, args=(f"s{n}", n % 2 == 0)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = {sender: [future.result(10) for future in sent] for sender, sent in futures.items()}
+    assert all(said == sorted(said) for said in ids.values())
+    assert len({i for said in ids.values() for i in said}) == 600
+    wait_for(lambda: len(received.events()) == 600, what="every event read")
+    assert [e["id"] for e in received.events()] == sorted(i for said in ids.values() for i in said)
+    for sender in ids:
+        assert received.texts(**{"from": sender}) == [f"{sender} {i}" for i in range(100)]
+
+
+def test_a_caller_that_would_publish_itself_while_redis_is_away_leaves_it_to_the_thread(redis_server, cluster_node):
+    redis = redis_server("--appendonly", "yes")
+    (a, _), (b, received) = cluster_node(redis.url), cluster_node(redis.url)
+    b.watch("lobby")
+    redis.stop()
+    waiting = [a.publish("lobby", {"type": "msg", "room": "lobby", "text": f"m{i}"}, here=True) for i in range(3)]
+    assert not any(f.done() for f in waiting)  # held, not refused, and the callers went on
+    redis.start()
+    assert [f.result(10) for f in waiting] == sorted(f.result() for f in waiting)
+    wait_for(lambda: received.texts(room="lobby") == ["m0", "m1", "m2"])
+    assert a.publish("lobby", {"type": "msg", "room": "lobby", "text": "m3"}, here=True).result(10)
+    wait_for(lambda: received.texts(room="lobby")[-1:] == ["m3"])

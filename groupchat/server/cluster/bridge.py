@@ -155,10 +155,11 @@ class Bridge:
 
     # -- what the chat calls -------------------------------------------------------------------
 
-    def publish(self, room: str, event: RoomEvent, hide: frozenset[str] = frozenset()) -> Future:
-        """Publish a room event; the Future gives its first id, or raises NotSentError."""
+    def publish(self, room: str, event: RoomEvent, hide: frozenset[str] = frozenset(), here: bool = False) -> Future:
+        """Publish a room event; the Future gives its first id, or raises NotSentError.
+        ``here``: the caller waits for it (see Publisher.submit)."""
         wire = to_wire(event, room, self.chat.clock.now(), self.node.id, hide)
-        return self.node.publish(name_key(room), wire, count=event.ids)
+        return self.node.publish(name_key(room), wire, count=event.ids, here=here)
 
     def _say_left(self, places: list[tuple[str, str]], reason: str) -> None:
         """Tell each room that these (room, name) left, for ``reason`` (not sent: logged)."""

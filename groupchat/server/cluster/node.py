@@ -115,18 +115,19 @@ class Node:
         self.link.redis.close()
 
     # Publishing: each answers a Future of the event's first id (NotSentError if it is not sent).
-    def publish(self, room: str, event: dict[str, Any], count: int = 1) -> Future:
+    # ``here``: the caller waits for the id, and may publish on its own thread (see Publisher).
+    def publish(self, room: str, event: dict[str, Any], count: int = 1, here: bool = False) -> Future:
         """A room event for every node reading the room; it takes ``count`` ids from the first."""
-        return self.publisher.submit(self.link.keys.room(room), event, count)
+        return self.publisher.submit(self.link.keys.room(room), event, count, here=here)
 
     def send_private(self, name: str, event: dict[str, Any]) -> Future:
         """A private message to ``name`` on whichever node holds it (NotSentError, code
-        NO_SUCH_NAME, if no node does)."""
-        return self.publisher.submit("", event, route=self.link.keys.name(name))
+        NO_SUCH_NAME, if no node does); its sender waits for it."""
+        return self.publisher.submit("", event, route=self.link.keys.name(name), here=True)
 
     def broadcast(self, event: dict[str, Any]) -> Future:
-        """A control event (a kick, a ban) for every node."""
-        return self.publisher.submit(self.link.keys.control, event)
+        """A control event (a kick, a ban) for every node; its sender waits for it."""
+        return self.publisher.submit(self.link.keys.control, event, here=True)
 
     def ids_above(self, last_id: int) -> None:
         """Never give an id at or below ``last_id`` (the last id in this node's history, at start):

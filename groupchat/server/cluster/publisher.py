@@ -2,10 +2,14 @@
 
 A Lua script (after Centrifugo's Redis engine) raises the sequence and ``XADD``s the event with
 that id to its stream with a bounded ``MAXLEN``, in one step no other node can come between:
-every node reads the same ids in the same order.  One thread per node publishes, in the order
-events were submitted; while Redis is away it holds them and tries again, and each caller's
-:class:`~concurrent.futures.Future` ends with the id, or with :class:`NotSentError` when the event
-could not be published in time: an event is never dropped in silence.
+every node reads the same ids in the same order.  Events are published in the order they were
+submitted, by one thread at a time (the one holding the turn): a caller that waits for its id
+anyway publishes what is queued itself (as a room's fan-out does, see
+:mod:`groupchat.server.fanout`), so a line is not handed to another thread on its way out; the
+node's publishing thread publishes the rest, and while Redis is away it holds them and tries
+again.  Each caller's :class:`~concurrent.futures.Future` ends with the id, or with
+:class:`NotSentError` when the event could not be published in time: an event is never dropped
+in silence.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 from groupchat.errors import NotSentError
 from groupchat.server.cluster.link import Backoff, Link, Wire
@@ -85,8 +89,8 @@ class _Pending(NamedTuple):
 
 
 class Publisher:
-    """One node's publishing thread.  ``submit`` queues an event and returns a Future of its
-    first id; ``floor`` gives the highest id the node has seen (its reader's)."""
+    """One node's publishing.  ``submit`` queues an event and returns a Future of its first id;
+    ``floor`` gives the highest id the node has seen (its reader's)."""
 
     max_pending = MAX_PENDING
     hold_seconds = HOLD_SECONDS
@@ -102,6 +106,9 @@ class Publisher:
         self._wire = Wire(link.redis)  # the thread's own connection
         self._queue: collections.deque[_Pending] = collections.deque()
         self._ready = threading.Condition()
+        self._turn = threading.Lock()  # held by whoever is sending: one at a time, in order
+        self._reaching = True  # Redis answered the last batch: callers may publish themselves
+        self._uncertain = 0  # events up to this n may have reached Redis, unanswered
         self._count = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"publisher {node}", daemon=True)
@@ -109,21 +116,43 @@ class Publisher:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, stream: str, event: dict[str, Any], count: int = 1, route: str = "") -> Future:
+    def submit(self, stream: str, event: dict[str, Any], count: int = 1, route: str = "",
+               here: bool = False) -> Future:
         """Queue ``event`` for ``stream`` (or, with ``route``, for the node holding that name);
-        the Future gives its first id, or raises NotSentError."""
+        the Future gives its first id, or raises NotSentError.  ``here``: the caller will wait
+        for it, so it publishes what is queued on its own thread, unless another is at it or
+        Redis is away (then the publishing thread does)."""
         result: Future = Future()
         with self._ready:
             if self._stop.is_set():
                 result.set_exception(NotSentError("not sent: the server is stopping"))
-            elif len(self._queue) >= self.max_pending:
+                return result
+            if len(self._queue) >= self.max_pending:
                 result.set_exception(NotSentError(f"not sent: {len(self._queue)} events are waiting for Redis"))
-            else:
-                self._count += 1
-                payload = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-                self._queue.append(_Pending(self._count, stream, route, payload, count, time.monotonic(), result))
+                return result
+            self._count += 1
+            payload = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+            self._queue.append(_Pending(self._count, stream, route, payload, count, time.monotonic(), result))
+            here = here and self._reaching
+            if not here:
                 self._ready.notify()
+        if here:
+            self._publish_here()
         return result
+
+    def _publish_here(self) -> None:
+        """Send what is queued while Redis answers, unless another thread has the turn (it sends
+        what was queued before it lets go: see the loop's test, after the release)."""
+        while self._reaching and self._queue and self._turn.acquire(blocking=False):
+            try:
+                while self._queue:
+                    if self._attempt(self._batch()) is not None:
+                        with self._ready:  # Redis is away: the publishing thread takes over
+                            self._reaching = False
+                            self._ready.notify()
+                        return
+            finally:
+                self._turn.release()
 
     def close(self, timeout: float = 2.0) -> None:
         """Send what is queued if Redis lets us within ``timeout``; whatever is left is not sent."""
@@ -133,37 +162,53 @@ class Publisher:
             self._ready.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        self._fail(list(self._queue), "not sent: the server stopped before Redis took it")
-        self._queue.clear()
+        with self._turn:
+            self._fail(list(self._queue), "not sent: the server stopped before Redis took it")
+            self._queue.clear()
         self._wire.close()
 
     def _run(self) -> None:
+        """Publish what callers leave: events no one waits for, and everything while Redis is
+        away (holding them, trying again with a growing pause, telling senders past the hold)."""
         backoff = Backoff(self._link)
-        uncertain = 0  # events up to this n may have reached Redis, unanswered
         while True:
-            with self._ready:
-                while not self._queue and not self._stop.is_set():
-                    self._ready.wait()
+            with self._ready:  # (a caller that publishes itself wakes it only if that fails)
+                self._ready.wait_for(lambda: self._queue or self._stop.is_set())
                 if self._stop.is_set():
                     return
-                batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]
-            try:
-                ids = self._send(batch)
-            except Exception as exc:  # noqa: BLE001 - every failure ends in a reply or a retry
-                if self._link.is_gone(exc):
-                    if not self._link.unsent(exc):
-                        uncertain = max(uncertain, batch[-1].n)
-                    self._expire(self._link.describe(exc), uncertain)
-                    backoff.failed(exc, self._stop)
-                else:  # a full Redis, a script error: these events will not go
-                    self._fail(self._take(len(batch)), f"not sent: {self._link.describe(exc)}")
-                continue
-            backoff.succeeded()
-            for pending, first in zip(self._take(len(batch)), ids):
-                if first == NO_SUCH_NAME:
-                    pending.result.set_exception(NotSentError("no one of that name is here", code="NO_SUCH_NAME"))
-                else:
-                    pending.result.set_result(first)
+            with self._turn:
+                batch = self._batch()
+                error = self._attempt(batch) if batch else None  # (else a caller sent it meanwhile)
+            with self._ready:
+                self._reaching = error is None
+            if error is None:
+                backoff.succeeded()
+            else:
+                backoff.failed(error, self._stop)
+
+    def _batch(self) -> list[_Pending]:
+        with self._ready:
+            return [self._queue[i] for i in range(min(BATCH, len(self._queue)))]
+
+    def _attempt(self, batch: list[_Pending]) -> Optional[BaseException]:
+        """Send ``batch`` (holding the turn) and answer its callers; if Redis is away, the error,
+        the batch left queued but for what waited past the hold (its senders are told)."""
+        try:
+            ids = self._send(batch)
+        except Exception as exc:  # noqa: BLE001 - every failure ends in a reply or a retry
+            if not self._link.is_gone(exc):  # a full Redis, a script error: these will not go
+                self._fail(self._take(len(batch)), f"not sent: {self._link.describe(exc)}")
+                return None
+            if not self._link.unsent(exc):
+                self._uncertain = max(self._uncertain, batch[-1].n)
+            self._expire(self._link.describe(exc), self._uncertain)
+            return exc
+        for pending, first in zip(self._take(len(batch)), ids):
+            if first == NO_SUCH_NAME:
+                pending.result.set_exception(NotSentError("no one of that name is here", code="NO_SUCH_NAME"))
+            else:
+                pending.result.set_result(first)
+        return None
 
     def _send(self, batch: list[_Pending]) -> list[int]:
         """Run the script for each pending event in one round trip.  A batch that fails half-way
