@@ -105,7 +105,9 @@ class Publisher:
         self._loaded = False  # whether this node has given Redis the script since it last failed
         self._wire = Wire(link.redis)  # the thread's own connection
         self._queue: collections.deque[_Pending] = collections.deque()
-        self._ready = threading.Condition()
+        queued = threading.Lock()  # guards the queue and the flags; two conditions wait on it:
+        self._ready = threading.Condition(queued)  # work for the publishing thread
+        self._drained = threading.Condition(queued)  # the queue emptied (close() waits for it)
         self._turn = threading.Lock()  # held by whoever is sending: one at a time, in order
         self._reaching = True  # Redis answered the last batch: callers may publish themselves
         self._uncertain = 0  # events up to this n may have reached Redis, unanswered
@@ -157,7 +159,7 @@ class Publisher:
     def close(self, timeout: float = 2.0) -> None:
         """Send what is queued if Redis lets us within ``timeout``; whatever is left is not sent."""
         with self._ready:
-            self._ready.wait_for(lambda: not self._queue or not self._thread.is_alive(), timeout)
+            self._drained.wait_for(lambda: not self._queue or not self._thread.is_alive(), timeout)
             self._stop.set()
             self._ready.notify()
         if self._thread.is_alive():
@@ -247,7 +249,7 @@ class Publisher:
     def _take(self, count: int) -> list[_Pending]:
         with self._ready:
             taken = [self._queue.popleft() for _ in range(min(count, len(self._queue)))]
-            self._ready.notify_all()  # close() waits for the queue to empty
+            self._drained.notify_all()  # close() waits for the queue to empty
             return taken
 
     def _expire(self, reason: str, uncertain: int) -> None:
