@@ -38,7 +38,7 @@ class Node:
     ``on_event(event)`` is called on the reader's thread, in id order per stream, once per event:
     room events (``event["room"]``) of the rooms watched, private messages for names this node
     holds (``event["to"]``) and control events (kicks, bans: ``event["control"]``); and
-    ``on_read()`` after each read's events (or a read that waited in vain, at least every second).
+    ``on_read(count)`` after each read that handed ``count`` events on.
     ``on_name_lost(name)`` is called on the heartbeat's thread for a name whose lease another
     node took (this node was cut off from Redis for longer than a lease).  ``on_people_gone(node,
     people, left, stopped)`` is called on the heartbeat's thread, on one node of the cluster only,
@@ -56,7 +56,7 @@ class Node:
                  on_name_lost: Callable[[str], None] = lambda name: None, prefix: str = KEY_PREFIX,
                  node_id: Optional[str] = None,
                  on_people_gone: Callable[[str, list[dict[str, Any]], bool, bool], None] = lambda *gone: None,
-                 on_read: Callable[[], None] = lambda: None) -> None:
+                 on_read: Callable[[int], None] = lambda count: None) -> None:
         self.id = node_id or secrets.token_hex(6)
         self.link = Link(url, prefix, who=f"node {self.id}")
         self._on_name_lost = on_name_lost

@@ -45,11 +45,11 @@ def _order(stream_id: str) -> tuple[int, ...]:
 
 class Reader:
     """Reads the streams it is given and hands each event, with its ``id``, to ``on_event`` in
-    id order, on the reader's thread; then calls ``on_read()``, after each read, whether it
-    brought events or waited ``BLOCK_MS`` in vain.  Neither may block for long: the reader waits."""
+    id order, on the reader's thread; then calls ``on_read(count)`` with how many it handed on
+    from that read.  Neither may block for long: the reader waits."""
 
     def __init__(self, link: Link, node: str, on_event: Callable[[dict[str, Any]], None],
-                 on_read: Callable[[], None] = lambda: None) -> None:
+                 on_read: Callable[[int], None] = lambda count: None) -> None:
         self._link = link
         self._node = node
         self._on_event = on_event
@@ -171,14 +171,15 @@ class Reader:
                 for _, flat in items:
                     fields = dict(zip(flat[::2], flat[1::2]))
                     entries.append((int(fields["i"]), stream, fields))
-            for item_id, stream, fields in sorted(entries, key=lambda entry: entry[0]):
-                self._take(stream, item_id, fields)
+            handed = sum(self._take(stream, item_id, fields)
+                         for item_id, stream, fields in sorted(entries, key=lambda entry: entry[0]))
             with self._lock:
                 self._handed.update((stream, items[-1][0]) for stream, items in read if stream in self._last)
-            try:
-                self._on_read()
-            except Exception:  # noqa: BLE001 - as a delivery's: the reading goes on
-                log.exception("node %s: after a read", self._node)
+            if handed:
+                try:
+                    self._on_read(handed)
+                except Exception:  # noqa: BLE001 - as a delivery's: the reading goes on
+                    log.exception("node %s: after a read", self._node)
         wire.close()
         client.close()
 
@@ -196,15 +197,16 @@ class Reader:
                 log.warning("node %s: %s lost its events after id %d (Redis restarted without its data?); "
                             "this node had them up to id %d", self._node, stream, kept, last)
 
-    def _take(self, stream: str, item_id: int, fields: dict[str, str]) -> None:
+    def _take(self, stream: str, item_id: int, fields: dict[str, str]) -> bool:
+        """Hand one entry's event on, if it is one to deliver: whether it was."""
         with self._lock:
             last = self._last.get(stream)
             if last is None or item_id <= last and stream in self._catching:
-                return  # no longer read, or one this node had before it caught up
+                return False  # no longer read, or one this node had before it caught up
             if item_id <= last:
                 log.warning("node %s: %s: id %d came after id %d: Redis gave an id again after losing "
                             "its data; not delivered, out of order", self._node, stream, item_id, last)
-                return
+                return False
             self._last[stream] = item_id
             self._catching.discard(stream)
             self._highest = max(self._highest, item_id + int(fields.get("c", 1)) - 1)
@@ -219,10 +221,11 @@ class Reader:
         if again:
             log.info("node %s: %s: id %d is an event published again after Redis lost it; not delivered twice",
                      self._node, stream, item_id)
-            return
+            return False
         event = json.loads(fields["e"])
         event["id"] = item_id
         try:
             self._on_event(event)
         except Exception:  # noqa: BLE001 - one bad delivery must not stop the node's reading
             log.exception("node %s: delivering id %d from %s failed", self._node, item_id, stream)
+        return True
