@@ -181,8 +181,8 @@ class Publisher:
             with self._turn:
                 batch = self._batch()
                 error = self._attempt(batch) if batch else None  # (else a caller sent it meanwhile)
-            with self._ready:
-                self._reaching = error is None
+                with self._ready:  # (under the turn: no caller's own finding is overwritten)
+                    self._reaching = error is None
             if error is None:
                 backoff.succeeded()
             else:
