@@ -343,6 +343,7 @@ class Chat:
         room = member.room
         if room is not None:
             self._tell_room(room, self.notices.add(room, HELD, member.name, self._audience(len(room) - 1)))
+        self.changed(member)  # in a cluster, a node it resumes on says it is back
         return True
 
     def expire_sessions(self) -> None:
@@ -424,7 +425,8 @@ class Chat:
         member.is_op = session["op"]
         member.stage = Stage.CHATTING
         log.info("%s resumed from %s the session it had on node %s", name, member.address, session["node"])
-        self.enter(member, session["room"], welcome=True, resumed=True, after=last)
+        self.enter(member, session["room"], welcome=True, resumed=True, after=last,
+                   told=self.cluster.told_away(session))
 
     def moved_away(self, name: str) -> None:
         """``name`` resumed its session on another node: it ends here without a word to the room
@@ -467,12 +469,13 @@ class Chat:
     # -- rooms -----------------------------------------------------------------------------
 
     def enter(self, member: Member, room_name: str, welcome: bool = False, resumed: bool = False,
-              after: Optional[int] = None) -> None:
+              after: Optional[int] = None, told: bool = True) -> None:
         """Move a member into a room: its greeting and the room's recent history first, then live chat.
 
         The member holds live lines while the greeting is made, and history stops exactly
         where live delivery starts, so nothing is shown twice or missed.  ``resumed``: it is
-        back (a session another node held), and is played the lines after id ``after`` if given.
+        back (a session another node held), and is played the lines after id ``after`` if given;
+        the room hears it is back only if it was ``told`` it was away.
         """
         if self.cluster is not None:  # before entering: what the room says from here is read
             self.cluster.check_room(room_name)  # (a new room like one in use on another node: refused)
@@ -498,7 +501,9 @@ class Chat:
         # the welcome (its first line, the next person to come) comes after the notice too.
         if room_before is not None:
             self._tell_room(room_before, Comings([], [member.name], to=room.name))
-        self._tell_room(room, self.notices.add(room, BACK if resumed else JOINED, member.name, self._audience(count)))
+        if told:
+            self._tell_room(room, self.notices.add(room, BACK if resumed else JOINED, member.name,
+                                                   self._audience(count)))
         others = list_names(names, MAX_LISTED_NAMES, total=count)
         if welcome:
             greeting = Out.line(render_welcome(member.name, others), "welcome", name=member.name,
