@@ -238,15 +238,15 @@ class Bridge:
         digest = self.chat.sessions.digest_of(member) if self.chat.sessions is not None else None
         if digest is None or member.room is None:
             return None
-        away = member not in self.chat.registry.connections()  # dropped: its room heard it is reconnecting
-        return digest.hex(), {"name": member.name, "room": member.room.name, "op": member.is_op, "away": away}
+        dropped = member not in self.chat.registry.connections()  # its room heard it is reconnecting
+        return digest.hex(), {"name": member.name, "room": member.room.name, "op": member.is_op, "dropped": dropped}
 
     def told_away(self, session: dict[str, Any]) -> bool:
         """Whether the rooms were told that the person of ``session`` (held by another node) is
         reconnecting: their connection dropped there, or that node stopped or was found gone.
         A node killed a moment ago is not known to be gone yet: its people are back before
         anyone heard they were away."""
-        if session.get("away"):
+        if session.get("dropped"):
             return True
         try:
             return not self.node.presence.alive(session["node"])
