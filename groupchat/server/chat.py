@@ -343,7 +343,8 @@ class Chat:
         room = member.room
         if room is not None:
             self._tell_room(room, self.notices.add(room, HELD, member.name, self._audience(len(room) - 1)))
-        self.changed(member)  # in a cluster, a node it resumes on says it is back
+        if self.cluster is not None:  # a node it resumes on says it is back
+            self.cluster.keep_session(member)
         return True
 
     def expire_sessions(self) -> None:

@@ -223,13 +223,21 @@ class Bridge:
     def note(self, member: Member) -> None:
         """Keep what /whois says of one of this node's people, and its session, for the other
         nodes (again: it changed)."""
-        session = self._session(member)
         try:
             self.node.presence.describe(self.node.id, name_key(member.name), profile(member))
+        except ClusterError as exc:
+            log.warning("/whois of %s on other servers: %s", member.name, exc)
+        self.keep_session(member)
+
+    def keep_session(self, member: Member) -> None:
+        """Keep ``member``'s session in Redis (again: it dropped, or has a new token), for a
+        resume on another node."""
+        session = self._session(member)
+        try:
             if session is not None:
                 self.node.keep_session(*session)
         except ClusterError as exc:
-            log.warning("/whois and session of %s on other servers: %s", member.name, exc)
+            log.warning("session of %s on other servers: %s", member.name, exc)
 
     # Sessions: kept in Redis by their token's digest, so that another node can resume them.
     def _session(self, member: Member) -> Optional[tuple[str, dict[str, Any]]]:
