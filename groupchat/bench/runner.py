@@ -29,6 +29,7 @@ out of order, or a client is dropped, fails, and :func:`run_bench` returns 1.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -47,7 +48,7 @@ from array import array
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, TextIO
+from typing import IO, Iterator, Optional, Sequence, TextIO
 
 from groupchat.bench.loadgen import (
     MODE_HANDSHAKE,
@@ -256,6 +257,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def output_file() -> IO[str]:
+    """A scratch file for a child's output that this process reads as it grows.  The child
+    writes through the same open file, whose offset this process's reading moves: without
+    O_APPEND a line written after a seek back to the start lands there, over the first line
+    (the one that says where the server listens), and the bench waited for it in vain."""
+    output = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+    fcntl.fcntl(output.fileno(), fcntl.F_SETFL, fcntl.fcntl(output.fileno(), fcntl.F_GETFL) | os.O_APPEND)
+    return output
+
+
 class ServerProcess:
     """A target server in its own process, for one round; :meth:`stop` it (also on errors).
 
@@ -268,8 +279,7 @@ class ServerProcess:
         self.target = target
         self.scratch = tempfile.TemporaryDirectory(prefix="groupchat-bench-")
         command = server_command(target, server_args, max_clients, self.scratch.name)
-        self.stdout = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
-        self.stderr = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+        self.stdout, self.stderr = output_file(), output_file()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
         env.pop("GROUPCHAT_REDIS", None)  # a node only through --redis: never a Redis by chance

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import multiprocessing
+import os
 import re
 import shutil
 import subprocess
@@ -38,7 +39,7 @@ from groupchat.bench.loadgen import (
     scan_lines,
 )
 from groupchat.bench.relay import NaiveRelay, RelayHandler
-from groupchat.bench.runner import BenchError, make_plan, percentile, run_bench, summarize
+from groupchat.bench.runner import BenchError, make_plan, output_file, percentile, run_bench, summarize
 from groupchat.cli import cli
 from groupchat.jsonl import render_event
 
@@ -48,6 +49,20 @@ SMALL = dict(clients=6, senders=2, messages=200, workers=2, timeout=15)
 
 
 # -- sequence checking ------------------------------------------------------------------------
+
+def test_a_servers_output_file_keeps_each_line_however_often_the_bench_reads_it_back():
+    output = output_file()
+    child = os.dup(output.fileno())  # a server writes through the same open file, as after fork
+    try:
+        os.write(child, b"groupchat serving on 127.0.0.1:7111\n")
+        output.seek(0)  # the bench reads from the start while the server goes on writing
+        os.write(child, b"Waiting for clients...\n")
+        output.seek(0)
+        assert output.read() == "groupchat serving on 127.0.0.1:7111\nWaiting for clients...\n"
+    finally:
+        os.close(child)
+        output.close()
+
 
 def test_lines_in_order_from_every_expected_sender_make_a_complete_receiver():
     check = SequenceChecker(senders=[0, 1], count=3)
