@@ -427,6 +427,29 @@ def test_the_people_of_a_stopped_node_are_reconnecting_then_back_where_they_resu
     assert events[-1]["text"] == "said after"
 
 
+def test_who_resumes_from_a_killed_node_not_yet_found_gone_is_not_said_to_be_back(redis, start_server, tmp_path,
+                                                                                  monkeypatch):
+    """Its liveness ran out, but until a node finds it gone no room heard its people are
+    reconnecting: the node they resume on says nothing of them either; then it would."""
+    from groupchat.server.cluster.link import Link
+    from groupchat.server.cluster.node import Node
+    from groupchat.server.cluster.presence import Presence
+
+    monkeypatch.setattr(Node, "lease_seconds", 600.0)  # no heartbeat finds anyone gone but the test's
+    bridge = start_server(**UNLIMITED, redis=redis.url, history_path=str(tmp_path / "node.db")).chat.cluster
+    link = Link(redis.url)
+    try:
+        others = Presence(link, 600_000)
+        others.beat("killed", 50, judge=False)  # a node that beat once, then was killed
+        wait_for(lambda: not link.redis.exists(link.keys.alive("killed")), what="its liveness to run out")
+        assert not bridge.told_away({"node": "killed"})
+        assert bridge.told_away({"node": "killed", "dropped": True})  # (her connection dropped first)
+        assert others.beat("judge", 600_000, judge=True) == {"killed": []}  # found gone: its rooms are told
+        assert bridge.told_away({"node": "killed"})
+    finally:
+        link.redis.close()
+
+
 def test_a_nick_may_look_like_ones_own_name_but_not_like_anyone_elses_on_any_node(nodes, peers):
     ann, bob, cy = peers
     cy.say("/nick \u0441\u0443")  # Cyrillic: cy's own look

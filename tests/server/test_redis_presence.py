@@ -109,6 +109,20 @@ def test_a_departure_long_past_is_not_told(links, presences, monkeypatch):
     assert not links[0].redis.zcard(links[0].keys.departing)  # and not told later either
 
 
+def test_a_node_whose_liveness_ran_out_is_known_until_a_node_finds_it_gone(links, presences):
+    """Until then no room heard its people are reconnecting (so none may hear they are back)."""
+    first, second, _ = presences
+    first.beat("dead", 50, judge=False)
+    wait_for(lambda: not links[0].redis.exists(links[0].keys.alive("dead")), what="the dead node's liveness to run out")
+    assert second.known("dead")
+    assert second.beat("n1", LEASE_MS, judge=True) == {"dead": []}
+    assert not second.known("dead")
+    first.beat("n0", LEASE_MS, judge=False)
+    assert second.known("n0")
+    first.step_down("n0", LEASE_MS)  # a node that stops is gone at once
+    assert not second.known("n0")
+
+
 def test_a_session_is_taken_once_by_one_node(presences):
     presences[0].keep_session("d1", {"name": "ann", "room": "lobby", "op": False, "node": "n0"}, 60_000)
     taken = at_once(presences, lambda i, p: p.take_session("d1"))

@@ -252,14 +252,17 @@ class Bridge:
     def told_away(self, session: dict[str, Any]) -> bool:
         """Whether the rooms were told that the person of ``session`` (held by another node) is
         reconnecting: their connection dropped there, or that node stopped or was found gone.
-        A node killed a moment ago is not known to be gone yet: its people are back before
-        anyone heard they were away."""
+        A node killed a moment ago is not found gone yet, and the node that finds it passes
+        over whoever resumed meanwhile (see people_gone): they are back before anyone heard
+        they were away.  Asked once the name is this node's, so either that node tells the
+        room they are reconnecting and this one that they are back, or neither does (but for
+        a finding in the milliseconds between this node's claim and its asking)."""
         if session.get("dropped"):
             return True
         try:
-            return not self.node.presence.alive(session["node"])
+            return not self.node.presence.known(session["node"])
         except ClusterError as exc:
-            log.warning("whether node %s is alive: %s", session["node"], exc)
+            log.warning("whether node %s is gone: %s", session["node"], exc)
             return True
 
     def end_session(self, digest: bytes) -> None:

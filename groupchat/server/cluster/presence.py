@@ -252,9 +252,11 @@ class Presence:
         due = self._link.call(lambda: self._departed(keys=[self._link.keys.departing], args=[STALE_DEPARTURE_MS]))
         return [(entry[0], json.loads(entry[1]), len(entry) > 2) for entry in map(json.loads, due)]
 
-    def alive(self, node: str) -> bool:
-        """Whether ``node`` renewed its liveness lately (a node that stopped, or was found gone, has none)."""
-        return bool(self._link.call(lambda: self._link.redis.exists(self._link.keys.alive(node))))
+    def known(self, node: str) -> bool:
+        """Whether ``node`` is still among the nodes: neither stopped nor found gone.  Until then
+        no node has told its rooms that its people are reconnecting, even once its liveness ran
+        out (the next judging heartbeat finds that)."""
+        return bool(self._link.call(lambda: self._link.redis.sismember(self._link.keys.nodes, node)))
 
     def step_down(self, node: str, leave_ms: int) -> None:
         """``node`` stops: it is gone at once, and its people leave ``leave_ms`` from now, told
