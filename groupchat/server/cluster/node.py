@@ -263,8 +263,8 @@ class Node:
         """Say the people of nodes just found gone are reconnecting, and have them leave a lease
         after their node's last heartbeat; and (``judge``) say those whose time came have left."""
         for node, people in gone.items():
-            log.warning("node %s: node %s stopped renewing its liveness: it is gone, with %d people",
-                        self.id, node, len(people))
+            log.warning("node %s: node %s stopped renewing its liveness: it is gone, with %s",
+                        self.id, node, "1 person" if len(people) == 1 else f"{len(people)} people")
             self._on_people_gone(node, people, False, False)
             self.presence.depart_later(node, people, self.names.lease_ms - self._alive_ms)
         leaving: dict[tuple[str, bool], list[dict[str, Any]]] = {}
