@@ -81,6 +81,13 @@ SCENARIO_DEFAULTS = {
 # core of the machine, may be what limits the figures rather than the server.
 BUSY_WORKER = 0.9
 BUSY_MACHINE = 0.85
+# The machine is shared: a round says when the host took this share of the CPUs' time (a
+# virtual machine's steal), or when other processes than the ones measured used this many
+# cores, since either makes every figure of the round worse than the server's own.  (The
+# kernel counts CPU time in ticks, per thread: over a 3 s round the others' figure is off
+# by up to 0.3 cores with nothing else running; a busy loop elsewhere shows as 0.7 or more.)
+NOTABLE_STOLEN = 0.02
+NOTABLE_OTHERS = 0.4
 CPUS = os.cpu_count() or 1
 DEFAULT_WORKERS = min(4, CPUS)
 # Seconds without any progress (a connection, a line) after which a round gives up: how
@@ -503,6 +510,24 @@ def status_kib(status: dict[str, str], key: str) -> int:
     return int(value) if value.isdigit() else 0
 
 
+def machine_ticks(text: str) -> tuple[int, int, int]:
+    """Clock ticks of all the CPUs together, from ``/proc/stat``: (busy, taken by the host, all).
+
+    >>> machine_ticks("cpu  100 5 50 800 10 1 2 30 0 0\\ncpu0 50 2 25 400 5 0 1 15 0 0\\n")
+    (158, 30, 998)
+    """
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in text.split()[1:9])
+    return user + nice + system + irq + softirq, steal, user + nice + system + idle + iowait + irq + softirq + steal
+
+
+def read_machine_ticks() -> Optional[tuple[int, int, int]]:
+    """:func:`machine_ticks` now; None where there is no ``/proc/stat``."""
+    try:
+        return machine_ticks(Path("/proc/stat").read_text("ascii", "replace"))
+    except (OSError, ValueError):
+        return None
+
+
 def stat_cpu_ticks(text: str) -> int:
     """utime + stime (clock ticks) from ``/proc/PID/stat``; the name in brackets may hold spaces.
 
@@ -550,6 +575,8 @@ class RoundResult:
     # CPU-microseconds the server spent per line delivered: what a line costs it, whoever sets
     # the rate (in a flood, the load generator does on a small machine)
     server_us_per_line: Optional[float] = None
+    host_stolen_percent: Optional[float] = None  # of the CPUs' time, taken by the host (steal)
+    others_cpu: Optional[float] = None  # cores used by processes other than those measured
 
 
 def run_round(plan: LoadPlan, target: str, number: int = 1, *,
@@ -593,6 +620,8 @@ class _Measurement:
     server_peak_rss: int = 0
     server_peak_threads: int = 0
     redis_cpu_seconds: Optional[float] = None  # None: no Redis, or it could not say
+    machine_busy_seconds: Optional[float] = None  # every process's but the bench's own, while the lines went
+    machine_stolen: Optional[float] = None  # the share of the CPUs' time the host took meanwhile
 
 
 def _measure(plan: LoadPlan, target: str, label: str, servers: Sequence[ServerProcess],
@@ -621,11 +650,17 @@ def _measure(plan: LoadPlan, target: str, label: str, servers: Sequence[ServerPr
             settle = monitor.settle(SETTLE_SECONDS) if monitor else 0.0
             cpu_at_go = monitor.cpu_seconds() if monitor else 0.0
             redis_at_go = redis.cpu_seconds() if redis else math.nan
+            machine_at_go, own_at_go = read_machine_ticks(), time.process_time()
             go_ns = load.go()
             reports = load.wait_done(lambda: progress.show(
                 f"{label}: {load.delivered:,}/{plan.expected:,} lines "
                 f"({load.delivered / plan.expected:.0%})"))
             measured = _Measurement(connected, settle, go_ns, reports, len(specs))
+            machine_done = read_machine_ticks()
+            if machine_at_go and machine_done:  # (less this process's own: it measures)
+                busy, stolen, every = (done - at_go for done, at_go in zip(machine_done, machine_at_go))
+                measured.machine_busy_seconds = busy / os.sysconf("SC_CLK_TCK") - (time.process_time() - own_at_go)
+                measured.machine_stolen = stolen / every if every else 0.0  # (no tick went by)
             if monitor:
                 measured.server_cpu_seconds = monitor.cpu_seconds() - cpu_at_go
                 measured.server_peak_rss = monitor.peak_rss_bytes()
@@ -656,6 +691,8 @@ def _round_result(plan: LoadPlan, target: str, number: int, measured: _Measureme
     ok = (totals["received"] == plan.expected and not timed_out
           and not any(totals[k] for k in ("duplicated", "out_of_order", "unexpected", "dropped")))
     ours = measured.server_cpu_seconds is not None
+    measured_cpu = sum(r.cpu_seconds for r in reports) + (measured.server_cpu_seconds or 0) + (
+        measured.redis_cpu_seconds or 0)
     return RoundResult(
         target=target, round=number, ok=ok, expected=plan.expected,
         delivered=totals["received"], lost=plan.expected - totals["received"],
@@ -677,7 +714,10 @@ def _round_result(plan: LoadPlan, target: str, number: int, measured: _Measureme
         redis_cpu=None if measured.redis_cpu_seconds is None
         else round(measured.redis_cpu_seconds / seconds, 3),
         server_us_per_line=round(measured.server_cpu_seconds * 1e6 / totals["received"], 3)
-        if ours and totals["received"] else None)
+        if ours and totals["received"] else None,
+        host_stolen_percent=None if measured.machine_stolen is None else round(measured.machine_stolen * 100, 1),
+        others_cpu=round(max(0.0, measured.machine_busy_seconds - measured_cpu) / seconds, 3)
+        if ours and measured.machine_busy_seconds is not None else None)
 
 
 def latency_summary(latencies_ns: Sequence[int]) -> dict[str, Optional[float]]:
@@ -728,6 +768,8 @@ METRICS = (
     ("server_peak_rss_mb", "server peak RSS (MB)", "{:.1f}"),
     ("server_peak_threads", "server peak threads", "{:.0f}"),
     ("loadgen_cpu", "load generator CPU (cores)", "{:.2f}"),
+    ("others_cpu", "other processes' CPU (cores)", "{:.2f}"),
+    ("host_stolen_percent", "CPU taken by the host (%)", "{:.1f}"),
 )
 
 
@@ -799,6 +841,10 @@ def describe_round(result: RoundResult, rounds: int) -> str:
                      f"so it may be the limit")
     elif result.loadgen_cpu + (result.server_cpu or 0) + (result.redis_cpu or 0) >= BUSY_MACHINE * CPUS:
         parts.append(f"all {CPUS} cores busy, so a floor, not the server's ceiling")
+    if result.host_stolen_percent is not None and result.host_stolen_percent >= NOTABLE_STOLEN * 100:
+        parts.append(f"the host took {result.host_stolen_percent:.0f}% of the CPUs' time")
+    if result.others_cpu is not None and result.others_cpu >= NOTABLE_OTHERS:
+        parts.append(f"other processes used {result.others_cpu:.2f} cores")
     parts.append("ok" if result.ok else "FAILED: " + describe_losses(result))
     return "; ".join(parts)
 

@@ -403,6 +403,7 @@ def assert_all_delivered(report: dict, targets: list[str], rounds: int = 1) -> N
         assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["max"]
         assert result["deliveries_per_second"] > 0
         assert result["server_peak_threads"] >= 1 and result["server_peak_rss_mb"] > 0
+        assert result["others_cpu"] >= 0 and 0 <= result["host_stolen_percent"] <= 100
         if result["server_cpu"] >= 0.1:  # (cores and seconds are rounded: a rough check of the units)
             assert result["server_us_per_line"] == pytest.approx(
                 result["server_cpu"] * result["seconds"] * 1e6 / result["delivered"], rel=0.05)
@@ -479,6 +480,7 @@ def test_a_running_server_given_by_address_is_benchmarked(server_process, no_lef
     assert result["ok"] and result["delivered"] == 2000
     assert result["server_cpu"] is None and result["server_peak_rss_mb"] is None
     assert result["server_us_per_line"] is None
+    assert result["others_cpu"] is None  # (the server is one of them)
     server.kill()
 
 
@@ -625,3 +627,12 @@ def test_a_redis_nobody_answers_at_is_one_line_before_anything_starts():
 def test_nodes_are_for_servers_the_bench_starts():
     with pytest.raises(BenchError, match="not one at --host"):
         run_bench("fanout", host="127.0.0.1", port=1, redis="redis://127.0.0.1:1/0", out=io.StringIO())
+
+
+def test_a_round_says_when_the_host_or_other_processes_took_the_cpus():
+    quiet = bench.describe_round(_result("groupchat", 100, host_stolen_percent=0.5, others_cpu=0.1), 1)
+    assert "host" not in quiet and "other processes" not in quiet
+    busy = bench.describe_round(_result("groupchat", 100, host_stolen_percent=8.0, others_cpu=0.9), 1)
+    assert "the host took 8% of the CPUs' time" in busy and "other processes used 0.90 cores" in busy
+    table = bench.format_table(summarize([_result("groupchat", 100, host_stolen_percent=8.0, others_cpu=0.9)]))
+    assert re.search(r"CPU taken by the host \(%\)\s+8\.0", table)
