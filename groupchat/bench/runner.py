@@ -773,6 +773,8 @@ METRICS = (
 )
 
 
+# What the rest of the machine did: context for a round, not the target's to compare.
+MACHINE = ("others_cpu", "host_stolen_percent")
 LATENCY_KEYS = ("p50", "p90", "p99", "max")
 CROSS_NODE = "cross_"  # a METRICS key for a latency of the lines that crossed nodes
 
@@ -810,7 +812,8 @@ def summarize(results: Sequence[RoundResult], reference: Optional[str] = REFEREN
         base = medians[reference]
         for target in targets:
             ratios[target] = {
-                key: (round(value / base[key], 3) if value is not None and base[key] else None)
+                key: (round(value / base[key], 3) if value is not None and base[key] and key not in MACHINE
+                      else None)
                 for key, value in medians[target].items()}
     return {"medians": medians, "ratios": ratios, "reference": reference if ratios else None}
 
