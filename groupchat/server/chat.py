@@ -838,7 +838,7 @@ class Chat:
     def _tell_room(self, room: Room, comings: Optional[Comings]) -> None:
         """Tell a room its comings and goings: not those who arrived, each of whom had a welcome."""
         if comings is not None and self.cluster is not None:
-            self.cluster.publish(room.name, RoomEvent.comings(comings), comings.newcomers())  # unsent: logged
+            self.cluster.tell_comings(room.name, comings)
         elif comings is not None:
             self._post(RoomEvent.comings(comings), "", None,
                        lambda post: room if self.registry.post_to(room, post) else None, comings.newcomers())

@@ -450,6 +450,27 @@ def test_who_resumes_from_a_killed_node_not_yet_found_gone_is_not_said_to_be_bac
         link.redis.close()
 
 
+def test_who_came_after_someone_on_another_node_is_not_told_they_joined(redis, start_server, connect, tmp_path):
+    """As on one server: a join told after you came (another node's, held back by its notice
+    interval) is not news to you, whose welcome named them; those there before hear it."""
+    first, second = (start_server(**{**UNLIMITED, "notice_interval": interval}, redis=redis.url,
+                                  history_path=str(tmp_path / f"node{n}.db")) for n, interval in enumerate((0, 2)))
+    dee, carl = connect(target=first), connect(target=second)
+    dee.join_json("dee")
+    carl.join_json("carl")
+    dee.expect_event("join", names=["carl"])  # the room's first notice on the second node: told at once
+    bob, ann = connect(target=second), connect(target=first)
+    bob.join_json("bob")  # told up to 2 s later: the second node told one a moment ago
+    assert "bob" in ann.join_json("ann")["names"]
+    dee.expect_event("join", names=["bob"])
+    carl.expect_event("join", names=["bob"])
+    dee.say("after it")
+    heard = [ann.event()]
+    while heard[-1]["type"] != "msg":
+        heard.append(ann.event())
+    assert heard[-1]["text"] == "after it" and not any(e["type"] == "join" for e in heard), heard
+
+
 def test_a_nick_may_look_like_ones_own_name_but_not_like_anyone_elses_on_any_node(nodes, peers):
     ann, bob, cy = peers
     cy.say("/nick \u0441\u0443")  # Cyrillic: cy's own look

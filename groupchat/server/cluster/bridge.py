@@ -172,10 +172,14 @@ class Bridge:
 
     # -- what the chat calls -------------------------------------------------------------------
 
-    def publish(self, room: str, event: RoomEvent, hide: frozenset[str] = frozenset(), here: bool = False) -> Future:
+    def publish(self, room: str, event: RoomEvent, hide: frozenset[str] = frozenset(), here: bool = False,
+                since: int = 0) -> Future:
         """Publish a room event; the Future gives its first id, or raises NotSentError.
-        ``here``: the caller waits for it (see Publisher.submit)."""
+        ``here``: the caller waits for it (see Publisher.submit).  ``since``: told to none who
+        entered the room after this time (Redis's clock, in ms); 0 for everyone."""
         wire = to_wire(event, room, self.chat.clock.now(), self.node.id, hide)
+        if since:
+            wire["since"] = since
         return self.node.publish(name_key(room), wire, count=event.ids, here=here)
 
     def _say_left(self, places: list[tuple[str, str]], reason: str) -> None:
@@ -296,11 +300,23 @@ class Bridge:
         any node, and its first ``count`` other names and how many are there (see glimpse).
         None while Redis is away (the heartbeat puts the place right once it is back)."""
         try:
-            return self.node.arrive(name_key(member.room.name), member.name, name_key(member.name), profile(member),
-                                    count, name_key(before) if before is not None else None, self._session(member))
+            topic, names, total, member.entered_at = self.node.arrive(
+                name_key(member.room.name), member.name, name_key(member.name), profile(member), count,
+                name_key(before) if before is not None else None, self._session(member))
         except ClusterError as exc:
             log.warning("%s entering %s: %s", member.name, member.room.name, exc)
+            member.entered_at = 0
             return None
+        return topic, names, total
+
+    def tell_comings(self, room: str, comings: Comings) -> None:
+        """Publish a room's comings and goings (not sent: logged).  When all it tells is who
+        came, it says when the last of them did, so that no node tells it to those who came
+        after: their welcome counted them (see deliver)."""
+        arrived = [self.chat.registry.find(name) for name in comings.newcomers()]
+        known = not (comings.left or comings.held) and arrived and all(m is not None and m.entered_at for m in arrived)
+        self.publish(room, RoomEvent.comings(comings), comings.newcomers(),
+                     since=max(m.entered_at for m in arrived) if known else 0)
 
     def who(self, room: str) -> list[str]:
         """The names in ``room`` on every node."""
@@ -410,6 +426,7 @@ class Bridge:
         besides = chat.registry.find(sender) if not event.echo and wire["node"] == self.node.id else None
         kept, text = chat.prepared(event)  # (a flood faster than the disk slows the reading here)
         hide = frozenset(wire["hide"])
+        since = wire.get("since", 0)  # (arrivals only: see tell_comings)
         sender_key = name_key(sender) if sender else ""
         topic = next((fields["text"] for kind, fields in wire["parts"] or () if kind == "topic"), None)
 
@@ -423,7 +440,8 @@ class Bridge:
                 return
             if topic is not None:  # set on another node: /topic here says it too
                 room.topic = topic
-            chat.queue(room, event, text, first, when, besides, sender_key, hide)
+            came_after = frozenset(m.name for m in room.members if m.entered_at > since) if since else frozenset()
+            chat.queue(room, event, text, first, when, besides, sender_key, hide | came_after)
 
         room = chat.registry.post_named(room_name, post)
         if room is not None:

@@ -178,7 +178,7 @@ class Node:
 
     def arrive(self, room: str, name: str, key: str, details: dict[str, Any], count: int,
                before: Optional[str] = None, session: Optional[tuple[str, dict[str, Any]]] = None,
-               ) -> tuple[Optional[str], list[str], int]:
+               ) -> tuple[Optional[str], list[str], int, int]:
         """One of this node's people entered ``room`` (see Presence.arrive); the heartbeat
         renews its place and its session (digest, details) from now on."""
         with self._lock:

@@ -61,8 +61,8 @@ GLIMPSE = _NOW + _GLIMPSE + "return glimpse(KEYS[1], tonumber(ARGV[1]), ARGV[2])
 # A person arriving in a room, in one round trip.  KEYS: the room's members, the set of rooms, the
 # node's people, the topics, the room left ('' for none), the session ('' for none).  ARGV: the
 # room, the name, the lease in ms, the name's key, what /whois says, the session, its window in ms,
-# how many names.  Answers the room's topic (or nil), how many others are there, and the first
-# of their names.
+# how many names.  Answers the room's topic (or nil), how many others are there, the first of
+# their names, and when (Redis's clock, in ms).
 ARRIVE = _NOW + _GLIMPSE + """
 local deadline = now + tonumber(ARGV[3])
 if KEYS[5] ~= '' then redis.call('ZREM', KEYS[5], ARGV[2]) end
@@ -71,7 +71,7 @@ redis.call('ZADD', KEYS[2], 'GT', deadline, ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
 if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[6], 'PX', ARGV[7]) end
 local seen = glimpse(KEYS[1], tonumber(ARGV[8]), ARGV[2])
-return {redis.call('HGET', KEYS[4], ARGV[1]), seen[1], seen[2]}
+return {redis.call('HGET', KEYS[4], ARGV[1]), seen[1], seen[2], now}
 """
 
 # KEYS: the set of rooms.  ARGV: members' key prefix.  Answers room, count, room, count ...
@@ -197,19 +197,19 @@ class Presence:
 
     def arrive(self, node: str, room: str, name: str, key: str, details: dict[str, Any], count: int,
                before: Optional[str] = None, session: Optional[tuple[str, dict[str, Any], int]] = None,
-               ) -> tuple[Optional[str], list[str], int]:
+               ) -> tuple[Optional[str], list[str], int, int]:
         """In one round trip: ``name`` (whose key is ``key``) is in ``room`` (and no longer in
         ``before``), with what /whois says of it (see :meth:`describe`) and its session (digest,
-        details, window ms: see :meth:`keep_session`); answers the room's topic and a glimpse
-        of it (see :meth:`glimpse`)."""
+        details, window ms: see :meth:`keep_session`); answers the room's topic, a glimpse of it
+        (see :meth:`glimpse`) and when, by Redis's clock in ms, which orders arrivals on every node."""
         keys = self._link.keys
         digest, kept, window_ms = session or ("", {}, 0)
         found = self._link.call(lambda: self._arrive(
             keys=[keys.members(room), keys.rooms, keys.people(node), keys.topics(),
                   keys.members(before) if before is not None else "", keys.session(digest) if session else ""],
             args=[room, name, self._lease_ms, key, _json(details), _json(kept), window_ms, count]))
-        topic, total, names = found
-        return topic, sorted(names, key=str.casefold), int(total)
+        topic, total, names, now = found
+        return topic, sorted(names, key=str.casefold), int(total), int(now)
 
     def rooms(self) -> dict[str, int]:
         """Every room someone is in, on any node, with how many are in it."""
