@@ -69,8 +69,9 @@ class Member:
         self.since = time.monotonic()  # when it connected: the oldest unnamed make room first
         self.connected_at = time.time()  # the same, as /whois tells it
         self.leave_reason = ""  # set when the chat itself ends the connection (/quit, /kick)
-        # In a cluster, when it entered its room by Redis's clock (0: not known): an arrival
-        # before it that is told after it (a node held the notice back) is not news to it.
+        # In a cluster, when it entered its room by Redis's clock, in microseconds (0: not
+        # known): an arrival before it that is told after it (a node held the notice back) is
+        # not news to it.
         self.entered_at = 0
 
     def say(self, out: Out, droppable: bool = False) -> None:

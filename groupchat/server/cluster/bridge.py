@@ -176,7 +176,7 @@ class Bridge:
                 since: int = 0) -> Future:
         """Publish a room event; the Future gives its first id, or raises NotSentError.
         ``here``: the caller waits for it (see Publisher.submit).  ``since``: told to none who
-        entered the room after this time (Redis's clock, in ms); 0 for everyone."""
+        entered the room after this time (Redis's clock, in microseconds); 0 for everyone."""
         wire = to_wire(event, room, self.chat.clock.now(), self.node.id, hide)
         if since:
             wire["since"] = since

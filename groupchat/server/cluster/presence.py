@@ -62,7 +62,8 @@ GLIMPSE = _NOW + _GLIMPSE + "return glimpse(KEYS[1], tonumber(ARGV[1]), ARGV[2])
 # node's people, the topics, the room left ('' for none), the session ('' for none).  ARGV: the
 # room, the name, the lease in ms, the name's key, what /whois says, the session, its window in ms,
 # how many names.  Answers the room's topic (or nil), how many others are there, the first of
-# their names, and when (Redis's clock, in ms).
+# their names, and when (Redis's clock, in microseconds: two people's arrivals a few apart, as
+# a test makes them, must not look simultaneous).
 ARRIVE = _NOW + _GLIMPSE + """
 local deadline = now + tonumber(ARGV[3])
 if KEYS[5] ~= '' then redis.call('ZREM', KEYS[5], ARGV[2]) end
@@ -71,7 +72,7 @@ redis.call('ZADD', KEYS[2], 'GT', deadline, ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
 if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[6], 'PX', ARGV[7]) end
 local seen = glimpse(KEYS[1], tonumber(ARGV[8]), ARGV[2])
-return {redis.call('HGET', KEYS[4], ARGV[1]), seen[1], seen[2], now}
+return {redis.call('HGET', KEYS[4], ARGV[1]), seen[1], seen[2], tonumber(t[1]) * 1000000 + tonumber(t[2])}
 """
 
 # KEYS: the set of rooms.  ARGV: members' key prefix.  Answers room, count, room, count ...
@@ -201,7 +202,8 @@ class Presence:
         """In one round trip: ``name`` (whose key is ``key``) is in ``room`` (and no longer in
         ``before``), with what /whois says of it (see :meth:`describe`) and its session (digest,
         details, window ms: see :meth:`keep_session`); answers the room's topic, a glimpse of it
-        (see :meth:`glimpse`) and when, by Redis's clock in ms, which orders arrivals on every node."""
+        (see :meth:`glimpse`) and when, by Redis's clock in microseconds (it orders arrivals on
+        every node)."""
         keys = self._link.keys
         digest, kept, window_ms = session or ("", {}, 0)
         found = self._link.call(lambda: self._arrive(
