@@ -1,11 +1,13 @@
 """Small network helpers every wing uses: how an address is written, which family a host needs,
-which addresses are one party's, and how many sockets a process may open."""
+which addresses are one party's, how many sockets a process may open, and a socket's kernel
+timeouts (``timeval``)."""
 
 from __future__ import annotations
 
 import ipaddress
 import resource
 import socket
+import struct
 from typing import Optional
 
 from groupchat.errors import ServerStartError
@@ -157,3 +159,13 @@ class Reads:
         data = sock.recv(self._size)
         self._size = self.most if len(data) == self._size else self._idle
         return data
+
+
+def timeval(seconds: float) -> bytes:
+    """A ``struct timeval`` for SO_RCVTIMEO and SO_SNDTIMEO; 0 means no timeout.
+
+    >>> import struct; struct.unpack("ll", timeval(2.5))
+    (2, 500000)
+    """
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))

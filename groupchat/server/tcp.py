@@ -14,7 +14,6 @@ import select
 import signal
 import socket
 import socketserver
-import struct
 import sys
 import threading
 import time
@@ -23,7 +22,7 @@ from typing import Callable, Optional, TextIO, Union, cast
 from groupchat import __version__
 from groupchat.errors import NoNewlineError, ServerStartError
 from groupchat.jsonl import BYE_CUT_OFF, BYE_FULL, BYE_REFUSED, BYE_SHUTDOWN, BYE_TIMEOUT, line_allowance
-from groupchat.net import IDLE_RECV_BYTES, Reads, address_family, format_address, raise_file_limit
+from groupchat.net import IDLE_RECV_BYTES, Reads, address_family, format_address, raise_file_limit, timeval
 from groupchat.protocol import DEFAULT_PORT, LineBuffer, encode_line, render_refusal
 from groupchat.server.access import Admission, BanList
 from groupchat.server.chat import Chat
@@ -447,12 +446,6 @@ def set_receive_timeout(sock: socket.socket, seconds: float) -> None:
     non-blocking sends wait for the socket to be writable.
     """
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(seconds))
-
-
-def timeval(seconds: float) -> bytes:
-    """A ``struct timeval`` for SO_RCVTIMEO and SO_SNDTIMEO; 0 means no timeout."""
-    whole = int(seconds)
-    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
 def describe_bind_error(exc: OSError, host: str, port: int) -> str:

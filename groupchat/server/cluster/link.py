@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 import threading
 import time
 from typing import Any, Callable, Optional, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from groupchat.errors import ClusterError
+from groupchat.net import timeval
 
 log = logging.getLogger(__name__)
 
@@ -297,8 +297,7 @@ def kernel_timeouts(sock: Any, seconds: Optional[float]) -> None:
     Over TLS, or with no bound, the socket is left as it is."""
     if type(sock) is not socket.socket or not seconds:
         return
-    whole = int(seconds)
-    bound = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))  # struct timeval
+    bound = timeval(seconds)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, bound)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, bound)
     sock.settimeout(None)
