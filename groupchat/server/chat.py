@@ -380,7 +380,7 @@ class Chat:
             return
         session, token = found
         held = session.holder
-        still_open = held in self.registry.connections()
+        still_open = self.registry.is_open(held)
         self.sessions.move(session, member)
         member.stage = Stage.CHATTING
         member.hold()
@@ -435,7 +435,7 @@ class Chat:
         member = self.registry.find(name)
         if member is None:
             return
-        still_open = member in self.registry.connections()
+        still_open = self.registry.is_open(member)
         if self.sessions is not None:
             self._end_session(self.sessions.close(member))
         self.registry.disconnect(member)

@@ -331,6 +331,11 @@ class Registry:
         with self._lock:
             return list(self._connections)
 
+    def is_open(self, member: Member) -> bool:
+        """Whether ``member``'s connection is open: not held (dropped off) nor gone."""
+        with self._lock:
+            return member in self._connections
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._connections)

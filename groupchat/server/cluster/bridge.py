@@ -250,7 +250,7 @@ class Bridge:
         digest = self.chat.sessions.digest_of(member) if self.chat.sessions is not None else None
         if digest is None or member.room is None:
             return None
-        dropped = member not in self.chat.registry.connections()  # its room heard it is reconnecting
+        dropped = not self.chat.registry.is_open(member)  # its room heard it is reconnecting
         return digest.hex(), {"name": member.name, "room": member.room.name, "op": member.is_op, "dropped": dropped}
 
     def told_away(self, session: dict[str, Any]) -> bool:
