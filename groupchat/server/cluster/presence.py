@@ -62,8 +62,8 @@ GLIMPSE = _NOW + _GLIMPSE + "return glimpse(KEYS[1], tonumber(ARGV[1]), ARGV[2])
 # node's people, the topics, the room left ('' for none), the session ('' for none).  ARGV: the
 # room, the name, the lease in ms, the name's key, what /whois says, the session, its window in ms,
 # how many names.  Answers the room's topic (or nil), how many others are there, the first of
-# their names, and when (Redis's clock, in microseconds: two people's arrivals a few apart, as
-# a test makes them, must not look simultaneous).
+# their names, and when (Redis's clock, in microseconds: two arrivals under a millisecond apart
+# must not look simultaneous).
 ARRIVE = _NOW + _GLIMPSE + """
 local deadline = now + tonumber(ARGV[3])
 if KEYS[5] ~= '' then redis.call('ZREM', KEYS[5], ARGV[2]) end
